@@ -1,0 +1,363 @@
+//! `Condvar`: std's API, with notifications that move waiters onto the mutex's queue instead of
+//! waking them to fight over it (wait morphing).
+//!
+//! # State
+//!
+//! `mutex` holds the address of the `RawMutex` the current waiters use, or 0 when nobody waits.
+//! It is set by the first waiter and cleared, under the parking lot's queue lock, by whoever
+//! empties the queue: a notifier, or the last waiter timing out. A waiter that brings a different
+//! mutex while others wait gets a panic, as with parking_lot.
+//!
+//! # Notification
+//!
+//! * `notify_one`: if the mutex is held, the first waiter is moved to the mutex's queue; its
+//!   owner's unlock wakes it later. Otherwise it is woken.
+//! * `notify_all`: every waiter is moved to the mutex's queue (one is woken first when the mutex
+//!   is free), so they take the mutex one at a time instead of all waking at once.
+//!
+//! A moved waiter sleeps on the mutex without having published `blocked_on` itself; it does so
+//! when it next runs and has to wait for the mutex again. See the README's "Known limits".
+
+use crate::loom::{
+    AtomicUsize, Ordering, ParkResult, ParkToken, RequeueOp, UnparkResult, UnparkToken, const_fn,
+    park, unpark_requeue,
+};
+use crate::mutex::MutexGuard;
+use crate::mutex::poison::map_result;
+use crate::mutex::raw::{RawMutex, TOKEN_HANDOFF};
+use std::fmt;
+use std::sync::{LockResult, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Unpark token for a waiter woken straight from the condvar queue: it must lock the mutex.
+const TOKEN_NOTIFIED: UnparkToken = UnparkToken(0);
+
+/// A condition variable for [`crate::Mutex`], with std's API.
+///
+/// ```
+/// use proxy_lock::{Condvar, Mutex};
+/// use std::sync::Arc;
+///
+/// let pair = Arc::new((Mutex::new(false), Condvar::new()));
+/// let pair2 = Arc::clone(&pair);
+/// std::thread::spawn(move || {
+///     let (lock, cvar) = &*pair2;
+///     *lock.lock().unwrap() = true;
+///     cvar.notify_one();
+/// });
+/// let (lock, cvar) = &*pair;
+/// let started = cvar.wait_while(lock.lock().unwrap(), |started| !*started).unwrap();
+/// assert!(*started);
+/// ```
+pub struct Condvar {
+    /// Address of the `RawMutex` the waiters use, or 0. See the module docs.
+    mutex: AtomicUsize,
+}
+
+/// Whether a timed wait returned because the time ran out, as std's.
+#[derive(Debug, PartialEq, Eq, Copy, Clone)]
+pub struct WaitTimeoutResult(bool);
+
+impl WaitTimeoutResult {
+    /// True if the wait ended because the time ran out.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let m = proxy_lock::Mutex::new(());
+    /// let cv = proxy_lock::Condvar::new();
+    /// let (_g, r) = cv.wait_timeout(m.lock().unwrap(), Duration::from_millis(1)).unwrap();
+    /// assert!(r.timed_out());
+    /// ```
+    pub fn timed_out(&self) -> bool {
+        self.0
+    }
+}
+
+impl Condvar {
+    const_fn! {
+        /// A condition variable nobody waits on.
+        ///
+        /// ```
+        /// static CV: proxy_lock::Condvar = proxy_lock::Condvar::new();
+        /// CV.notify_all();
+        /// ```
+        pub fn new() -> Condvar {
+            Condvar { mutex: AtomicUsize::new(0) }
+        }
+    }
+
+    /// Unlocks, sleeps until notified, and locks again. Spurious wake-ups are possible, as
+    /// with std; `Err` if the mutex is poisoned when the guard comes back.
+    ///
+    /// # Panics
+    ///
+    /// If another thread waits on this condvar with a different mutex.
+    ///
+    /// ```
+    /// use proxy_lock::{Condvar, Mutex};
+    /// let m = Mutex::new(0);
+    /// let cv = Condvar::new();
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| {
+    ///         *m.lock().unwrap() = 1;
+    ///         cv.notify_all();
+    ///     });
+    ///     let mut g = m.lock().unwrap();
+    ///     while *g == 0 {
+    ///         g = cv.wait(g).unwrap();
+    ///     }
+    /// });
+    /// ```
+    pub fn wait<'a, T: ?Sized>(&self, guard: MutexGuard<'a, T>) -> LockResult<MutexGuard<'a, T>> {
+        let (guard, _) = self.wait_until(guard, None);
+        relock_result(guard)
+    }
+
+    /// Waits while `condition` holds. See [`Condvar::wait`].
+    ///
+    /// ```
+    /// use proxy_lock::{Condvar, Mutex};
+    /// let m = Mutex::new(0);
+    /// let cv = Condvar::new();
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| {
+    ///         *m.lock().unwrap() = 3;
+    ///         cv.notify_one();
+    ///     });
+    ///     let g = cv.wait_while(m.lock().unwrap(), |v| *v != 3).unwrap();
+    ///     assert_eq!(*g, 3);
+    /// });
+    /// ```
+    pub fn wait_while<'a, T: ?Sized, F>(
+        &self,
+        mut guard: MutexGuard<'a, T>,
+        mut condition: F,
+    ) -> LockResult<MutexGuard<'a, T>>
+    where
+        F: FnMut(&mut T) -> bool,
+    {
+        while condition(&mut *guard) {
+            guard = self.wait(guard)?;
+        }
+        Ok(guard)
+    }
+
+    /// Waits at most `dur`. See [`Condvar::wait`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let m = proxy_lock::Mutex::new(());
+    /// let cv = proxy_lock::Condvar::new();
+    /// let (_g, r) = cv.wait_timeout(m.lock().unwrap(), Duration::from_millis(2)).unwrap();
+    /// assert!(r.timed_out());
+    /// ```
+    pub fn wait_timeout<'a, T: ?Sized>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        dur: Duration,
+    ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
+        let (guard, timed_out) = self.wait_until(guard, Instant::now().checked_add(dur));
+        map_result(relock_result(guard), |g| (g, WaitTimeoutResult(timed_out)))
+    }
+
+    /// Waits at most `ms` milliseconds, as std's deprecated method.
+    #[deprecated(note = "replaced by `Condvar::wait_timeout`, as in std")]
+    pub fn wait_timeout_ms<'a, T: ?Sized>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        ms: u32,
+    ) -> LockResult<(MutexGuard<'a, T>, bool)> {
+        map_result(
+            self.wait_timeout(guard, Duration::from_millis(ms.into())),
+            |(g, r)| (g, !r.timed_out()),
+        )
+    }
+
+    /// Waits while `condition` holds, for at most `dur` in all. The result says whether the time
+    /// ran out with the condition still true.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let m = proxy_lock::Mutex::new(false);
+    /// let cv = proxy_lock::Condvar::new();
+    /// let (g, r) = cv
+    ///     .wait_timeout_while(m.lock().unwrap(), Duration::from_millis(2), |ready| !*ready)
+    ///     .unwrap();
+    /// assert!(r.timed_out() && !*g);
+    /// ```
+    pub fn wait_timeout_while<'a, T: ?Sized, F>(
+        &self,
+        mut guard: MutexGuard<'a, T>,
+        dur: Duration,
+        mut condition: F,
+    ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)>
+    where
+        F: FnMut(&mut T) -> bool,
+    {
+        let start = Instant::now();
+        loop {
+            if !condition(&mut *guard) {
+                return Ok((guard, WaitTimeoutResult(false)));
+            }
+            let Some(left) = dur.checked_sub(start.elapsed()) else {
+                return Ok((guard, WaitTimeoutResult(true)));
+            };
+            guard = self.wait_timeout(guard, left)?.0;
+        }
+    }
+
+    /// Wakes one waiter, or moves it to the mutex's queue if the mutex is held.
+    ///
+    /// ```
+    /// let cv = proxy_lock::Condvar::new();
+    /// cv.notify_one(); // nobody waits: nothing happens
+    /// ```
+    #[inline]
+    pub fn notify_one(&self) {
+        // Relaxed: a waiter stores this before it releases the mutex, and a notifier that
+        // cannot see it cannot have observed the waiter's predicate change either (std's
+        // contract); the slow path re-checks under the queue lock.
+        let mutex = self.mutex.load(Ordering::Relaxed);
+        if mutex != 0 {
+            self.notify_slow(mutex, false);
+        }
+    }
+
+    /// Wakes every waiter, moving them onto the mutex's queue so they get it one at a time.
+    ///
+    /// ```
+    /// let cv = proxy_lock::Condvar::new();
+    /// cv.notify_all(); // nobody waits: nothing happens
+    /// ```
+    #[inline]
+    pub fn notify_all(&self) {
+        // Relaxed: see notify_one.
+        let mutex = self.mutex.load(Ordering::Relaxed);
+        if mutex != 0 {
+            self.notify_slow(mutex, true);
+        }
+    }
+
+    #[cold]
+    fn notify_slow(&self, mutex: usize, all: bool) {
+        // SAFETY: `mutex` is the address of the RawMutex of a thread that is waiting here: it
+        // was stored by a waiter and is only cleared, under the queue lock, when the queue
+        // empties, and a waiter's mutex outlives its wait (the waiter borrows it).
+        let raw = || unsafe { &*(mutex as *const RawMutex) };
+        let validate = || {
+            // Relaxed: under the queue lock, which orders every change to `self.mutex`.
+            if self.mutex.load(Ordering::Relaxed) != mutex {
+                // Everyone we saw was woken or timed out, and newer waiters use another mutex.
+                return RequeueOp::Abort;
+            }
+            let held = raw().mark_parked_if_locked();
+            match (all, held) {
+                (false, true) => RequeueOp::RequeueOne,
+                (false, false) => RequeueOp::UnparkOne,
+                (true, true) => RequeueOp::RequeueAll,
+                (true, false) => RequeueOp::UnparkOneRequeueRest,
+            }
+        };
+        let callback = |op: RequeueOp, result: UnparkResult| {
+            let emptied = match op {
+                RequeueOp::UnparkOne | RequeueOp::RequeueOne => !result.have_more_threads,
+                _ => true,
+            };
+            if emptied {
+                // Relaxed: under the queue lock, as above.
+                self.mutex.store(0, Ordering::Relaxed);
+            }
+            if op == RequeueOp::UnparkOneRequeueRest && result.requeued_threads != 0 {
+                raw().mark_parked();
+            }
+            TOKEN_NOTIFIED
+        };
+        // SAFETY: both keys are addresses of this crate's objects (this condvar, a live mutex);
+        // the callbacks do not panic.
+        unsafe { unpark_requeue(self.key(), raw().park_key(), validate, callback) };
+    }
+
+    fn key(&self) -> usize {
+        self as *const Self as usize
+    }
+
+    /// The wait itself: releases the mutex as the thread goes to sleep, and owns it again on
+    /// return. Returns the guard and whether the deadline passed.
+    fn wait_until<'a, T: ?Sized>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        deadline: Option<Instant>,
+    ) -> (MutexGuard<'a, T>, bool) {
+        let raw = MutexGuard::mutex(&guard).raw();
+        let me = MutexGuard::me(&guard);
+        let mutex_addr = raw as *const RawMutex as usize;
+        let mut wrong_mutex = false;
+        let mut requeued = false;
+        let validate = || {
+            // Relaxed: under the queue lock; see the module docs.
+            match self.mutex.load(Ordering::Relaxed) {
+                0 => self.mutex.store(mutex_addr, Ordering::Relaxed),
+                m if m != mutex_addr => {
+                    wrong_mutex = true;
+                    return false;
+                }
+                _ => {}
+            }
+            true
+        };
+        // SAFETY: `me` holds the mutex (we have its guard); the guard is kept, not dropped, and
+        // is valid again once we relock below.
+        let before_sleep = || unsafe { raw.unlock_as(me) };
+        let timed_out = |key: usize, was_last: bool| {
+            // A waiter moved to the mutex's queue was notified; it did not time out.
+            requeued = key != self.key();
+            if !requeued && was_last {
+                // Relaxed: under the queue lock.
+                self.mutex.store(0, Ordering::Relaxed);
+            }
+        };
+        // SAFETY: the key is this condvar's address; the callbacks do not panic, and
+        // `before_sleep` only unparks.
+        let result = unsafe {
+            park(
+                self.key(),
+                validate,
+                before_sleep,
+                timed_out,
+                ParkToken(me.addr()),
+                deadline,
+            )
+        };
+        if wrong_mutex {
+            panic!("proxy_lock::Condvar: used with more than one Mutex at the same time");
+        }
+        if result == ParkResult::Unparked(TOKEN_HANDOFF) {
+            // Moved to the mutex's queue and handed the mutex by its unlocker.
+            me.acquired();
+        } else {
+            raw.lock_as(me);
+        }
+        (guard, result == ParkResult::TimedOut && !requeued)
+    }
+}
+
+/// The guard after a wait, as std reports it: `Err` if the mutex is now poisoned.
+fn relock_result<T: ?Sized>(guard: MutexGuard<'_, T>) -> LockResult<MutexGuard<'_, T>> {
+    if MutexGuard::mutex(&guard).is_poisoned() {
+        Err(PoisonError::new(guard))
+    } else {
+        Ok(guard)
+    }
+}
+
+impl Default for Condvar {
+    fn default() -> Condvar {
+        Condvar::new()
+    }
+}
+
+impl fmt::Debug for Condvar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Condvar").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,104 @@
+//! A drop-in replacement for [`std::sync::Mutex`] and [`std::sync::Condvar`] built to end
+//! priority inversion between ordinary threads.
+//!
+//! ```
+//! use proxy_lock::Mutex; // was: use std::sync::Mutex;
+//! let m = Mutex::new(0);
+//! *m.lock().unwrap() += 1;
+//! ```
+//!
+//! # The model
+//!
+//! **Task records.** Every thread that uses a proxy-lock primitive gets a small record: its
+//! kernel tid and the lock it is blocked on. Records outlive their threads for as long as
+//! another thread may still be reading them (epoch reclamation), and a thread that is exiting
+//! can still lock: thread-local destructors that take a `Mutex` work.
+//!
+//! **The lock word records the owner.** A `Mutex` is one word holding the owner's record
+//! address, with a flag bit for "threads are parked". Acquiring is a single CAS that writes the
+//! owner, so at every instant the lock either is free or names its holder
+//! ([`Mutex::owner_tid`]). A thread about to sleep on a lock first publishes which lock it is
+//! blocked on ([`thread_blocked_on`]). Those two edges, owner and blocked_on, form the chains
+//! that priority donation walks.
+//!
+//! **Unlock policies** ([`Policy`]), chosen per mutex with [`Mutex::with_policy`]:
+//! * `Spin`: waiters spin briefly and may barge; unlock frees the word and wakes one waiter.
+//! * `Handoff`: unlock passes ownership straight to the first waiter; nobody barges.
+//! * `Adaptive` (the default): as `Spin`, with eventual fairness: roughly every half
+//!   millisecond an unlock hands off instead, so barging never starves a waiter for long.
+//!
+//! **Sleeping** uses `parking_lot_core`, keyed by the lock's address, with the waiter's record
+//! in its park token. [`Condvar`] notifications move waiters onto the mutex's queue instead of
+//! waking them all at once.
+//!
+//! **Behaviour as std.** Poisoning, `Send`/`Sync`, `Debug` output, unsized `T` and `const fn
+//! new` all match std. Beyond std: timed locks ([`Mutex::try_lock_for`]), fair unlocking
+//! ([`MutexGuard::unlock_fair`], [`MutexGuard::bump`]), a [`lock_api`] raw mutex
+//! ([`RawMutex`]), and a panic instead of a silent hang when a thread locks a mutex it already
+//! holds.
+//!
+//! **Platforms.** Linux is the target. Other Unix systems build the crate; they have no kernel
+//! tid, so diagnostics show process-local ids there.
+
+mod condvar;
+mod loom;
+mod mutex;
+mod sys;
+mod task;
+
+pub use condvar::{Condvar, WaitTimeoutResult};
+pub use mutex::raw::RawMutex;
+pub use mutex::{Mutex, MutexGuard};
+pub use task::{current_tid, thread_blocked_on};
+
+/// A kernel thread id (`gettid(2)`).
+pub type Tid = i32;
+
+/// What unlocking does when threads wait. See the crate docs for the model.
+///
+/// ```
+/// use proxy_lock::{Mutex, Policy};
+/// assert_eq!(Policy::default(), Policy::Adaptive);
+/// let fifo = Mutex::with_policy(Vec::<u32>::new(), Policy::Handoff);
+/// assert_eq!(fifo.policy(), Policy::Handoff);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Policy {
+    /// Waiters spin briefly and may barge; unlock frees the lock, then wakes one waiter.
+    Spin,
+    /// Unlock with waiters passes ownership straight to the first waiter. Nobody barges.
+    Handoff,
+    /// Spin while spinning pays, otherwise sleep; release as `Spin` does, with eventual
+    /// fairness: no waiter waits behind barging for longer than about a millisecond.
+    #[default]
+    Adaptive,
+}
+
+/// The identity of a lock in diagnostics: its address. Two live locks never share one; a lock
+/// freed and another allocated at the same place do.
+///
+/// ```
+/// let a = proxy_lock::Mutex::new(());
+/// let b = proxy_lock::Mutex::new(());
+/// assert_ne!(a.id(), b.id());
+/// println!("{}", a.id()); // e.g. "lock@0x7ffd5c1e8a40"
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LockId(usize);
+
+impl LockId {
+    fn from_addr(addr: usize) -> Option<LockId> {
+        (addr != 0).then_some(LockId(addr))
+    }
+
+    /// The lock's address.
+    pub fn addr(self) -> usize {
+        self.0
+    }
+}
+
+impl std::fmt::Display for LockId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "lock@{:#x}", self.0)
+    }
+}

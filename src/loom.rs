@@ -1,0 +1,374 @@
+//! The one module that knows whether the crate runs under loom.
+//!
+//! Normal builds get core atomics, `std::thread_local!`, parking_lot_core for sleeping and
+//! waking, crossbeam-epoch for reclaiming task records, and a pthread key for "this thread is
+//! exiting". Builds with `--cfg loom` get loom's atomics and thread locals, a small parking table
+//! built from loom's `Mutex`/`Condvar` with the same contract as parking_lot_core, and no
+//! reclamation (records are leaked, which loom tolerates). Everything else in the crate imports
+//! from here and never mentions `cfg(loom)`.
+
+pub(crate) use parking_lot_core::{
+    FilterOp, ParkResult, ParkToken, RequeueOp, UnparkResult, UnparkToken,
+};
+
+/// Declares a function that is `const` in normal builds and plain under loom, whose atomics have
+/// no const constructors.
+macro_rules! const_fn {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
+        #[cfg(not(loom))]
+        $(#[$attr])* $vis const fn $name($($arg: $ty),*) -> $ret $body
+        #[cfg(loom)]
+        $(#[$attr])* $vis fn $name($($arg: $ty),*) -> $ret $body
+    };
+}
+pub(crate) use const_fn;
+
+/// Items that only exist in normal builds (they need const atomics, e.g. `lock_api::RawMutex::INIT`).
+macro_rules! not_under_loom {
+    ($($item:item)*) => { $( #[cfg(not(loom))] $item )* };
+}
+pub(crate) use not_under_loom;
+
+/// A thread local with a const initialiser and no destructor: readable while other thread-local
+/// destructors run (std), or a plain loom thread local (loom's macro has no `const` form).
+macro_rules! const_thread_local {
+    ($(#[$attr:meta])* static $name:ident: $t:ty = $init:expr;) => {
+        #[cfg(not(loom))]
+        std::thread_local! { $(#[$attr])* static $name: $t = const { $init }; }
+        #[cfg(loom)]
+        loom::thread_local! { $(#[$attr])* static $name: $t = $init; }
+    };
+}
+pub(crate) use const_thread_local;
+
+#[cfg(loom)]
+pub(crate) use model::*;
+#[cfg(not(loom))]
+pub(crate) use real::*;
+
+#[cfg(not(loom))]
+mod real {
+    use super::{FilterOp, ParkResult, ParkToken, RequeueOp, UnparkResult, UnparkToken};
+    use std::time::Instant;
+
+    pub(crate) use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// How many rounds a waiter may spin before it parks (see `mutex::raw::SpinWait`).
+    pub(crate) const SPIN_ROUNDS: u32 = 6;
+
+    #[inline]
+    pub(crate) fn spin_hint() {
+        core::hint::spin_loop()
+    }
+
+    #[inline]
+    pub(crate) fn yield_now() {
+        std::thread::yield_now()
+    }
+
+    /// Kernel thread id of the calling thread.
+    pub(crate) fn current_tid() -> crate::Tid {
+        crate::sys::gettid()
+    }
+
+    /// Runs `hook(arg)` when the calling thread exits, after every Rust thread-local destructor.
+    pub(crate) fn on_thread_exit(arg: *mut (), hook: unsafe fn(*mut ())) {
+        crate::sys::on_thread_exit(arg, hook)
+    }
+
+    /// Frees a boxed `T` once no pinned reader can still hold a pointer to it.
+    ///
+    /// # Safety
+    /// `ptr` came from `Box::into_raw`, is no longer reachable for new readers, and is retired once.
+    pub(crate) unsafe fn retire<T>(ptr: *mut T) {
+        let guard = crossbeam_epoch::pin();
+        // SAFETY: the caller guarantees the pointer is unreachable for readers that pin after now
+        // and came from a Box; readers pinned before now keep it alive until they unpin.
+        unsafe { guard.defer_destroy(crossbeam_epoch::Shared::from(ptr as *const T)) }
+    }
+
+    /// Runs `f` on the registry of task records (see `task`), under its lock.
+    pub(crate) fn with_registry<R>(f: impl FnOnce(&mut Vec<usize>) -> R) -> R {
+        static REGISTRY: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+        // Nothing panics while holding it, but never let a poisoned registry break locking.
+        f(&mut REGISTRY.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Keeps every record retired from now on alive until the guard drops.
+    pub(crate) fn pin() -> crossbeam_epoch::Guard {
+        crossbeam_epoch::pin()
+    }
+
+    /// See `parking_lot_core::park`.
+    ///
+    /// # Safety
+    /// `key` is the address of a lock object this crate owns; the callbacks must not panic.
+    #[inline]
+    pub(crate) unsafe fn park(
+        key: usize,
+        validate: impl FnOnce() -> bool,
+        before_sleep: impl FnOnce(),
+        timed_out: impl FnOnce(usize, bool),
+        token: ParkToken,
+        deadline: Option<Instant>,
+    ) -> ParkResult {
+        // SAFETY: forwarded contract.
+        unsafe { parking_lot_core::park(key, validate, before_sleep, timed_out, token, deadline) }
+    }
+
+    /// See `parking_lot_core::unpark_filter`.
+    ///
+    /// # Safety
+    /// As for [`park`].
+    #[inline]
+    pub(crate) unsafe fn unpark_filter(
+        key: usize,
+        filter: impl FnMut(ParkToken) -> FilterOp,
+        callback: impl FnOnce(UnparkResult) -> UnparkToken,
+    ) -> UnparkResult {
+        // SAFETY: forwarded contract.
+        unsafe { parking_lot_core::unpark_filter(key, filter, callback) }
+    }
+
+    /// See `parking_lot_core::unpark_requeue`.
+    ///
+    /// # Safety
+    /// As for [`park`].
+    #[inline]
+    pub(crate) unsafe fn unpark_requeue(
+        from: usize,
+        to: usize,
+        validate: impl FnOnce() -> RequeueOp,
+        callback: impl FnOnce(RequeueOp, UnparkResult) -> UnparkToken,
+    ) -> UnparkResult {
+        // SAFETY: forwarded contract.
+        unsafe { parking_lot_core::unpark_requeue(from, to, validate, callback) }
+    }
+}
+
+#[cfg(loom)]
+mod model {
+    //! A parking table for loom with parking_lot_core's contract: `validate`, `timed_out` and the
+    //! unpark callbacks run under the table lock, `before_sleep` runs outside it, and tokens are
+    //! delivered exactly once. Loom has no clock, so a timed park may time out at any point after
+    //! it queued until someone unparks it; loom explores both outcomes.
+
+    use super::{FilterOp, ParkResult, ParkToken, RequeueOp, UnparkResult, UnparkToken};
+    use loom::sync::{Arc, Condvar, Mutex};
+    use std::collections::VecDeque;
+    use std::time::Instant;
+
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    // The real thread plumbing is not used under loom; naming it keeps it compiled and checked.
+    const _: fn() -> crate::Tid = crate::sys::gettid;
+    const _: fn(*mut (), unsafe fn(*mut ())) = crate::sys::on_thread_exit;
+
+    /// One spin round keeps the models small; spinning only changes timing, not the protocol.
+    pub(crate) const SPIN_ROUNDS: u32 = 1;
+
+    pub(crate) fn spin_hint() {
+        loom::thread::yield_now()
+    }
+
+    pub(crate) fn yield_now() {
+        loom::thread::yield_now()
+    }
+
+    pub(crate) fn current_tid() -> crate::Tid {
+        use std::sync::atomic::{AtomicI32, Ordering::Relaxed};
+        // Loom threads share one OS thread; hand out fake ids. Relaxed: only uniqueness matters.
+        static NEXT: AtomicI32 = AtomicI32::new(1);
+        NEXT.fetch_add(1, Relaxed)
+    }
+
+    /// Under loom, thread exit does nothing: records are leaked anyway, and loom tears its
+    /// statics down before the main thread's locals, so a hook could not reach the registry.
+    pub(crate) fn on_thread_exit(_arg: *mut (), _hook: unsafe fn(*mut ())) {}
+
+    /// Under loom, retired records are leaked: a model is short and readers need no protection.
+    pub(crate) unsafe fn retire<T>(_ptr: *mut T) {}
+
+    /// Stands in for an epoch guard.
+    pub(crate) struct Pinned;
+
+    pub(crate) fn pin() -> Pinned {
+        Pinned
+    }
+
+    struct Sleeper {
+        key: usize,
+        token: ParkToken,
+        wake: Arc<Wake>,
+    }
+
+    struct Wake {
+        token: Mutex<Option<UnparkToken>>,
+        cv: Condvar,
+    }
+
+    impl Wake {
+        fn deliver(&self, token: UnparkToken) {
+            *self.token.lock().unwrap() = Some(token);
+            self.cv.notify_one();
+        }
+    }
+
+    #[derive(Default)]
+    struct Table {
+        sleepers: VecDeque<Sleeper>,
+        /// Counts unparks so `be_fair` alternates, giving models both the barging and the fair path.
+        unparks: usize,
+    }
+
+    impl Table {
+        fn has_key(&self, key: usize) -> bool {
+            self.sleepers.iter().any(|s| s.key == key)
+        }
+        fn be_fair(&mut self) -> bool {
+            self.unparks += 1;
+            self.unparks.is_multiple_of(2)
+        }
+    }
+
+    loom::lazy_static! {
+        static ref TABLE: Mutex<Table> = Mutex::new(Table::default());
+        static ref REGISTRY: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    }
+
+    /// A loom mutex, so loom sees the happens-before from a record's creation to its readers.
+    pub(crate) fn with_registry<R>(f: impl FnOnce(&mut Vec<usize>) -> R) -> R {
+        f(&mut REGISTRY.lock().unwrap())
+    }
+
+    pub(crate) unsafe fn park(
+        key: usize,
+        validate: impl FnOnce() -> bool,
+        before_sleep: impl FnOnce(),
+        timed_out: impl FnOnce(usize, bool),
+        token: ParkToken,
+        deadline: Option<Instant>,
+    ) -> ParkResult {
+        let wake = Arc::new(Wake {
+            token: Mutex::new(None),
+            cv: Condvar::new(),
+        });
+        {
+            let mut table = TABLE.lock().unwrap();
+            if !validate() {
+                return ParkResult::Invalid;
+            }
+            table.sleepers.push_back(Sleeper {
+                key,
+                token,
+                wake: wake.clone(),
+            });
+        }
+        before_sleep();
+        if deadline.is_some() {
+            let mut table = TABLE.lock().unwrap();
+            if let Some(i) = table
+                .sleepers
+                .iter()
+                .position(|s| Arc::ptr_eq(&s.wake, &wake))
+            {
+                let sleeper = table.sleepers.remove(i).unwrap();
+                let was_last = !table.has_key(sleeper.key);
+                timed_out(sleeper.key, was_last);
+                return ParkResult::TimedOut;
+            }
+        }
+        let mut slot = wake.token.lock().unwrap();
+        loop {
+            if let Some(token) = *slot {
+                return ParkResult::Unparked(token);
+            }
+            slot = wake.cv.wait(slot).unwrap();
+        }
+    }
+
+    pub(crate) unsafe fn unpark_filter(
+        key: usize,
+        mut filter: impl FnMut(ParkToken) -> FilterOp,
+        callback: impl FnOnce(UnparkResult) -> UnparkToken,
+    ) -> UnparkResult {
+        let mut table = TABLE.lock().unwrap();
+        let mut result = UnparkResult::default();
+        let mut woken = Vec::new();
+        let mut i = 0;
+        while i < table.sleepers.len() {
+            if table.sleepers[i].key != key {
+                i += 1;
+                continue;
+            }
+            match filter(table.sleepers[i].token) {
+                FilterOp::Unpark => woken.push(table.sleepers.remove(i).unwrap().wake),
+                FilterOp::Skip => {
+                    result.have_more_threads = true;
+                    i += 1;
+                }
+                FilterOp::Stop => {
+                    result.have_more_threads = true;
+                    break;
+                }
+            }
+        }
+        result.unparked_threads = woken.len();
+        if !woken.is_empty() {
+            result.be_fair = table.be_fair();
+        }
+        let token = callback(result);
+        drop(table);
+        for wake in woken {
+            wake.deliver(token);
+        }
+        result
+    }
+
+    pub(crate) unsafe fn unpark_requeue(
+        from: usize,
+        to: usize,
+        validate: impl FnOnce() -> RequeueOp,
+        callback: impl FnOnce(RequeueOp, UnparkResult) -> UnparkToken,
+    ) -> UnparkResult {
+        let mut table = TABLE.lock().unwrap();
+        let mut result = UnparkResult::default();
+        let op = validate();
+        if op == RequeueOp::Abort {
+            return result;
+        }
+        let (mut woken, mut moved) = (None, VecDeque::new());
+        let mut i = 0;
+        while i < table.sleepers.len() {
+            if table.sleepers[i].key != from {
+                i += 1;
+                continue;
+            }
+            let mut sleeper = table.sleepers.remove(i).unwrap();
+            let wake_this = woken.is_none()
+                && matches!(op, RequeueOp::UnparkOne | RequeueOp::UnparkOneRequeueRest);
+            if wake_this {
+                woken = Some(sleeper.wake);
+            } else {
+                sleeper.key = to;
+                moved.push_back(sleeper);
+            }
+            if matches!(op, RequeueOp::UnparkOne | RequeueOp::RequeueOne) {
+                result.have_more_threads = table.has_key(from);
+                break;
+            }
+        }
+        result.unparked_threads = usize::from(woken.is_some());
+        result.requeued_threads = moved.len();
+        table.sleepers.extend(moved);
+        if woken.is_some() {
+            result.be_fair = table.be_fair();
+        }
+        let token = callback(op, result);
+        drop(table);
+        if let Some(wake) = woken {
+            wake.deliver(token);
+        }
+        result
+    }
+}

@@ -1,0 +1,494 @@
+//! The lock word and the three unlock policies.
+//!
+//! # The lock word
+//!
+//! One `usize`: the address of the owner's task record, with flag bits in the low bits that the
+//! record's alignment leaves free (as the kernel's `mutex::owner`).
+//!
+//! ```text
+//!   bits 63..6            bit 0
+//!  +---------------------+------+
+//!  | owner record (or 0) |PARKED|
+//!  +---------------------+------+
+//! ```
+//!
+//! * owner 0: the lock is free. Owner `p`: the thread whose record is at `p` holds it.
+//! * `PARKED`: threads may be asleep in the parking lot under this lock's address. Set by a
+//!   waiter before it parks; cleared only under the parking lot's queue lock, by whoever sees the
+//!   queue become empty (an unlocker that woke the last waiter, or the last waiter timing out).
+//!   A stale `PARKED` with an empty queue is harmless: it only sends the next unlock down the
+//!   slow path.
+//!
+//! Taking the lock is a CAS that installs the taker's record address, so the owner is recorded
+//! in the same instruction that acquires: there is no instant at which the lock is held by
+//! "nobody knows".
+//!
+//! # Policies
+//!
+//! * `Spin`: unlock frees the word, then wakes one waiter, which competes with anyone arriving.
+//! * `Handoff`: unlock with waiters writes the first waiter's record into the word and wakes it
+//!   as owner; the word never shows "free" while anyone is queued.
+//! * `Adaptive`: as `Spin`, but when the parking lot reports that the queue's fairness timer
+//!   expired (on average every 0.5 ms, never more than 1 ms) the unlock hands off instead, so no
+//!   waiter waits behind barging for longer than about a millisecond.
+
+use crate::loom::{
+    AtomicUsize, FilterOp, Ordering, ParkResult, ParkToken, SPIN_ROUNDS, UnparkResult, UnparkToken,
+    const_fn, not_under_loom, park, spin_hint, unpark_filter, yield_now,
+};
+use crate::task::{Me, TASK_ALIGN, Task};
+use crate::{LockId, Policy, Tid};
+use std::time::Instant;
+
+/// Threads may be parked on this lock.
+const PARKED: usize = 1;
+/// Every flag bit. Must stay below the record alignment so an address never overlaps a flag.
+const FLAGS: usize = PARKED;
+const _: () = assert!(FLAGS < TASK_ALIGN);
+/// The word of a free lock nobody waits for.
+const UNLOCKED: usize = 0;
+
+/// Unpark token: the lock is free again, try to take it.
+const TOKEN_RETRY: UnparkToken = UnparkToken(0);
+/// Unpark token: the lock was handed to you; the word already names you as owner.
+pub(crate) const TOKEN_HANDOFF: UnparkToken = UnparkToken(1);
+
+#[inline]
+fn owner_of(word: usize) -> usize {
+    word & !FLAGS
+}
+
+/// The raw lock: no data, no poisoning. Usable with `lock_api`.
+///
+/// ```
+/// use lock_api::RawMutex as _;
+/// type Mutex<T> = lock_api::Mutex<proxy_lock::RawMutex, T>;
+///
+/// let m = Mutex::new(1);
+/// *m.lock() += 1;
+/// assert_eq!(*m.lock(), 2);
+/// ```
+pub struct RawMutex {
+    word: AtomicUsize,
+    policy: Policy,
+}
+
+impl RawMutex {
+    const_fn! {
+        /// A free lock with the given unlock policy.
+        ///
+        /// ```
+        /// use proxy_lock::{Policy, RawMutex};
+        /// static RAW: RawMutex = RawMutex::with_policy(Policy::Handoff);
+        /// assert_eq!(RAW.policy(), Policy::Handoff);
+        /// ```
+        pub fn with_policy(policy: Policy) -> RawMutex {
+            RawMutex { word: AtomicUsize::new(UNLOCKED), policy }
+        }
+    }
+
+    /// This lock's unlock policy.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// An identity for diagnostics: the lock's address.
+    pub fn id(&self) -> LockId {
+        LockId(self.addr())
+    }
+
+    /// Whether some thread holds the lock right now (a snapshot; it may change at once).
+    pub fn is_locked(&self) -> bool {
+        // Relaxed: a snapshot that orders nothing.
+        owner_of(self.word.load(Ordering::Relaxed)) != 0
+    }
+
+    /// Kernel tid of the thread holding the lock, or `None` when it is free.
+    pub fn owner_tid(&self) -> Option<Tid> {
+        // Pin before loading: a record retired after this point stays readable until we unpin.
+        let _pin = crate::loom::pin();
+        // Acquire pairs with the acquiring CAS or handoff store, so the record the address names
+        // is fully initialised for us.
+        let owner = owner_of(self.word.load(Ordering::Acquire));
+        // SAFETY: a nonzero owner is a task record that is alive, kept by the epoch pin or kept
+        // forever because its thread exited holding this lock (see `task`).
+        (owner != 0).then(|| unsafe { &*(owner as *const Task) }.tid())
+    }
+
+    #[inline]
+    fn addr(&self) -> usize {
+        self as *const Self as usize
+    }
+
+    /// Takes the lock for `me`, sleeping as long as needed.
+    #[inline]
+    pub(crate) fn lock_as(&self, me: Me) {
+        if !self.try_lock_fast(me) {
+            self.lock_slow(me, None);
+        }
+    }
+
+    /// Takes the lock for `me` if that is possible without waiting.
+    #[inline]
+    pub(crate) fn try_lock_as(&self, me: Me) -> bool {
+        self.try_lock_fast(me) || self.try_barge(me)
+    }
+
+    /// Takes the lock for `me` unless `deadline` passes first.
+    #[inline]
+    pub(crate) fn lock_until_as(&self, me: Me, deadline: Option<Instant>) -> bool {
+        self.try_lock_fast(me) || self.lock_slow(me, deadline)
+    }
+
+    /// Releases the lock `me` holds.
+    ///
+    /// # Safety
+    /// `me` holds this lock.
+    #[inline]
+    pub(crate) unsafe fn unlock_as(&self, me: Me) {
+        me.released();
+        // Release: the critical section happens-before the next owner's acquiring CAS.
+        if self
+            .word
+            .compare_exchange(me.addr(), UNLOCKED, Ordering::Release, Ordering::Relaxed)
+            .is_err()
+        {
+            self.unlock_slow(false);
+        }
+    }
+
+    /// Releases the lock `me` holds and, if anyone waits, hands it to the first waiter.
+    ///
+    /// # Safety
+    /// `me` holds this lock.
+    pub(crate) unsafe fn unlock_fair_as(&self, me: Me) {
+        me.released();
+        if self
+            .word
+            .compare_exchange(me.addr(), UNLOCKED, Ordering::Release, Ordering::Relaxed)
+            .is_err()
+        {
+            self.unlock_slow(true);
+        }
+    }
+
+    /// Whether threads are queued on this lock (a snapshot).
+    pub(crate) fn has_parked(&self) -> bool {
+        // Relaxed: a hint for `bump`; a wrong answer only costs or skips one fair unlock.
+        self.word.load(Ordering::Relaxed) & PARKED != 0
+    }
+
+    /// Marks the lock as having parked threads if it is held, for a Condvar about to requeue its
+    /// waiters onto this lock's queue. Returns whether it is held. Called under the parking lot's
+    /// queue locks of both addresses.
+    pub(crate) fn mark_parked_if_locked(&self) -> bool {
+        // Relaxed: the parking lot's queue lock orders this against the unlock slow path, which
+        // is the only reader that acts on PARKED for requeued threads.
+        self.word
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                (owner_of(w) != 0).then_some(w | PARKED)
+            })
+            .is_ok()
+    }
+
+    /// Marks the lock as having parked threads (a Condvar requeued some onto it).
+    pub(crate) fn mark_parked(&self) {
+        // Relaxed: as in `mark_parked_if_locked`.
+        self.word.fetch_or(PARKED, Ordering::Relaxed);
+    }
+
+    /// True if the word shows "free" while threads are flagged as parked. `Handoff` never
+    /// produces this on its own (only a Condvar waking one waiter and moving the rest does), so
+    /// loom models use it to show that nobody can barge past a queued waiter.
+    #[doc(hidden)]
+    pub fn free_with_parked_waiters(&self) -> bool {
+        // Relaxed: a snapshot for tests.
+        let word = self.word.load(Ordering::Relaxed);
+        owner_of(word) == 0 && word & PARKED != 0
+    }
+
+    /// The parking-lot key of this lock.
+    pub(crate) fn park_key(&self) -> usize {
+        self.addr()
+    }
+
+    /// One try that succeeds only from a completely free word: the uncontended path.
+    #[inline]
+    fn try_lock_fast(&self, me: Me) -> bool {
+        // Acquire: the previous owner's critical section happens-before ours. Relaxed on failure:
+        // we learn nothing from a failed attempt that needs ordering.
+        let taken = self
+            .word
+            .compare_exchange(UNLOCKED, me.addr(), Ordering::Acquire, Ordering::Relaxed)
+            .is_ok();
+        if taken {
+            me.acquired();
+        }
+        taken
+    }
+
+    /// Takes a free lock even if others are queued (barging), keeping `PARKED`. Returns false if
+    /// the lock is held.
+    fn try_barge(&self, me: Me) -> bool {
+        // Relaxed load: the CAS below re-validates and carries the Acquire.
+        let mut word = self.word.load(Ordering::Relaxed);
+        while owner_of(word) == 0 {
+            // Acquire: the previous owner's critical section happens-before ours. Release: a
+            // waiter that slept cleared its `blocked_on` before this; whoever sees us as owner
+            // must see that too (free on x86, where every CAS is a full barrier).
+            match self.word.compare_exchange_weak(
+                word,
+                me.addr() | (word & FLAGS),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    me.acquired();
+                    return true;
+                }
+                Err(now) => word = now,
+            }
+        }
+        false
+    }
+
+    /// Spins while that may pay, then parks until the lock is ours or `deadline` passes.
+    #[cold]
+    fn lock_slow(&self, me: Me, deadline: Option<Instant>) -> bool {
+        let mut spin = SpinWait::default();
+        loop {
+            if self.try_barge(me) {
+                return true;
+            }
+            // Relaxed: only decides between spinning, flagging and parking; each of those
+            // re-validates with a CAS or under the queue lock.
+            let word = self.word.load(Ordering::Relaxed);
+            if owner_of(word) == 0 {
+                continue;
+            }
+            if owner_of(word) == me.addr() {
+                if deadline.is_some() {
+                    // A timed lock on a lock we hold could only time out; say so at once.
+                    return false;
+                }
+                self_deadlock(me);
+            }
+            // Spinning pays only while nobody sleeps: with sleepers, the lock goes to them first.
+            if word & PARKED == 0 && spin.spin() {
+                continue;
+            }
+            if word & PARKED == 0 && !self.set_parked(word) {
+                continue;
+            }
+            me.set_blocked_on(self.addr());
+            let parked = self.park(me, deadline);
+            me.clear_blocked_on();
+            match parked {
+                ParkResult::Unparked(TOKEN_HANDOFF) => {
+                    me.acquired();
+                    return true;
+                }
+                ParkResult::TimedOut => return false,
+                ParkResult::Unparked(_) | ParkResult::Invalid => spin = SpinWait::default(),
+            }
+        }
+    }
+
+    /// Sets `PARKED` on a held word, unless the word changed since `seen`.
+    fn set_parked(&self, seen: usize) -> bool {
+        // Relaxed: the flag is read under the queue lock by `park`'s validation and the unlock
+        // slow path; the queue lock orders them.
+        self.word
+            .compare_exchange_weak(seen, seen | PARKED, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    fn park(&self, me: Me, deadline: Option<Instant>) -> ParkResult {
+        // Sleep only if the lock is still held and flagged; checked under the queue lock, so an
+        // unlocker that clears PARKED after this check will find us in the queue.
+        let validate = || {
+            let word = self.word.load(Ordering::Relaxed);
+            owner_of(word) != 0 && word & PARKED != 0
+        };
+        let timed_out = |_key, was_last: bool| {
+            if was_last {
+                // Relaxed: under the queue lock, like every other change to PARKED.
+                self.word.fetch_and(!PARKED, Ordering::Relaxed);
+            }
+        };
+        // SAFETY: the key is this lock's address, which only this crate parks on; the callbacks
+        // do not panic.
+        let result = unsafe {
+            park(
+                self.addr(),
+                validate,
+                || {},
+                timed_out,
+                ParkToken(me.addr()),
+                deadline,
+            )
+        };
+        if result == ParkResult::Unparked(TOKEN_HANDOFF) {
+            // The unparker's store and the parking lot's wake-up order the handoff; the check
+            // documents the invariant and catches a broken one in debug builds.
+            debug_assert_eq!(owner_of(self.word.load(Ordering::Acquire)), me.addr());
+        }
+        result
+    }
+
+    /// Wakes one waiter: handing the lock over (Handoff, a fair unlock, or Adaptive's fairness
+    /// timer), or freeing it for the waiter to compete for (Spin, Adaptive otherwise).
+    #[cold]
+    fn unlock_slow(&self, force_fair: bool) {
+        // The filter runs before the callback, both under the queue lock.
+        let first_waiter = std::cell::Cell::new(0);
+        let filter = |token: ParkToken| {
+            if first_waiter.get() == 0 {
+                first_waiter.set(token.0);
+                FilterOp::Unpark
+            } else {
+                FilterOp::Stop
+            }
+        };
+        let callback = |result: UnparkResult| {
+            let still_parked = if result.have_more_threads { PARKED } else { 0 };
+            let hand_over = result.unparked_threads != 0
+                && (force_fair
+                    || match self.policy {
+                        Policy::Handoff => true,
+                        Policy::Adaptive => result.be_fair,
+                        Policy::Spin => false,
+                    });
+            // Release: the critical section happens-before whoever takes the lock next. Plain
+            // stores are safe: while we own the word, others can only try to set PARKED, which
+            // is already set (that is why we are here), so their CAS fails and they re-validate.
+            if hand_over {
+                // SAFETY: the token is the record of the thread we are unparking, still queued.
+                unsafe { crate::task::clear_blocked_on_of_parked(first_waiter.get()) };
+                self.word
+                    .store(first_waiter.get() | still_parked, Ordering::Release);
+                TOKEN_HANDOFF
+            } else {
+                self.word.store(still_parked, Ordering::Release);
+                TOKEN_RETRY
+            }
+        };
+        // SAFETY: the key is this lock's address; the callbacks do not panic.
+        unsafe { unpark_filter(self.addr(), filter, callback) };
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn self_deadlock(me: Me) -> ! {
+    panic!(
+        "proxy_lock: deadlock: thread {} tried to lock a mutex it already holds",
+        me.task().tid()
+    )
+}
+
+/// Bounded spinning before a waiter parks.
+///
+/// Round `r` (1-based) pauses `2^r` times for the first `PAUSE_ROUNDS` rounds, then yields the
+/// CPU. On an oversubscribed machine the owner is often preempted rather than running, and a
+/// yield lets it finish its section where a pause loop would only burn the time slice. The total
+/// budget (`SPIN_ROUNDS`) was chosen by measurement; see the README's benchmark section.
+#[derive(Default)]
+struct SpinWait {
+    rounds: u32,
+}
+
+/// Rounds that pause before later rounds yield.
+const PAUSE_ROUNDS: u32 = 3;
+
+impl SpinWait {
+    /// Spins one round; false once the budget is spent.
+    fn spin(&mut self) -> bool {
+        if self.rounds >= SPIN_ROUNDS {
+            return false;
+        }
+        self.rounds += 1;
+        if self.rounds <= PAUSE_ROUNDS {
+            for _ in 0..(1u32 << self.rounds) {
+                spin_hint();
+            }
+        } else {
+            yield_now();
+        }
+        true
+    }
+}
+
+not_under_loom! {
+    // SAFETY: `lock`/`try_lock` only return having installed the caller's record in the word,
+    // so at most one context holds the lock; unlock is only called by that context (the trait's
+    // contract), and the guard marker keeps guards on their thread.
+    unsafe impl lock_api::RawMutex for RawMutex {
+        #[allow(clippy::declare_interior_mutable_const)]
+        const INIT: RawMutex = RawMutex::with_policy(Policy::Adaptive);
+        type GuardMarker = lock_api::GuardNoSend;
+
+        #[inline]
+        fn lock(&self) {
+            self.lock_as(crate::task::current())
+        }
+
+        #[inline]
+        fn try_lock(&self) -> bool {
+            self.try_lock_as(crate::task::current())
+        }
+
+        #[inline]
+        unsafe fn unlock(&self) {
+            // SAFETY: the trait requires the lock to be held in this context.
+            unsafe { self.unlock_as(crate::task::current()) }
+        }
+
+        #[inline]
+        fn is_locked(&self) -> bool {
+            RawMutex::is_locked(self)
+        }
+    }
+
+    // SAFETY: as for RawMutex; a fair unlock differs only in who owns the lock next.
+    unsafe impl lock_api::RawMutexFair for RawMutex {
+        #[inline]
+        unsafe fn unlock_fair(&self) {
+            // SAFETY: the trait requires the lock to be held in this context.
+            unsafe { self.unlock_fair_as(crate::task::current()) }
+        }
+
+        #[inline]
+        unsafe fn bump(&self) {
+            if self.has_parked() {
+                let me = crate::task::current();
+                // SAFETY: the trait requires the lock to be held in this context.
+                unsafe { self.unlock_fair_as(me) };
+                self.lock_as(me);
+            }
+        }
+    }
+
+    // SAFETY: timed locks take the lock only as `lock` does.
+    unsafe impl lock_api::RawMutexTimed for RawMutex {
+        type Duration = std::time::Duration;
+        type Instant = Instant;
+
+        fn try_lock_for(&self, timeout: std::time::Duration) -> bool {
+            self.lock_until_as(crate::task::current(), Instant::now().checked_add(timeout))
+        }
+
+        fn try_lock_until(&self, deadline: Instant) -> bool {
+            self.lock_until_as(crate::task::current(), Some(deadline))
+        }
+    }
+}
+
+impl std::fmt::Debug for RawMutex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawMutex")
+            .field("policy", &self.policy)
+            .field("owner_tid", &self.owner_tid())
+            .finish()
+    }
+}

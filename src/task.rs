@@ -1,0 +1,239 @@
+//! Per-thread task records: who a thread is, and which lock it is blocked on.
+//!
+//! A record is created the first time a thread takes the slow path of any proxy-lock primitive,
+//! or takes a lock at all: a lock word stores its owner's record address, so every owner has one.
+//!
+//! # Lifetime
+//!
+//! * The calling thread finds its record through `CURRENT`, a const thread local without a
+//!   destructor. Such a slot stays readable while other thread-local destructors run, which is
+//!   what lets a destructor lock a mutex during thread exit.
+//! * The record is retired by a hook that runs after every Rust thread-local destructor (see
+//!   `sys::on_thread_exit`). If a destructor runs even later and locks, it gets a fresh record.
+//! * Other threads reach a record only through a lock word or the registry. Lock words: a thread
+//!   that exits still holding a lock (a forgotten guard) keeps its record forever, marked
+//!   exited, because that lock word will point at it forever. Otherwise no lock word points at
+//!   the record once it retires, and readers that loaded the address while pinned keep it alive
+//!   through the epoch. Registry: entries are removed under the registry lock before retiring.
+
+use crate::loom::{AtomicBool, AtomicUsize, Ordering, const_thread_local, with_registry};
+use crate::{LockId, Tid};
+use std::cell::Cell;
+use std::ptr::{self, NonNull};
+
+/// A thread's record. Aligned to a cache line: other threads read `blocked_on` while the owner
+/// writes it, and the alignment also leaves the low six bits of its address free for the flag
+/// bits of a lock word (see `mutex::raw`).
+#[repr(align(64))]
+pub(crate) struct Task {
+    /// Kernel thread id, fixed at creation.
+    tid: Tid,
+    /// Address of the lock this thread sleeps on, or 0.
+    ///
+    /// Set by the thread just before it parks on a lock and cleared by the thread when `park`
+    /// returns, or earlier by an unlocker that hands it the lock, before that unlocker publishes
+    /// it as the new owner. So whoever reads a lock's owner `T` and then `T.blocked_on` never
+    /// sees `T` waiting for a lock it owns. Read by anyone (diagnostics now, chain walks later).
+    blocked_on: AtomicUsize,
+    /// Set when the thread exited while still holding locks; the record is then kept forever.
+    exited: AtomicBool,
+    /// Number of locks this thread holds. Only the thread itself reads or writes it.
+    held: Cell<usize>,
+}
+
+// SAFETY: every field but `held` is atomic or immutable. `held` is read and written only by the
+// thread the record belongs to: by lock and unlock (a guard is !Send, and lock_api's raw unlock
+// requires the locking context), and by the exit hook, which runs on that thread.
+unsafe impl Sync for Task {}
+// SAFETY: as for Sync; the record moves between threads only as a pointer.
+unsafe impl Send for Task {}
+
+/// Alignment of task records, and so the bound on flag bits in a lock word.
+pub(crate) const TASK_ALIGN: usize = std::mem::align_of::<Task>();
+
+impl Task {
+    pub(crate) fn tid(&self) -> Tid {
+        self.tid
+    }
+
+    /// The lock this thread sleeps on, if any.
+    pub(crate) fn blocked_on(&self) -> Option<LockId> {
+        // Acquire pairs with the Release in `set_blocked_on`, so a reader that sees the address
+        // also sees everything the thread did before it started to sleep.
+        LockId::from_addr(self.blocked_on.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn has_exited(&self) -> bool {
+        // Relaxed: diagnostic only; nothing is ordered by it.
+        self.exited.load(Ordering::Relaxed)
+    }
+}
+
+/// The calling thread's record. `!Send`: it is only valid on the thread it describes, which is
+/// the thread that frees it.
+#[derive(Clone, Copy)]
+pub(crate) struct Me(NonNull<Task>);
+
+impl Me {
+    /// The record's address, as stored in lock words and park tokens.
+    #[inline]
+    pub(crate) fn addr(self) -> usize {
+        self.0.as_ptr() as usize
+    }
+
+    #[inline]
+    pub(crate) fn task(&self) -> &Task {
+        // SAFETY: a record is freed only by its own thread's exit hook, which runs after any
+        // code that could hold a `Me`, and `Me` cannot leave the thread.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// Records that this thread now holds one more lock.
+    #[inline]
+    pub(crate) fn acquired(self) {
+        let held = &self.task().held;
+        held.set(held.get() + 1);
+    }
+
+    /// Records that this thread released a lock.
+    #[inline]
+    pub(crate) fn released(self) {
+        let held = &self.task().held;
+        held.set(held.get().saturating_sub(1));
+    }
+
+    /// Publishes that this thread is about to sleep on `lock`.
+    pub(crate) fn set_blocked_on(self, lock: usize) {
+        // Release: see `Task::blocked_on`.
+        self.task().blocked_on.store(lock, Ordering::Release);
+    }
+
+    /// This thread is awake again.
+    pub(crate) fn clear_blocked_on(self) {
+        // Relaxed: the next acquiring CAS (AcqRel, see `mutex::raw`) publishes the clear to
+        // anyone who then sees this thread as owner; a reader that sees the old address before
+        // that merely reports a wait that just ended.
+        self.task().blocked_on.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Clears `blocked_on` of the parked thread whose record is at `addr`, which an unlocker is
+/// about to make the owner.
+///
+/// # Safety
+/// `addr` is the park token of a thread still in the parking lot's queue (so alive), read under
+/// the queue lock.
+pub(crate) unsafe fn clear_blocked_on_of_parked(addr: usize) {
+    // SAFETY: a parked thread's record is alive until the thread wakes and later exits.
+    let task = unsafe { &*(addr as *const Task) };
+    // Relaxed: the unlocker's Release store of the lock word follows and publishes it.
+    task.blocked_on.store(0, Ordering::Relaxed);
+}
+
+const_thread_local! {
+    /// This thread's record, or null before the first use and after the exit hook retired it.
+    static CURRENT: Cell<*mut Task> = Cell::new(ptr::null_mut());
+}
+
+// The registry (`crate::loom::with_registry`) lists every live record, plus the records of
+// threads that exited holding a lock. It is touched only when a thread creates or retires its
+// record and by diagnostics, never on a lock path.
+
+/// The calling thread's record, created on first use.
+#[inline]
+pub(crate) fn current() -> Me {
+    match NonNull::new(CURRENT.with(Cell::get)) {
+        Some(task) => Me(task),
+        None => create_current(),
+    }
+}
+
+#[cold]
+fn create_current() -> Me {
+    let task = Box::into_raw(Box::new(Task {
+        tid: crate::loom::current_tid(),
+        blocked_on: AtomicUsize::new(0),
+        exited: AtomicBool::new(false),
+        held: Cell::new(0),
+    }));
+    with_registry(|r| r.push(task as usize));
+    CURRENT.with(|c| c.set(task));
+    crate::loom::on_thread_exit(task.cast(), retire_current);
+    // SAFETY: just allocated, non-null.
+    Me(unsafe { NonNull::new_unchecked(task) })
+}
+
+/// The exit hook: unpublish the record and free it once no reader can see it.
+///
+/// # Safety
+/// `arg` is the record `create_current` registered for this thread, and this runs on that thread.
+unsafe fn retire_current(arg: *mut ()) {
+    let task = arg as *mut Task;
+    // try_with: under loom the slot may already be gone at this point; then nothing to clear.
+    let _ = CURRENT.try_with(|c| {
+        if c.get() == task {
+            c.set(ptr::null_mut());
+        }
+    });
+    // SAFETY: the record is alive: only this function frees it, once.
+    let record = unsafe { &*task };
+    if record.held.get() > 0 {
+        // A lock word still names this thread as owner and will forever; keep the record.
+        // Relaxed: diagnostic flag, see `Task::has_exited`.
+        record.exited.store(true, Ordering::Relaxed);
+        return;
+    }
+    with_registry(|r| r.retain(|&t| t != task as usize));
+    // SAFETY: unreachable for new readers (not current, not in the registry, owns no lock word),
+    // allocated by Box, and retired once.
+    unsafe { crate::loom::retire(task) }
+}
+
+/// Kernel thread id of the calling thread.
+///
+/// ```
+/// let tid = proxy_lock::current_tid();
+/// assert!(tid > 0);
+/// ```
+pub fn current_tid() -> Tid {
+    current().task().tid()
+}
+
+/// The lock that thread `tid` of this process is asleep on, if it is asleep on a proxy-lock
+/// mutex. `None` for unknown threads, threads that never used proxy-lock, and running threads.
+///
+/// This is one edge of the blocked_on graph; [`crate::Mutex::owner_tid`] gives the other.
+///
+/// ```
+/// use proxy_lock::{Mutex, current_tid, thread_blocked_on};
+/// use std::sync::Arc;
+///
+/// let m = Arc::new(Mutex::new(0));
+/// let guard = m.lock().unwrap();
+/// let m2 = Arc::clone(&m);
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// let t = std::thread::spawn(move || {
+///     tx.send(current_tid()).unwrap();
+///     *m2.lock().unwrap() += 1;
+/// });
+/// let waiter = rx.recv().unwrap();
+/// while thread_blocked_on(waiter) != Some(m.id()) {
+///     std::thread::yield_now();
+/// }
+/// assert_eq!(m.owner_tid(), Some(current_tid()));
+/// drop(guard);
+/// t.join().unwrap();
+/// assert_eq!(thread_blocked_on(waiter), None);
+/// ```
+pub fn thread_blocked_on(tid: Tid) -> Option<LockId> {
+    with_registry(|registry| {
+        registry.iter().find_map(|&t| {
+            // SAFETY: records in the registry are alive: they are removed under its lock before
+            // being retired.
+            let task = unsafe { &*(t as *const Task) };
+            (task.tid() == tid && !task.has_exited())
+                .then(|| task.blocked_on())
+                .flatten()
+        })
+    })
+}

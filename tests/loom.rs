@@ -1,0 +1,258 @@
+//! Loom models of the lock-word and Condvar protocols.
+//!
+//! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom` (LOOM_MAX_PREEMPTIONS bounds
+//! the search; `.ci/run` uses 3). Each model's doc says what it proves. Loom runs every
+//! interleaving (up to the preemption bound) and every weak-memory outcome it models, reports
+//! a deadlock if all threads sleep (a lost wake-up), and `loom::cell::UnsafeCell` inside the
+//! mutex reports any access not ordered by the lock (broken mutual exclusion).
+#![cfg(loom)]
+
+use loom::cell::UnsafeCell;
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use loom::thread;
+use proxy_lock::{Condvar, Mutex, Policy, current_tid, thread_blocked_on};
+use std::time::Duration;
+
+const POLICIES: [Policy; 3] = [Policy::Spin, Policy::Handoff, Policy::Adaptive];
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(f);
+}
+
+/// Adds one to the counter behind a held guard; loom flags any access the lock did not order.
+fn add_one(cell: &UnsafeCell<usize>) {
+    // SAFETY: called only with the mutex that owns the cell held; loom checks exactly that.
+    cell.with_mut(|v| unsafe { *v += 1 });
+}
+
+fn bump(m: &Mutex<UnsafeCell<usize>>) {
+    add_one(&m.lock().unwrap());
+}
+
+fn read(m: &Mutex<UnsafeCell<usize>>) -> usize {
+    let g = m.lock().unwrap();
+    // SAFETY: the guard is held; loom checks the ordering.
+    g.with(|v| unsafe { *v })
+}
+
+/// Mutual exclusion and no lost wake-up, per policy: three threads (two spawned and main) each
+/// take the lock and increment; every increment is ordered by the lock, nobody sleeps forever,
+/// and the final count is exact.
+#[test]
+fn mutual_exclusion_and_no_lost_wakeup() {
+    for policy in POLICIES {
+        model(move || {
+            let m = Arc::new(Mutex::with_policy(UnsafeCell::new(0), policy));
+            let ts: Vec<_> = (0..2)
+                .map(|_| {
+                    let m = m.clone();
+                    thread::spawn(move || bump(&m))
+                })
+                .collect();
+            bump(&m);
+            for t in ts {
+                t.join().unwrap();
+            }
+            assert_eq!(read(&m), 3);
+            assert!(!m.raw().is_locked());
+        });
+    }
+}
+
+/// Handoff never lets a barger in: under `Handoff`, whenever the word shows the lock free, no
+/// thread is flagged as queued, at every point a third thread can look (and it keeps trying to
+/// barge with try_lock while the other two contend).
+#[test]
+fn handoff_never_lets_a_barger_in() {
+    model(|| {
+        let m = Arc::new(Mutex::with_policy(UnsafeCell::new(0), Policy::Handoff));
+        let ts: Vec<_> = (0..2)
+            .map(|_| {
+                let m = m.clone();
+                thread::spawn(move || bump(&m))
+            })
+            .collect();
+        for _ in 0..2 {
+            assert!(
+                !m.raw().free_with_parked_waiters(),
+                "free word with queued waiters"
+            );
+            if let Ok(g) = m.try_lock() {
+                add_one(&g);
+            }
+        }
+        for t in ts {
+            t.join().unwrap();
+        }
+        assert!(!m.raw().free_with_parked_waiters());
+    });
+}
+
+/// Owner and blocked_on never contradict: an observer that reads a lock's owner and then that
+/// owner's blocked_on never sees the owner waiting for the lock it owns. The interesting moment
+/// is a handoff to a sleeping waiter (Handoff always, Adaptive when its fairness timer fires):
+/// the unlocker must clear the waiter's blocked_on before it publishes the waiter as owner. Main
+/// holds the lock until the waiter is asleep on it, an observer looks throughout, then main
+/// unlocks.
+#[test]
+fn owner_and_blocked_on_are_consistent() {
+    for policy in POLICIES {
+        model(move || {
+            let m = Arc::new(Mutex::with_policy(UnsafeCell::new(0), policy));
+            let g = m.lock().unwrap();
+            let waiter_tid = Arc::new(AtomicUsize::new(0));
+            let (m2, wt) = (m.clone(), waiter_tid.clone());
+            let waiter = thread::spawn(move || {
+                wt.store(current_tid() as usize, SeqCst);
+                bump(&m2);
+            });
+            let tid = loop {
+                match waiter_tid.load(SeqCst) {
+                    0 => thread::yield_now(),
+                    t => break t as i32,
+                }
+            };
+            while thread_blocked_on(tid) != Some(m.id()) {
+                thread::yield_now();
+            }
+            let m3 = m.clone();
+            let observer = thread::spawn(move || {
+                for _ in 0..3 {
+                    if let Some(owner) = m3.owner_tid() {
+                        let waits_on = thread_blocked_on(owner);
+                        assert_ne!(
+                            waits_on,
+                            Some(m3.id()),
+                            "owner {owner} waits on its own lock"
+                        );
+                    }
+                    thread::yield_now();
+                }
+            });
+            drop(g);
+            waiter.join().unwrap();
+            observer.join().unwrap();
+            assert_eq!(m.owner_tid(), None);
+            assert_eq!(thread_blocked_on(tid), None);
+        });
+    }
+}
+
+/// A waiter that times out withdraws cleanly: it leaves no stale state that strands or lets
+/// in anyone, the holder's unlock still works, and the lock ends free. (Under loom a timed wait
+/// may time out at any point after it queued, unless it was woken first.)
+#[test]
+fn timed_out_waiter_withdraws() {
+    for policy in POLICIES {
+        model(move || {
+            let m = Arc::new(Mutex::with_policy(UnsafeCell::new(0), policy));
+            let m2 = m.clone();
+            let t = thread::spawn(move || {
+                if let Ok(g) = m2.try_lock_for(Duration::from_millis(1)) {
+                    add_one(&g);
+                }
+            });
+            bump(&m);
+            t.join().unwrap();
+            let n = read(&m);
+            assert!(n == 1 || n == 2);
+            assert!(!m.raw().is_locked());
+            assert!(!m.raw().free_with_parked_waiters());
+        });
+    }
+}
+
+/// Condvar cannot lose a notification: a waiter that checks its predicate under the lock and
+/// waits is always woken by a notifier that sets the predicate under the lock and notifies
+/// (with the lock held, which exercises requeue onto the mutex, or after unlocking).
+#[test]
+fn condvar_notify_one_is_never_lost() {
+    for (policy, notify_locked) in [
+        (Policy::Adaptive, true),
+        (Policy::Handoff, true),
+        (Policy::Spin, false),
+    ] {
+        model(move || {
+            let pair = Arc::new((Mutex::with_policy(false, policy), Condvar::new()));
+            let p2 = pair.clone();
+            let t = thread::spawn(move || {
+                let (m, cv) = &*p2;
+                let mut g = m.lock().unwrap();
+                *g = true;
+                if notify_locked {
+                    cv.notify_one();
+                } else {
+                    drop(g);
+                    cv.notify_one();
+                }
+            });
+            let (m, cv) = &*pair;
+            let mut g = m.lock().unwrap();
+            while !*g {
+                g = cv.wait(g).unwrap();
+            }
+            drop(g);
+            t.join().unwrap();
+        });
+    }
+}
+
+/// notify_all reaches every waiter: two waiters, one notifier holding the lock (everyone is
+/// requeued onto the mutex) under Handoff, so requeued waiters are woken by handoff.
+#[test]
+fn condvar_notify_all_reaches_every_waiter() {
+    model(|| {
+        let pair = Arc::new((Mutex::with_policy(0usize, Policy::Handoff), Condvar::new()));
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let p = pair.clone();
+                thread::spawn(move || {
+                    let (m, cv) = &*p;
+                    let mut g = m.lock().unwrap();
+                    while *g == 0 {
+                        g = cv.wait(g).unwrap();
+                    }
+                    *g += 1;
+                })
+            })
+            .collect();
+        {
+            let (m, cv) = &*pair;
+            let mut g = m.lock().unwrap();
+            *g = 1;
+            cv.notify_all();
+        }
+        for w in waiters {
+            w.join().unwrap();
+        }
+        assert_eq!(*pair.0.lock().unwrap(), 3);
+    });
+}
+
+/// A timed condvar wait racing a notification: either it times out or it is notified, and in
+/// both cases it returns holding the lock, and the condvar is left with no stale mutex (a second
+/// round of wait/notify still works).
+#[test]
+fn condvar_timeout_races_notify() {
+    model(|| {
+        let pair = Arc::new((Mutex::new(0usize), Condvar::new()));
+        let p2 = pair.clone();
+        let t = thread::spawn(move || {
+            let (m, cv) = &*p2;
+            *m.lock().unwrap() += 1;
+            cv.notify_one();
+        });
+        let (m, cv) = &*pair;
+        let g = m.lock().unwrap();
+        let (g, _) = cv.wait_timeout(g, Duration::from_millis(1)).unwrap();
+        drop(g);
+        t.join().unwrap();
+        assert_eq!(*m.lock().unwrap(), 1);
+        assert!(!m.raw().is_locked());
+    });
+}
