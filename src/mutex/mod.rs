@@ -230,7 +230,7 @@ impl<T: ?Sized> Mutex<T> {
     /// })
     /// .join();
     /// let _ = m.lock().map_err(|e| {
-    ///     **e.into_inner() = 1;
+    ///     *e.into_inner() = 1;
     ///     m.clear_poison();
     /// });
     /// assert!(!m.is_poisoned());
