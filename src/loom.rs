@@ -51,10 +51,17 @@ mod real {
     use super::{FilterOp, ParkResult, ParkToken, RequeueOp, UnparkResult, UnparkToken};
     use std::time::Instant;
 
-    pub(crate) use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    pub(crate) use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-    /// How many rounds a waiter may spin before it parks (see `mutex::raw::SpinWait`).
-    pub(crate) const SPIN_ROUNDS: u32 = 6;
+    /// Spin budgets in rounds (see `mutex::raw::SpinWait`): an ordinary waiter, a Handoff
+    /// lock's registered spinner, and an unlocker waiting for a spinner to appear. Chosen by
+    /// measurement; see the README's benchmark section.
+    pub(crate) const SPIN_ROUNDS: u32 = 7;
+    pub(crate) const HANDOFF_SPIN_ROUNDS: u32 = 9;
+    pub(crate) const AWAIT_SPINNER_ROUNDS: u32 = 4;
+
+    /// How many spinner handoffs pass between two looks at the clock (see `mutex::raw`).
+    pub(crate) const FAIRNESS_CHECK_EVERY: u32 = 16;
 
     #[inline]
     pub(crate) fn spin_hint() {
@@ -64,6 +71,11 @@ mod real {
     #[inline]
     pub(crate) fn yield_now() {
         std::thread::yield_now()
+    }
+
+    /// Microseconds on the monotonic clock.
+    pub(crate) fn monotonic_us() -> u64 {
+        crate::sys::monotonic_us()
     }
 
     /// Kernel thread id of the calling thread.
@@ -158,14 +170,20 @@ mod model {
     use std::collections::VecDeque;
     use std::time::Instant;
 
-    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
     // The real thread plumbing is not used under loom; naming it keeps it compiled and checked.
     const _: fn() -> crate::Tid = crate::sys::gettid;
+    const _: fn() -> u64 = crate::sys::monotonic_us;
     const _: fn(*mut (), unsafe fn(*mut ())) = crate::sys::on_thread_exit;
 
     /// One spin round keeps the models small; spinning only changes timing, not the protocol.
     pub(crate) const SPIN_ROUNDS: u32 = 1;
+    pub(crate) const HANDOFF_SPIN_ROUNDS: u32 = 1;
+    pub(crate) const AWAIT_SPINNER_ROUNDS: u32 = 1;
+
+    /// Look at the (fake) clock on every handoff, so models reach the fairness path.
+    pub(crate) const FAIRNESS_CHECK_EVERY: u32 = 1;
 
     pub(crate) fn spin_hint() {
         loom::thread::yield_now()
@@ -173,6 +191,12 @@ mod model {
 
     pub(crate) fn yield_now() {
         loom::thread::yield_now()
+    }
+
+    /// Loom has no clock. Each call advances a per-execution counter by 600 µs, so successive
+    /// fairness checks alternate between "patient" and "waited too long" and models reach both.
+    pub(crate) fn monotonic_us() -> u64 {
+        CLOCK.fetch_add(600, std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn current_tid() -> crate::Tid {
@@ -234,6 +258,8 @@ mod model {
     loom::lazy_static! {
         static ref TABLE: Mutex<Table> = Mutex::new(Table::default());
         static ref REGISTRY: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+        // A plain (unmodelled) atomic: a fake clock, reset for every execution.
+        static ref CLOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     }
 
     /// A loom mutex, so loom sees the happens-before from a record's creation to its readers.

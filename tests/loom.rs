@@ -143,6 +143,35 @@ fn owner_and_blocked_on_are_consistent() {
     }
 }
 
+/// Handoff to a spinning waiter: the unlocker's claim and the spinner's withdrawal race on the
+/// spinner slot, and exactly one wins. Main holds the lock while one waiter (which may register
+/// as the spinner) locks and another uses a timed lock (which may withdraw and give up). Every
+/// acquisition is exclusive, nobody is stranded, and nobody is handed a lock it stopped
+/// waiting for (that would leave the lock held forever, which the final checks catch).
+#[test]
+fn handoff_to_spinner_claim_races_withdrawal() {
+    model(|| {
+        let m = Arc::new(Mutex::with_policy(UnsafeCell::new(0), Policy::Handoff));
+        let g = m.lock().unwrap();
+        let m1 = m.clone();
+        let spinner = thread::spawn(move || bump(&m1));
+        let m2 = m.clone();
+        let timed = thread::spawn(move || {
+            if let Ok(g) = m2.try_lock_for(Duration::from_millis(1)) {
+                add_one(&g);
+            }
+        });
+        thread::yield_now();
+        drop(g);
+        spinner.join().unwrap();
+        timed.join().unwrap();
+        let n = read(&m);
+        assert!(n == 1 || n == 2);
+        assert!(!m.raw().is_locked());
+        assert!(m.try_lock().is_ok());
+    });
+}
+
 /// A waiter that times out withdraws cleanly: it leaves no stale state that strands or lets
 /// in anyone, the holder's unlock still works, and the lock ends free. (Under loom a timed wait
 /// may time out at any point after it queued, unless it was woken first.)

@@ -20,6 +20,15 @@ pub(crate) fn gettid() -> Tid {
     NEXT.fetch_add(1, Relaxed)
 }
 
+/// Microseconds on CLOCK_MONOTONIC (a vDSO call, no syscall, on Linux).
+pub(crate) fn monotonic_us() -> u64 {
+    // SAFETY: timespec is plain data; all-zero is valid.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
+
 /// The exit hook registered for this thread and its argument, boxed as the pthread key's value.
 struct ExitHook {
     arg: *mut (),

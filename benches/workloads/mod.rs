@@ -1,0 +1,159 @@
+//! Workloads shared by the criterion benches and the interleaved report
+//! (`examples/bench_report.rs`), so both measure exactly the same code.
+#![allow(dead_code)] // each includer uses a different part
+
+use std::hint::black_box;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+/// Every lock compared, in report order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Std,
+    ParkingLot,
+    Spin,
+    Handoff,
+    Adaptive,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::Std,
+        Kind::ParkingLot,
+        Kind::Spin,
+        Kind::Handoff,
+        Kind::Adaptive,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Std => "std",
+            Kind::ParkingLot => "parking_lot",
+            Kind::Spin => "spin",
+            Kind::Handoff => "handoff",
+            Kind::Adaptive => "adaptive",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == s)
+    }
+}
+
+/// A mutex over a `u64` counter, as each library spells it.
+pub trait CounterLock: Send + Sync {
+    fn with(&self, f: impl FnOnce(&mut u64));
+    fn get(&self) -> u64;
+}
+
+impl CounterLock for std::sync::Mutex<u64> {
+    #[inline]
+    fn with(&self, f: impl FnOnce(&mut u64)) {
+        f(&mut self.lock().unwrap())
+    }
+    fn get(&self) -> u64 {
+        *self.lock().unwrap()
+    }
+}
+
+impl CounterLock for parking_lot::Mutex<u64> {
+    #[inline]
+    fn with(&self, f: impl FnOnce(&mut u64)) {
+        f(&mut self.lock())
+    }
+    fn get(&self) -> u64 {
+        *self.lock()
+    }
+}
+
+impl CounterLock for proxy_lock::Mutex<u64> {
+    #[inline]
+    fn with(&self, f: impl FnOnce(&mut u64)) {
+        f(&mut self.lock().unwrap())
+    }
+    fn get(&self) -> u64 {
+        *self.lock().unwrap()
+    }
+}
+
+fn policy(kind: Kind) -> proxy_lock::Policy {
+    match kind {
+        Kind::Spin => proxy_lock::Policy::Spin,
+        Kind::Handoff => proxy_lock::Policy::Handoff,
+        _ => proxy_lock::Policy::Adaptive,
+    }
+}
+
+/// Calls `body` with a fresh counter lock of the given kind.
+pub fn with_lock<R>(kind: Kind, body: impl LockUser<R>) -> R {
+    match kind {
+        Kind::Std => body.run(&std::sync::Mutex::new(0u64)),
+        Kind::ParkingLot => body.run(&parking_lot::Mutex::new(0u64)),
+        _ => body.run(&proxy_lock::Mutex::with_policy(0u64, policy(kind))),
+    }
+}
+
+/// Something generic over the lock type (a closure cannot be generic, a trait can).
+pub trait LockUser<R> {
+    fn run<L: CounterLock>(self, lock: &L) -> R;
+}
+
+/// Busy work standing in for a critical section or the work between sections.
+#[inline]
+pub fn work(units: u32) {
+    let mut x = 1u64;
+    for i in 0..units {
+        x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i as u64));
+    }
+    black_box(x);
+}
+
+/// `threads` threads each take the lock `ops_per_thread` times, doing `cs` units of work inside
+/// and `outside` units between sections. Returns the wall time from a common start to the last
+/// thread's end; the counter is checked exactly.
+pub struct Contention {
+    pub threads: usize,
+    pub ops_per_thread: u64,
+    pub cs: u32,
+    pub outside: u32,
+}
+
+impl LockUser<Duration> for &Contention {
+    fn run<L: CounterLock>(self, lock: &L) -> Duration {
+        let barrier = Barrier::new(self.threads);
+        // Each thread stamps its own start and end: from the first start to the last end.
+        let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..self.threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        let start = Instant::now();
+                        for _ in 0..self.ops_per_thread {
+                            lock.with(|v| {
+                                work(self.cs);
+                                *v += 1;
+                            });
+                            work(self.outside);
+                        }
+                        (start, Instant::now())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(lock.get(), self.threads as u64 * self.ops_per_thread);
+        let start = spans.iter().map(|s| s.0).min().unwrap();
+        spans.iter().map(|s| s.1).max().unwrap() - start
+    }
+}
+
+/// Median of a sample (sorted in place).
+pub fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}

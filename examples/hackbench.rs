@@ -1,0 +1,370 @@
+//! A user-space analog of `perf bench sched messaging -t`: groups of sender and receiver threads
+//! exchanging small messages through bounded queues, each queue one mutex and two condition
+//! variables. It measures how a lock behaves when there are far more threads than CPUs.
+//!
+//! ```text
+//! cargo run --release --example hackbench -- -g 2 -l 200 --lock adaptive
+//! ```
+
+use std::collections::VecDeque;
+use std::process::exit;
+use std::sync::Barrier;
+use std::time::Instant;
+
+const USAGE: &str = "\
+usage: hackbench [options]
+  -g, --groups N      groups of senders and receivers (default 10)
+  -l, --loops N       messages each sender sends to each receiver (default 100)
+  -f, --fds N         senders and receivers per group (default 20)
+  -s, --datasize N    bytes per message (default 100)
+      --capacity N    bytes each queue holds, like a pipe buffer (default 65536)
+      --lock NAME     std | parking_lot | spin | handoff | adaptive | run (default adaptive)
+      --cpus N        run on the first N CPUs this process may use, like taskset
+      --json          print one JSON line instead of perf's text";
+
+struct Args {
+    groups: usize,
+    loops: usize,
+    fds: usize,
+    datasize: usize,
+    capacity: usize,
+    lock: String,
+    cpus: Option<usize>,
+    json: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        groups: 10,
+        loops: 100,
+        fds: 20,
+        datasize: 100,
+        capacity: 65536,
+        lock: "adaptive".into(),
+        cpus: None,
+        json: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut num = |name: &str| -> Result<usize, String> {
+            let v = it.next().ok_or(format!("{name} needs a value"))?;
+            v.parse::<usize>()
+                .map_err(|_| format!("{name}: not a number: {v}"))
+        };
+        match flag.as_str() {
+            "-g" | "--groups" => a.groups = num(&flag)?,
+            "-l" | "--loops" => a.loops = num(&flag)?,
+            "-f" | "--fds" => a.fds = num(&flag)?,
+            "-s" | "--datasize" => a.datasize = num(&flag)?,
+            "--capacity" => a.capacity = num(&flag)?,
+            "--cpus" => a.cpus = Some(num(&flag)?),
+            "--lock" => a.lock = it.next().ok_or("--lock needs a value")?,
+            "--json" => a.json = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                exit(0)
+            }
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    if a.groups == 0 || a.fds == 0 || a.datasize == 0 {
+        return Err("--groups, --fds and --datasize must be at least 1".into());
+    }
+    if a.capacity < a.datasize {
+        return Err(format!(
+            "--capacity {} holds no message of {} bytes",
+            a.capacity, a.datasize
+        ));
+    }
+    Ok(a)
+}
+
+/// A bounded queue of fixed-size messages: a byte ring under a lock, with not-empty and
+/// not-full condition variables, each woken one waiter at a time (as a pipe wakes one reader).
+trait Pipe: Send + Sync {
+    fn new(slots: usize, datasize: usize) -> Self;
+    fn send(&self, msg: &[u8]);
+    fn recv(&self, out: &mut [u8]);
+}
+
+/// The queue state every lock protects.
+struct Ring {
+    bytes: VecDeque<u8>,
+    slots: usize,
+    datasize: usize,
+}
+
+impl Ring {
+    fn new(slots: usize, datasize: usize) -> Ring {
+        Ring {
+            bytes: VecDeque::with_capacity(slots * datasize),
+            slots,
+            datasize,
+        }
+    }
+    fn full(&self) -> bool {
+        self.bytes.len() / self.datasize >= self.slots
+    }
+    fn empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+    fn push(&mut self, msg: &[u8]) {
+        self.bytes.extend(msg);
+    }
+    fn pop(&mut self, out: &mut [u8]) {
+        for (o, b) in out.iter_mut().zip(self.bytes.drain(..self.datasize)) {
+            *o = b;
+        }
+    }
+}
+
+/// Implements `Pipe` for a std-shaped Mutex/Condvar pair (`lock()` returns a `LockResult`).
+macro_rules! std_shaped_pipe {
+    ($name:ident, $mutex:ty, $condvar:ty, $new:expr) => {
+        struct $name {
+            ring: $mutex,
+            not_empty: $condvar,
+            not_full: $condvar,
+        }
+        impl Pipe for $name {
+            fn new(slots: usize, datasize: usize) -> Self {
+                $name {
+                    ring: $new(Ring::new(slots, datasize)),
+                    not_empty: <$condvar>::new(),
+                    not_full: <$condvar>::new(),
+                }
+            }
+            fn send(&self, msg: &[u8]) {
+                let mut r = self
+                    .not_full
+                    .wait_while(self.ring.lock().unwrap(), |r| r.full())
+                    .unwrap();
+                r.push(msg);
+                drop(r);
+                self.not_empty.notify_one();
+            }
+            fn recv(&self, out: &mut [u8]) {
+                let mut r = self
+                    .not_empty
+                    .wait_while(self.ring.lock().unwrap(), |r| r.empty())
+                    .unwrap();
+                r.pop(out);
+                drop(r);
+                self.not_full.notify_one();
+            }
+        }
+    };
+}
+
+std_shaped_pipe!(
+    StdPipe,
+    std::sync::Mutex<Ring>,
+    std::sync::Condvar,
+    std::sync::Mutex::new
+);
+std_shaped_pipe!(
+    SpinPipe,
+    proxy_lock::Mutex<Ring>,
+    proxy_lock::Condvar,
+    |r| { proxy_lock::Mutex::with_policy(r, proxy_lock::Policy::Spin) }
+);
+std_shaped_pipe!(
+    HandoffPipe,
+    proxy_lock::Mutex<Ring>,
+    proxy_lock::Condvar,
+    |r| { proxy_lock::Mutex::with_policy(r, proxy_lock::Policy::Handoff) }
+);
+std_shaped_pipe!(
+    AdaptivePipe,
+    proxy_lock::Mutex<Ring>,
+    proxy_lock::Condvar,
+    |r| { proxy_lock::Mutex::with_policy(r, proxy_lock::Policy::Adaptive) }
+);
+
+struct ParkingLotPipe {
+    ring: parking_lot::Mutex<Ring>,
+    not_empty: parking_lot::Condvar,
+    not_full: parking_lot::Condvar,
+}
+
+impl Pipe for ParkingLotPipe {
+    fn new(slots: usize, datasize: usize) -> Self {
+        ParkingLotPipe {
+            ring: parking_lot::Mutex::new(Ring::new(slots, datasize)),
+            not_empty: parking_lot::Condvar::new(),
+            not_full: parking_lot::Condvar::new(),
+        }
+    }
+    fn send(&self, msg: &[u8]) {
+        let mut r = self.ring.lock();
+        self.not_full.wait_while(&mut r, |r| r.full());
+        r.push(msg);
+        drop(r);
+        self.not_empty.notify_one();
+    }
+    fn recv(&self, out: &mut [u8]) {
+        let mut r = self.ring.lock();
+        self.not_empty.wait_while(&mut r, |r| r.empty());
+        r.pop(out);
+        drop(r);
+        self.not_full.notify_one();
+    }
+}
+
+/// Runs every group at once; returns the seconds from GO to the last thread's end. Each thread
+/// stamps its own start and end, so a descheduled main thread cannot shorten the measurement.
+fn run<P: Pipe>(a: &Args) -> f64 {
+    let slots = a.capacity / a.datasize;
+    let pipes: Vec<Vec<P>> = (0..a.groups)
+        .map(|_| (0..a.fds).map(|_| P::new(slots, a.datasize)).collect())
+        .collect();
+    let go = Barrier::new(a.groups * a.fds * 2);
+    let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        for group in &pipes {
+            for _ in 0..a.fds {
+                let go = &go;
+                handles.push(s.spawn(move || {
+                    let msg = vec![0x5a_u8; a.datasize];
+                    go.wait();
+                    let start = Instant::now();
+                    for _ in 0..a.loops {
+                        for pipe in group {
+                            pipe.send(&msg);
+                        }
+                    }
+                    (start, Instant::now())
+                }));
+            }
+            for pipe in group {
+                let go = &go;
+                handles.push(s.spawn(move || {
+                    let mut buf = vec![0u8; a.datasize];
+                    go.wait();
+                    let start = Instant::now();
+                    for _ in 0..a.loops * a.fds {
+                        pipe.recv(&mut buf);
+                    }
+                    (start, Instant::now())
+                }));
+            }
+        }
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let start = spans.iter().map(|s| s.0).min().unwrap();
+    let end = spans.iter().map(|s| s.1).max().unwrap();
+    (end - start).as_secs_f64()
+}
+
+/// Restricts this process (the calling thread, which every later thread inherits) to the first
+/// `n` CPUs it may use now.
+fn restrict_cpus(n: usize) -> Result<(), String> {
+    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer of the size passed.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) } != 0 {
+        return Err(format!(
+            "sched_getaffinity: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let allowed: Vec<usize> =
+        // SAFETY: `set` is initialised; CPU_ISSET reads it within CPU_SETSIZE.
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect();
+    if n == 0 || n > allowed.len() {
+        return Err(format!(
+            "--cpus {n}: this process may use {} CPUs",
+            allowed.len()
+        ));
+    }
+    // SAFETY: as above.
+    let mut want: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in &allowed[..n] {
+        // SAFETY: c < CPU_SETSIZE.
+        unsafe { libc::CPU_SET(c, &mut want) };
+    }
+    // SAFETY: valid set pointer of the size passed.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&want), &want) } != 0 {
+        return Err(format!(
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+struct Usage {
+    user: f64,
+    sys: f64,
+    voluntary: i64,
+    involuntary: i64,
+}
+
+fn usage() -> Usage {
+    // SAFETY: rusage is plain data and getrusage fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer; RUSAGE_SELF counts every thread of the process.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Usage {
+        user: secs(ru.ru_utime),
+        sys: secs(ru.ru_stime),
+        voluntary: ru.ru_nvcsw,
+        involuntary: ru.ru_nivcsw,
+    }
+}
+
+fn main() {
+    let a = parse_args().unwrap_or_else(|e| {
+        eprintln!("hackbench: {e}\n{USAGE}");
+        exit(2)
+    });
+    if let Some(n) = a.cpus {
+        restrict_cpus(n).unwrap_or_else(|e| {
+            eprintln!("hackbench: {e}");
+            exit(2)
+        });
+    }
+    let before = usage();
+    let secs = match a.lock.as_str() {
+        "std" => run::<StdPipe>(&a),
+        "parking_lot" => run::<ParkingLotPipe>(&a),
+        "spin" => run::<SpinPipe>(&a),
+        "handoff" => run::<HandoffPipe>(&a),
+        "adaptive" => run::<AdaptivePipe>(&a),
+        "run" => {
+            eprintln!(
+                "hackbench: --lock run needs Mutex::run (proxy execution), not in this version"
+            );
+            exit(2)
+        }
+        other => {
+            eprintln!("hackbench: unknown lock {other}\n{USAGE}");
+            exit(2)
+        }
+    };
+    let after = usage();
+    if a.json {
+        println!(
+            "{{\"lock\":\"{}\",\"groups\":{},\"loops\":{},\"fds\":{},\"seconds\":{:.6},\"user_s\":{:.3},\"sys_s\":{:.3},\"voluntary_cs\":{},\"involuntary_cs\":{}}}",
+            a.lock,
+            a.groups,
+            a.loops,
+            a.fds,
+            secs,
+            after.user - before.user,
+            after.sys - before.sys,
+            after.voluntary - before.voluntary,
+            after.involuntary - before.involuntary
+        );
+    } else {
+        println!("# {} sender and receiver threads per group", a.fds);
+        println!(
+            "# {} groups == {} threads run",
+            a.groups,
+            a.groups * a.fds * 2
+        );
+        println!();
+        println!("     Total time: {secs:.3} [sec]");
+    }
+}
