@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The project's whole test run: what CI runs, and what the README calls "the test command".
+# Build, fmt and clippy (-D warnings), unit + doc + integration tests (including the stress run),
+# the loom models with a bounded preemption count, and bench/example compilation.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain components"
+if command -v rustup >/dev/null 2>&1; then
+  rustup component add rustfmt clippy >/dev/null 2>&1 || echo "rustup could not add rustfmt/clippy; using what is installed"
+fi
+
+step "build (all targets)"
+cargo build --all-targets
+
+step "fmt"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --all-targets -- -D warnings
+
+step "unit, doc and integration tests (release)"
+cargo test --release
+
+step "loom: clippy on the loom build"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo clippy --lib --test loom -- -D warnings
+
+step "loom models (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-3})"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}" \
+  cargo test --release --test loom
+
+step "benches compile"
+cargo bench --no-run
+
+step "hackbench smoke run (every lock)"
+for lock in std parking_lot spin handoff adaptive; do
+  cargo run --quiet --release --example hackbench -- -g 1 -l 50 --lock "$lock" --json
+done
+
+step "done"
