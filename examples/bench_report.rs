@@ -7,7 +7,8 @@
 //! target/release/examples/bench_report --rounds 7 --write docs/benchmarks.md
 //! ```
 //!
-//! The hackbench rows run the `hackbench` example binary found next to this one.
+//! The hackbench rows run the `hackbench` example binary found next to this one. With
+//! `--write FILE.md`, a chart of the same medians goes to `FILE.svg`.
 
 use std::fmt::Write as _;
 use std::process::{Command, exit};
@@ -92,6 +93,79 @@ fn hackbench(kind: Kind, args: &[&str]) -> f64 {
         .unwrap_or_else(|| panic!("unexpected hackbench output: {text}"))
 }
 
+/// Draws every row as a group of bars, each lock's median relative to std's (std = 1.0), so
+/// one axis serves nanoseconds and seconds alike. Bars above the axis are clipped and labelled.
+fn chart(path: &str, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    const TOP: f64 = 3.0;
+    let colors = [
+        RGBColor(120, 120, 120),
+        RGBColor(230, 159, 0),
+        RGBColor(86, 180, 233),
+        RGBColor(204, 121, 167),
+        RGBColor(0, 114, 178),
+    ];
+    let root = SVGBackend::new(path, (1200, 460)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "time relative to std (lower is better; std = 1.0)",
+            ("sans-serif", 20),
+        )
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..rows.len() as f64, 0f64..TOP)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .disable_x_axis()
+        .y_desc("x std")
+        .draw()?;
+    let width = 0.8 / Kind::ALL.len() as f64;
+    for (k, kind) in Kind::ALL.iter().enumerate() {
+        let color = colors[k];
+        let bars = rows.iter().enumerate().map(|(i, row)| {
+            let ratio = row.medians[k] / row.medians[0];
+            let x0 = i as f64 + 0.1 + k as f64 * width;
+            Rectangle::new(
+                [(x0, 0.0), (x0 + width * 0.9, ratio.min(TOP))],
+                color.filled(),
+            )
+        });
+        chart
+            .draw_series(bars)?
+            .label(kind.name())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+        for (i, row) in rows.iter().enumerate() {
+            let ratio = row.medians[k] / row.medians[0];
+            if ratio > TOP {
+                let x = i as f64 + 0.1 + k as f64 * width;
+                chart.draw_series([Text::new(
+                    format!("{ratio:.0}x"),
+                    (x, TOP * 0.97),
+                    ("sans-serif", 11),
+                )])?;
+            }
+        }
+    }
+    for (i, row) in rows.iter().enumerate() {
+        chart.draw_series([Text::new(
+            row.label.clone(),
+            (i as f64 + 0.1, -0.12),
+            ("sans-serif", 12),
+        )])?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
 fn table(title: &str, unit: &str, rows: &[Row]) -> String {
     let mut s = format!("### {title}\n\n| {unit} |");
     for k in Kind::ALL {
@@ -150,6 +224,7 @@ fn main() {
     }
     let wants = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let mut report = String::new();
+    let mut charted: Vec<Row> = Vec::new();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let _ = writeln!(
         report,
@@ -161,21 +236,23 @@ fn main() {
         let med = interleaved(rounds, |k| {
             with_lock(k, Uncontended(N)).as_secs_f64() * 1e9 / N as f64
         });
+        let row = Row {
+            label: "uncontended".into(),
+            medians: med,
+        };
         report += &table(
             "Uncontended lock + unlock (ns per pair, lower is better)",
             "",
-            &[Row {
-                label: "one thread".into(),
-                medians: med,
-            }],
+            std::slice::from_ref(&row),
         );
+        charted.push(row);
     }
     if wants("contention") {
         let mut rows = Vec::new();
         for (label, cs, outside) in SECTIONS {
             for threads in THREADS {
                 eprintln!("contention {label} {threads} threads ...");
-                let ops = if cs == 0 { 400_000 } else { 60_000 } / threads as u64;
+                let ops = if cs == 0 { 4_000_000 } else { 400_000 } / threads as u64;
                 let run = Contention {
                     threads,
                     ops_per_thread: ops,
@@ -196,6 +273,7 @@ fn main() {
             "section, threads",
             &rows,
         );
+        charted.extend(rows);
     }
     if wants("hackbench") {
         let mut rows = Vec::new();
@@ -207,11 +285,23 @@ fn main() {
             });
         }
         report += &table("hackbench (seconds, lower is better)", "args", &rows);
+        charted.extend(rows.into_iter().map(|r| Row {
+            label: format!("hackbench {}", r.label),
+            ..r
+        }));
     }
     print!("{report}");
     if let Some(path) = write_to {
+        let svg = std::path::Path::new(&path).with_extension("svg");
+        let svg_name = svg
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        chart(&svg.to_string_lossy(), &charted).unwrap_or_else(|e| {
+            eprintln!("bench_report: cannot draw {}: {e}", svg.display());
+            exit(1)
+        });
         let doc = format!(
-            "# Benchmarks\n\nGenerated by `examples/bench_report.rs`; do not edit by hand.\n\n{report}"
+            "# Benchmarks\n\nGenerated by `examples/bench_report.rs`; do not edit by hand.\n\n![time relative to std]({svg_name})\n\n{report}"
         );
         std::fs::write(&path, doc).unwrap_or_else(|e| {
             eprintln!("bench_report: cannot write {path}: {e}");

@@ -6,10 +6,11 @@
 //! cargo run --release --example hackbench -- -g 2 -l 200 --lock adaptive
 //! ```
 
-use std::collections::VecDeque;
 use std::process::exit;
-use std::sync::Barrier;
-use std::time::Instant;
+
+#[path = "../benches/workloads/mod.rs"]
+mod workloads;
+use workloads::messaging::{self, AdaptivePipe, HandoffPipe, ParkingLotPipe, SpinPipe, StdPipe};
 
 const USAGE: &str = "\
 usage: hackbench [options]
@@ -31,6 +32,18 @@ struct Args {
     lock: String,
     cpus: Option<usize>,
     json: bool,
+}
+
+impl Args {
+    fn shape(&self) -> messaging::Shape {
+        messaging::Shape {
+            groups: self.groups,
+            loops: self.loops,
+            fds: self.fds,
+            datasize: self.datasize,
+            capacity: self.capacity,
+        }
+    }
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -77,183 +90,6 @@ fn parse_args() -> Result<Args, String> {
         ));
     }
     Ok(a)
-}
-
-/// A bounded queue of fixed-size messages: a byte ring under a lock, with not-empty and
-/// not-full condition variables, each woken one waiter at a time (as a pipe wakes one reader).
-trait Pipe: Send + Sync {
-    fn new(slots: usize, datasize: usize) -> Self;
-    fn send(&self, msg: &[u8]);
-    fn recv(&self, out: &mut [u8]);
-}
-
-/// The queue state every lock protects.
-struct Ring {
-    bytes: VecDeque<u8>,
-    slots: usize,
-    datasize: usize,
-}
-
-impl Ring {
-    fn new(slots: usize, datasize: usize) -> Ring {
-        Ring {
-            bytes: VecDeque::with_capacity(slots * datasize),
-            slots,
-            datasize,
-        }
-    }
-    fn full(&self) -> bool {
-        self.bytes.len() / self.datasize >= self.slots
-    }
-    fn empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
-    fn push(&mut self, msg: &[u8]) {
-        self.bytes.extend(msg);
-    }
-    fn pop(&mut self, out: &mut [u8]) {
-        for (o, b) in out.iter_mut().zip(self.bytes.drain(..self.datasize)) {
-            *o = b;
-        }
-    }
-}
-
-/// Implements `Pipe` for a std-shaped Mutex/Condvar pair (`lock()` returns a `LockResult`).
-macro_rules! std_shaped_pipe {
-    ($name:ident, $mutex:ty, $condvar:ty, $new:expr) => {
-        struct $name {
-            ring: $mutex,
-            not_empty: $condvar,
-            not_full: $condvar,
-        }
-        impl Pipe for $name {
-            fn new(slots: usize, datasize: usize) -> Self {
-                $name {
-                    ring: $new(Ring::new(slots, datasize)),
-                    not_empty: <$condvar>::new(),
-                    not_full: <$condvar>::new(),
-                }
-            }
-            fn send(&self, msg: &[u8]) {
-                let mut r = self
-                    .not_full
-                    .wait_while(self.ring.lock().unwrap(), |r| r.full())
-                    .unwrap();
-                r.push(msg);
-                drop(r);
-                self.not_empty.notify_one();
-            }
-            fn recv(&self, out: &mut [u8]) {
-                let mut r = self
-                    .not_empty
-                    .wait_while(self.ring.lock().unwrap(), |r| r.empty())
-                    .unwrap();
-                r.pop(out);
-                drop(r);
-                self.not_full.notify_one();
-            }
-        }
-    };
-}
-
-std_shaped_pipe!(
-    StdPipe,
-    std::sync::Mutex<Ring>,
-    std::sync::Condvar,
-    std::sync::Mutex::new
-);
-std_shaped_pipe!(
-    SpinPipe,
-    proxy_lock::Mutex<Ring>,
-    proxy_lock::Condvar,
-    |r| { proxy_lock::Mutex::with_policy(r, proxy_lock::Policy::Spin) }
-);
-std_shaped_pipe!(
-    HandoffPipe,
-    proxy_lock::Mutex<Ring>,
-    proxy_lock::Condvar,
-    |r| { proxy_lock::Mutex::with_policy(r, proxy_lock::Policy::Handoff) }
-);
-std_shaped_pipe!(
-    AdaptivePipe,
-    proxy_lock::Mutex<Ring>,
-    proxy_lock::Condvar,
-    |r| { proxy_lock::Mutex::with_policy(r, proxy_lock::Policy::Adaptive) }
-);
-
-struct ParkingLotPipe {
-    ring: parking_lot::Mutex<Ring>,
-    not_empty: parking_lot::Condvar,
-    not_full: parking_lot::Condvar,
-}
-
-impl Pipe for ParkingLotPipe {
-    fn new(slots: usize, datasize: usize) -> Self {
-        ParkingLotPipe {
-            ring: parking_lot::Mutex::new(Ring::new(slots, datasize)),
-            not_empty: parking_lot::Condvar::new(),
-            not_full: parking_lot::Condvar::new(),
-        }
-    }
-    fn send(&self, msg: &[u8]) {
-        let mut r = self.ring.lock();
-        self.not_full.wait_while(&mut r, |r| r.full());
-        r.push(msg);
-        drop(r);
-        self.not_empty.notify_one();
-    }
-    fn recv(&self, out: &mut [u8]) {
-        let mut r = self.ring.lock();
-        self.not_empty.wait_while(&mut r, |r| r.empty());
-        r.pop(out);
-        drop(r);
-        self.not_full.notify_one();
-    }
-}
-
-/// Runs every group at once; returns the seconds from GO to the last thread's end. Each thread
-/// stamps its own start and end, so a descheduled main thread cannot shorten the measurement.
-fn run<P: Pipe>(a: &Args) -> f64 {
-    let slots = a.capacity / a.datasize;
-    let pipes: Vec<Vec<P>> = (0..a.groups)
-        .map(|_| (0..a.fds).map(|_| P::new(slots, a.datasize)).collect())
-        .collect();
-    let go = Barrier::new(a.groups * a.fds * 2);
-    let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
-        let mut handles = Vec::new();
-        for group in &pipes {
-            for _ in 0..a.fds {
-                let go = &go;
-                handles.push(s.spawn(move || {
-                    let msg = vec![0x5a_u8; a.datasize];
-                    go.wait();
-                    let start = Instant::now();
-                    for _ in 0..a.loops {
-                        for pipe in group {
-                            pipe.send(&msg);
-                        }
-                    }
-                    (start, Instant::now())
-                }));
-            }
-            for pipe in group {
-                let go = &go;
-                handles.push(s.spawn(move || {
-                    let mut buf = vec![0u8; a.datasize];
-                    go.wait();
-                    let start = Instant::now();
-                    for _ in 0..a.loops * a.fds {
-                        pipe.recv(&mut buf);
-                    }
-                    (start, Instant::now())
-                }));
-            }
-        }
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let start = spans.iter().map(|s| s.0).min().unwrap();
-    let end = spans.iter().map(|s| s.1).max().unwrap();
-    (end - start).as_secs_f64()
 }
 
 /// Restricts this process (the calling thread, which every later thread inherits) to the first
@@ -327,11 +163,11 @@ fn main() {
     }
     let before = usage();
     let secs = match a.lock.as_str() {
-        "std" => run::<StdPipe>(&a),
-        "parking_lot" => run::<ParkingLotPipe>(&a),
-        "spin" => run::<SpinPipe>(&a),
-        "handoff" => run::<HandoffPipe>(&a),
-        "adaptive" => run::<AdaptivePipe>(&a),
+        "std" => messaging::run::<StdPipe>(&a.shape()),
+        "parking_lot" => messaging::run::<ParkingLotPipe>(&a.shape()),
+        "spin" => messaging::run::<SpinPipe>(&a.shape()),
+        "handoff" => messaging::run::<HandoffPipe>(&a.shape()),
+        "adaptive" => messaging::run::<AdaptivePipe>(&a.shape()),
         "run" => {
             eprintln!(
                 "hackbench: --lock run needs Mutex::run (proxy execution), not in this version"

@@ -2,6 +2,8 @@
 //! (`examples/bench_report.rs`), so both measure exactly the same code.
 #![allow(dead_code)] // each includer uses a different part
 
+pub mod messaging;
+
 use std::hint::black_box;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
