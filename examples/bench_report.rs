@@ -193,6 +193,22 @@ fn table(title: &str, unit: &str, rows: &[Row]) -> String {
     s
 }
 
+/// "2 CPUs (AMD EPYC), Linux 6.18.44": what the figures were measured on.
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpus} CPUs ({model}), Linux {}", kernel.trim())
+}
+
 fn fmt_num(x: f64) -> String {
     if x >= 100.0 {
         format!("{x:.0}")
@@ -225,10 +241,10 @@ fn main() {
     let wants = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let mut report = String::new();
     let mut charted: Vec<Row> = Vec::new();
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let _ = writeln!(
         report,
-        "Measured on {cpus} CPUs with `bench_report --rounds {rounds}`: every round runs every lock once, in rotating order; each cell is the median of {rounds} rounds. Ratios below 1.00x favour the numerator.\n"
+        "Measured on {} with `bench_report --rounds {rounds}`: every round runs every lock once, in rotating order; each cell is the median of {rounds} rounds. Ratios below 1.00x favour the numerator.\n",
+        machine()
     );
     if wants("uncontended") {
         eprintln!("uncontended ...");

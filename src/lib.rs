@@ -63,6 +63,7 @@ pub type Tid = i32;
 /// assert_eq!(fifo.policy(), Policy::Handoff);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[repr(u8)]
 pub enum Policy {
     /// Waiters spin briefly and may barge; unlock frees the lock, then wakes one waiter.
     Spin,

@@ -51,7 +51,7 @@ mod real {
     use super::{FilterOp, ParkResult, ParkToken, RequeueOp, UnparkResult, UnparkToken};
     use std::time::Instant;
 
-    pub(crate) use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
     /// Spin budgets in rounds (see `mutex::raw::SpinWait`): an ordinary waiter, a Handoff
     /// lock's registered spinner, and an unlocker waiting for a spinner to appear. Chosen by
@@ -61,7 +61,7 @@ mod real {
     pub(crate) const AWAIT_SPINNER_ROUNDS: u32 = 4;
 
     /// How many spinner handoffs pass between two looks at the clock (see `mutex::raw`).
-    pub(crate) const FAIRNESS_CHECK_EVERY: u32 = 16;
+    pub(crate) const FAIRNESS_CHECK_EVERY: u8 = 16;
 
     #[inline]
     pub(crate) fn spin_hint() {
@@ -170,7 +170,7 @@ mod model {
     use std::collections::VecDeque;
     use std::time::Instant;
 
-    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
     // The real thread plumbing is not used under loom; naming it keeps it compiled and checked.
     const _: fn() -> crate::Tid = crate::sys::gettid;
@@ -183,7 +183,7 @@ mod model {
     pub(crate) const AWAIT_SPINNER_ROUNDS: u32 = 1;
 
     /// Look at the (fake) clock on every handoff, so models reach the fairness path.
-    pub(crate) const FAIRNESS_CHECK_EVERY: u32 = 1;
+    pub(crate) const FAIRNESS_CHECK_EVERY: u8 = 1;
 
     pub(crate) fn spin_hint() {
         loom::thread::yield_now()
