@@ -120,6 +120,7 @@ fn chart(path: &str, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>> {
         .configure_mesh()
         .disable_x_mesh()
         .disable_x_axis()
+        .max_light_lines(1)
         .y_desc("x std")
         .draw()?;
     let width = 0.8 / Kind::ALL.len() as f64;
@@ -151,7 +152,7 @@ fn chart(path: &str, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>> {
     }
     for (i, row) in rows.iter().enumerate() {
         chart.draw_series([Text::new(
-            row.label.clone(),
+            short_label(&row.label),
             (i as f64 + 0.1, -0.12),
             ("sans-serif", 12),
         )])?;
@@ -164,6 +165,15 @@ fn chart(path: &str, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>> {
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+/// "short, 16 threads" -> "short 16t", "hackbench -g 10 -l 100" -> "hackbench g10 l100".
+fn short_label(label: &str) -> String {
+    label
+        .replace(" threads", "t")
+        .replace(", ", " ")
+        .replace("-g ", "g")
+        .replace("-l ", "l")
 }
 
 fn table(title: &str, unit: &str, rows: &[Row]) -> String {

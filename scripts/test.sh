@@ -24,6 +24,22 @@ cargo clippy --all-targets -- -D warnings
 step "unit, doc and integration tests (release)"
 cargo test --release
 
+step "memcheck: task-record reclamation and thread-exit paths"
+if command -v valgrind >/dev/null 2>&1; then
+  memcheck() { # test-binary-name filter
+    local bin
+    bin=$(cargo test --release --test "$1" --no-run --message-format=json 2>/dev/null |
+      sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+    valgrind --error-exitcode=9 --leak-check=no -q "$bin" "$2" --test-threads=1
+  }
+  memcheck stress records_survive_readers_while_threads_exit
+  memcheck std_api lock_in_thread_local_destructor
+  memcheck std_api lock_in_pthread_key_destructor_after_record_is_gone
+  memcheck std_api guard_forgotten_by_exiting_thread
+else
+  echo "valgrind not installed: memcheck runs skipped"
+fi
+
 step "loom: clippy on the loom build"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo clippy --lib --test loom -- -D warnings
 
