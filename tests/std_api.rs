@@ -391,20 +391,27 @@ fn condvar_wait_notify_one() {
     }
 }
 
+type GoState = Arc<(Mutex<(bool, usize)>, Condvar)>;
+
+/// `n` threads that wait until `go` is set, then count themselves.
+fn spawn_go_waiters(state: &GoState, n: usize) -> Vec<thread::JoinHandle<()>> {
+    (0..n)
+        .map(|_| {
+            let s = Arc::clone(state);
+            thread::spawn(move || {
+                let (m, cv) = &*s;
+                let mut g = cv.wait_while(m.lock().unwrap(), |(go, _)| !*go).unwrap();
+                g.1 += 1;
+            })
+        })
+        .collect()
+}
+
 #[test]
 fn condvar_notify_all_wakes_everyone() {
     for p in POLICIES {
-        let state = Arc::new((Mutex::with_policy((false, 0usize), p), Condvar::new()));
-        let handles: Vec<_> = (0..8)
-            .map(|_| {
-                let s = Arc::clone(&state);
-                thread::spawn(move || {
-                    let (m, cv) = &*s;
-                    let mut g = cv.wait_while(m.lock().unwrap(), |(go, _)| !*go).unwrap();
-                    g.1 += 1;
-                })
-            })
-            .collect();
+        let state: GoState = Arc::new((Mutex::with_policy((false, 0usize), p), Condvar::new()));
+        let handles = spawn_go_waiters(&state, 8);
         thread::sleep(Duration::from_millis(20));
         {
             let (m, cv) = &*state;
@@ -418,16 +425,7 @@ fn condvar_notify_all_wakes_everyone() {
 
         // and notify_all while still holding the lock: requeues everyone
         state.0.lock().unwrap().0 = false;
-        let handles: Vec<_> = (0..8)
-            .map(|_| {
-                let s = Arc::clone(&state);
-                thread::spawn(move || {
-                    let (m, cv) = &*s;
-                    let mut g = cv.wait_while(m.lock().unwrap(), |(go, _)| !*go).unwrap();
-                    g.1 += 1;
-                })
-            })
-            .collect();
+        let handles = spawn_go_waiters(&state, 8);
         thread::sleep(Duration::from_millis(20));
         {
             let (m, cv) = &*state;

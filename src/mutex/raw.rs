@@ -41,8 +41,8 @@
 //! * `Handoff`: unlock with waiters writes a waiter's record into the word; the word never
 //!   shows "free" while anyone waits, so nobody barges. A waiter spinning on a CPU is chosen
 //!   before a sleeping one: handing to a sleeper leaves the lock idle for a whole wake-up, and
-//!   with more threads than CPUs that convoy made strict handoff 25-250x slower than spinning
-//!   here (the same effect cost the kernel's handoff 6-13x on `perf bench sched messaging`).
+//!   with more threads than CPUs that convoy made strict handoff up to 470x slower than
+//!   spinning here (the same effect cost the kernel's handoff 6-13x on `perf bench sched messaging`).
 //!   So that sleepers cannot starve behind spinners, once the queue has waited about 1 ms the
 //!   next unlock serves its first sleeper instead.
 //! * `Adaptive`: as `Spin`, but when the parking lot reports that the queue's fairness timer
@@ -191,15 +191,8 @@ impl RawMutex {
     /// `me` holds this lock.
     #[inline]
     pub(crate) unsafe fn unlock_as(&self, me: Me) {
-        me.released();
-        // Release: the critical section happens-before the next owner's acquiring CAS.
-        if self
-            .word
-            .compare_exchange(me.addr(), UNLOCKED, Ordering::Release, Ordering::Relaxed)
-            .is_err()
-        {
-            self.unlock_slow(false);
-        }
+        // SAFETY: forwarded.
+        unsafe { self.release(me, false) }
     }
 
     /// Releases the lock `me` holds and, if anyone waits, hands it to the first waiter.
@@ -207,13 +200,23 @@ impl RawMutex {
     /// # Safety
     /// `me` holds this lock.
     pub(crate) unsafe fn unlock_fair_as(&self, me: Me) {
+        // SAFETY: forwarded.
+        unsafe { self.release(me, true) }
+    }
+
+    /// # Safety
+    /// `me` holds this lock.
+    #[inline]
+    unsafe fn release(&self, me: Me, fair: bool) {
         me.released();
+        // Release: the critical section happens-before the next owner's acquiring CAS. Any
+        // flag in the word makes the CAS fail and sends us to the slow path.
         if self
             .word
             .compare_exchange(me.addr(), UNLOCKED, Ordering::Release, Ordering::Relaxed)
             .is_err()
         {
-            self.unlock_slow(true);
+            self.unlock_slow(fair);
         }
     }
 
@@ -227,8 +230,10 @@ impl RawMutex {
     /// waiters onto this lock's queue. Returns whether it is held. Called under the parking lot's
     /// queue locks of both addresses.
     pub(crate) fn mark_parked_if_locked(&self) -> bool {
-        // Relaxed: the parking lot's queue lock orders this against the unlock slow path, which
-        // is the only reader that acts on PARKED for requeued threads.
+        // Relaxed: against a concurrent fast-path unlock, the word's modification order decides:
+        // either the unlock's CAS sees PARKED and takes the slow path, which then waits for the
+        // queue lock we hold and finds the requeued threads, or we see the lock already free.
+        // Against everything else the queue lock orders us.
         self.word
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
                 (owner_of(w) != 0).then_some(w | PARKED)
