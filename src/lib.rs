@@ -40,6 +40,8 @@
 //! **Platforms.** Linux is the target. Other Unix systems build the crate; they have no kernel
 //! tid, so diagnostics show process-local ids there.
 
+#![warn(missing_docs)]
+
 mod condvar;
 mod loom;
 mod mutex;
@@ -93,6 +95,11 @@ impl LockId {
     }
 
     /// The lock's address.
+    ///
+    /// ```
+    /// let m = proxy_lock::Mutex::new(());
+    /// assert_ne!(m.id().addr(), 0);
+    /// ```
     pub fn addr(self) -> usize {
         self.0
     }

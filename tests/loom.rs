@@ -172,6 +172,28 @@ fn handoff_to_spinner_claim_races_withdrawal() {
     });
 }
 
+/// A fair unlock (`unlock_fair`, and `bump`'s first half) reaches the waiter wherever it is:
+/// registered as the Handoff spinner or asleep, under every policy, and then `bump` takes the
+/// lock back without losing anyone. The counter is exact and the lock ends free.
+#[test]
+fn fair_unlock_and_bump_reach_the_waiter() {
+    for policy in POLICIES {
+        model(move || {
+            let m = Arc::new(Mutex::with_policy(UnsafeCell::new(0), policy));
+            let mut g = m.lock().unwrap();
+            let m1 = m.clone();
+            let waiter = thread::spawn(move || bump(&m1));
+            thread::yield_now();
+            proxy_lock::MutexGuard::bump(&mut g);
+            add_one(&g);
+            proxy_lock::MutexGuard::unlock_fair(g);
+            waiter.join().unwrap();
+            assert_eq!(read(&m), 2);
+            assert!(!m.raw().is_locked());
+        });
+    }
+}
+
 /// A waiter that times out withdraws cleanly: it leaves no stale state that strands or lets
 /// in anyone, the holder's unlock still works, and the lock ends free. (Under loom a timed wait
 /// may time out at any point after it queued, unless it was woken first.)

@@ -257,6 +257,12 @@ impl<T: ?Sized> Mutex<T> {
     }
 
     /// This mutex's unlock policy.
+    ///
+    /// ```
+    /// use proxy_lock::{Mutex, Policy};
+    /// assert_eq!(Mutex::new(()).policy(), Policy::Adaptive);
+    /// assert_eq!(Mutex::with_policy((), Policy::Spin).policy(), Policy::Spin);
+    /// ```
     pub fn policy(&self) -> Policy {
         self.raw.policy()
     }
@@ -274,6 +280,11 @@ impl<T: ?Sized> Mutex<T> {
     }
 
     /// This lock's identity in diagnostics (see [`crate::thread_blocked_on`]).
+    ///
+    /// ```
+    /// let m = proxy_lock::Mutex::new(());
+    /// assert_eq!(m.id().addr(), m.raw() as *const proxy_lock::RawMutex as usize);
+    /// ```
     pub fn id(&self) -> LockId {
         self.raw.id()
     }
@@ -331,7 +342,7 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
     /// *g += 1;
     /// ```
     pub fn bump(guard: &mut Self) {
-        if guard.lock.raw.has_parked() {
+        if guard.lock.raw.has_waiters() {
             guard.lock.poison.done(&guard.poison);
             // SAFETY: the guard proves `me` holds the lock; we take it back before returning.
             unsafe { guard.lock.raw.unlock_fair_as(guard.me) };

@@ -133,22 +133,46 @@ impl RawMutex {
     }
 
     /// This lock's unlock policy.
+    ///
+    /// ```
+    /// use lock_api::RawMutex as _;
+    /// assert_eq!(proxy_lock::RawMutex::INIT.policy(), proxy_lock::Policy::Adaptive);
+    /// ```
     pub fn policy(&self) -> Policy {
         self.policy
     }
 
     /// An identity for diagnostics: the lock's address.
+    ///
+    /// ```
+    /// let m = proxy_lock::Mutex::new(());
+    /// assert_eq!(m.raw().id(), m.id());
+    /// ```
     pub fn id(&self) -> LockId {
         LockId(self.addr())
     }
 
     /// Whether some thread holds the lock right now (a snapshot; it may change at once).
+    ///
+    /// ```
+    /// let m = proxy_lock::Mutex::new(());
+    /// let g = m.lock().unwrap();
+    /// assert!(m.raw().is_locked());
+    /// drop(g);
+    /// assert!(!m.raw().is_locked());
+    /// ```
     pub fn is_locked(&self) -> bool {
         // Relaxed: a snapshot that orders nothing.
         owner_of(self.word.load(Ordering::Relaxed)) != 0
     }
 
-    /// Kernel tid of the thread holding the lock, or `None` when it is free.
+    /// Kernel tid of the thread holding the lock, or `None` when it is free. A snapshot.
+    ///
+    /// ```
+    /// let m = proxy_lock::Mutex::new(());
+    /// let _g = m.lock().unwrap();
+    /// assert_eq!(m.raw().owner_tid(), Some(proxy_lock::current_tid()));
+    /// ```
     pub fn owner_tid(&self) -> Option<Tid> {
         // Pin before loading: a record retired after this point stays readable until we unpin.
         let _pin = crate::loom::pin();
@@ -222,8 +246,14 @@ impl RawMutex {
 
     /// Whether threads are queued on this lock (a snapshot).
     pub(crate) fn has_parked(&self) -> bool {
-        // Relaxed: a hint for `bump`; a wrong answer only costs or skips one fair unlock.
+        // Relaxed: a hint; a wrong answer only costs or skips one wait for a spinner.
         self.word.load(Ordering::Relaxed) & PARKED != 0
+    }
+
+    /// Whether anyone waits: queued, or spinning for a handoff (a snapshot, for `bump`).
+    pub(crate) fn has_waiters(&self) -> bool {
+        // Relaxed: a hint; a wrong answer only costs or skips one fair unlock.
+        self.word.load(Ordering::Relaxed) & FLAGS != 0
     }
 
     /// Marks the lock as having parked threads if it is held, for a Condvar about to requeue its
@@ -712,7 +742,7 @@ not_under_loom! {
 
         #[inline]
         unsafe fn bump(&self) {
-            if self.has_parked() {
+            if self.has_waiters() {
                 let me = crate::task::current();
                 // SAFETY: the trait requires the lock to be held in this context.
                 unsafe { self.unlock_fair_as(me) };
