@@ -33,6 +33,7 @@ if command -v valgrind >/dev/null 2>&1; then
     valgrind --error-exitcode=9 --leak-check=no -q "$bin" "$2" --test-threads=1
   }
   memcheck stress records_survive_readers_while_threads_exit
+  memcheck chain snapshots_never_read_freed_locks
   memcheck std_api lock_in_thread_local_destructor
   memcheck std_api lock_in_pthread_key_destructor_after_record_is_gone
   memcheck std_api guard_forgotten_by_exiting_thread

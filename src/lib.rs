@@ -19,7 +19,10 @@
 //! owner, so at every instant the lock either is free or names its holder
 //! ([`Mutex::owner_tid`]). A thread about to sleep on a lock first publishes which lock it is
 //! blocked on ([`thread_blocked_on`]). Those two edges, owner and blocked_on, form the chains
-//! that priority donation walks.
+//! that priority donation walks; [`snapshot`] prints them as readable chains, with cycles
+//! (deadlocks) marked. A walker may read a lock only while a thread waits for it (the waiter's
+//! borrow keeps it alive), so waiters and walkers shake hands: a waiter does not leave its wait
+//! while a walker is still reading its lock.
 //!
 //! **Unlock policies** ([`Policy`]), chosen per mutex with [`Mutex::with_policy`]:
 //! * `Spin`: waiters spin briefly and may barge; unlock frees the word and wakes one waiter.
@@ -42,12 +45,14 @@
 
 #![warn(missing_docs)]
 
+mod chain;
 mod condvar;
 mod loom;
 mod mutex;
 mod sys;
 mod task;
 
+pub use chain::{Snapshot, ThreadState, Wait, inspect_wait_for_tests, snapshot};
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use mutex::raw::RawMutex;
 pub use mutex::{Mutex, MutexGuard};

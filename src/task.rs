@@ -17,6 +17,7 @@
 //!   through the epoch. Registry: entries are removed under the registry lock before retiring.
 
 use crate::loom::{AtomicBool, AtomicUsize, Ordering, const_thread_local, with_registry};
+use crate::mutex::raw::RawMutex;
 use crate::{LockId, Tid};
 use std::cell::Cell;
 use std::ptr::{self, NonNull};
@@ -35,6 +36,10 @@ pub(crate) struct Task {
     /// it as the new owner. So whoever reads a lock's owner `T` and then `T.blocked_on` never
     /// sees `T` waiting for a lock it owns. Read by anyone (diagnostics now, chain walks later).
     blocked_on: AtomicUsize,
+    /// Threads that are reading the lock `blocked_on` names right now (see `with_blocked_lock`).
+    /// The thread waits for this to drop to zero before it leaves a wait, so the lock it waited
+    /// on, which the thread's borrow keeps alive, outlives every such read.
+    walkers: AtomicUsize,
     /// Set when the thread exited while still holding locks; the record is then kept forever.
     exited: AtomicBool,
     /// Number of locks this thread holds. Only the thread itself reads or writes it.
@@ -61,6 +66,35 @@ impl Task {
         // Acquire pairs with the Release in `set_blocked_on`, so a reader that sees the address
         // also sees everything the thread did before it started to sleep.
         LockId::from_addr(self.blocked_on.load(Ordering::Acquire))
+    }
+
+    /// Runs `f` on the lock this thread sleeps on, while that lock is guaranteed alive, and
+    /// returns its result if the thread was still waiting for that lock when `f` finished;
+    /// `None` if it sleeps on nothing or its wait ended meanwhile.
+    ///
+    /// The lock's memory is only known to be alive while this thread is inside its wait for it
+    /// (the thread borrows it). A Dekker handshake keeps it there: we announce ourselves in
+    /// `walkers`, then read `blocked_on`; the thread clears `blocked_on`, then waits for
+    /// `walkers` to be zero before it leaves the wait. SeqCst on all four accesses means one
+    /// side always sees the other: either we read 0, or the thread waits for us.
+    ///
+    /// The re-check after `f` must also happen inside the handshake: outside it, the thread
+    /// could finish this wait and start another on the same lock, and the re-check would pass
+    /// on a different wait (ABA). Inside it, a wait that ended (the thread itself or a handoff
+    /// cleared `blocked_on`) shows as 0.
+    pub(crate) fn with_blocked_lock<R>(&self, f: impl FnOnce(&RawMutex) -> R) -> Option<R> {
+        self.walkers.fetch_add(1, Ordering::SeqCst);
+        let lock = self.blocked_on.load(Ordering::SeqCst);
+        // SAFETY: `lock` is the address of a RawMutex the thread is waiting for, and the thread
+        // cannot finish that wait (so its borrow keeps the lock alive) until `walkers` drops,
+        // by the handshake above.
+        let result = (lock != 0).then(|| f(unsafe { &*(lock as *const RawMutex) }));
+        // SeqCst: ordered after f's loads; a handoff clears `blocked_on` before it publishes
+        // the new owner, so an owner f saw that ended the wait shows up here as 0.
+        let still_waiting = self.blocked_on.load(Ordering::SeqCst) == lock;
+        // Release: our reads of the lock happen-before the waiter's Acquire that sees zero.
+        self.walkers.fetch_sub(1, Ordering::Release);
+        result.filter(|_| still_waiting)
     }
 
     pub(crate) fn has_exited(&self) -> bool {
@@ -108,12 +142,18 @@ impl Me {
         self.task().blocked_on.store(lock, Ordering::Release);
     }
 
-    /// This thread is awake again.
+    /// This thread is awake again. Returns only once no walker can still be reading the lock
+    /// it waited for (see `Task::with_blocked_lock`): the caller may free that lock right after.
     pub(crate) fn clear_blocked_on(self) {
-        // Relaxed: the next acquiring CAS (AcqRel, see `mutex::raw`) publishes the clear to
-        // anyone who then sees this thread as owner; a reader that sees the old address before
-        // that merely reports a wait that just ended.
-        self.task().blocked_on.store(0, Ordering::Relaxed);
+        let task = self.task();
+        // SeqCst, with the load below: the handshake in `with_blocked_lock`. It also publishes
+        // the clear before the next acquiring CAS, so whoever sees this thread as owner sees it
+        // as no longer blocked.
+        task.blocked_on.store(0, Ordering::SeqCst);
+        // Walkers hold the count for a few loads, so this normally does not wait at all.
+        while task.walkers.load(Ordering::SeqCst) != 0 {
+            crate::loom::spin_hint();
+        }
     }
 }
 
@@ -153,6 +193,7 @@ fn create_current() -> Me {
     let task = Box::into_raw(Box::new(Task {
         tid: crate::loom::current_tid(),
         blocked_on: AtomicUsize::new(0),
+        walkers: AtomicUsize::new(0),
         exited: AtomicBool::new(false),
         held: Cell::new(0),
     }));

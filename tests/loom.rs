@@ -194,6 +194,36 @@ fn fair_unlock_and_bump_reach_the_waiter() {
     }
 }
 
+/// The walker handshake (`snapshot()` reading a waiter's lock): a walker and a waiter that
+/// finishes its wait never deadlock (the waiter spins until walkers leave), and every edge the
+/// snapshot reports is consistent: the waiter is never reported waiting for a lock it owns,
+/// even across a handoff to it (Handoff and Adaptive) or a wake-up and retry (Spin).
+#[test]
+fn snapshot_walker_handshake() {
+    for policy in POLICIES {
+        model(move || {
+            let m = Arc::new(Mutex::with_policy(UnsafeCell::new(0), policy));
+            let g = m.lock().unwrap();
+            let m1 = m.clone();
+            let waiter = thread::spawn(move || bump(&m1));
+            let observer = thread::spawn(|| {
+                for _ in 0..2 {
+                    for t in proxy_lock::snapshot().threads() {
+                        if let Some(w) = t.waits_for {
+                            assert_ne!(w.owner, Some(t.tid), "owner reported waiting on itself");
+                        }
+                    }
+                }
+            });
+            thread::yield_now();
+            drop(g);
+            waiter.join().unwrap();
+            observer.join().unwrap();
+            assert_eq!(read(&m), 1);
+        });
+    }
+}
+
 /// A waiter that times out withdraws cleanly: it leaves no stale state that strands or lets
 /// in anyone, the holder's unlock still works, and the lock ends free. (Under loom a timed wait
 /// may time out at any point after it queued, unless it was woken first.)

@@ -20,6 +20,19 @@ pub(crate) fn gettid() -> Tid {
     NEXT.fetch_add(1, Relaxed)
 }
 
+/// The name of thread `tid` of this process (`/proc/self/task/<tid>/comm`), if readable.
+#[cfg(target_os = "linux")]
+pub(crate) fn thread_name(tid: Tid) -> Option<String> {
+    let comm = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).ok()?;
+    Some(comm.trim_end().to_string())
+}
+
+/// Elsewhere there is no portable way to name another thread; diagnostics show ids only.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn thread_name(_tid: Tid) -> Option<String> {
+    None
+}
+
 /// Microseconds on CLOCK_MONOTONIC (a vDSO call, no syscall, on Linux).
 pub(crate) fn monotonic_us() -> u64 {
     // SAFETY: timespec is plain data; all-zero is valid.
