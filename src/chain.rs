@@ -3,13 +3,12 @@
 //! Reading an edge `thread -> lock -> owner` touches memory that other threads free: the lock
 //! (a waiter's borrow keeps it alive only while the waiter waits) and the owner's task record.
 //! `Task::with_blocked_lock` handles the first (a handshake with the waiter), and
-//! `RawMutex::owner_tid` the second (an epoch pin). The snapshot is taken under the registry
-//! lock, which keeps every listed record alive while we read it.
+//! `RawMutex::owner_tid` the second (an epoch pin). The snapshot is taken inside
+//! `task::with_live_tasks`, which keeps every listed record alive while we read it.
 //!
 //! Donation will walk the same edges, from one waiter down its chain.
 
-use crate::loom::with_registry;
-use crate::task::Task;
+use crate::task::{Task, with_live_tasks};
 use crate::{LockId, Tid};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -77,19 +76,12 @@ pub struct Snapshot {
 /// Takes a [`Snapshot`] of the blocked_on graph. Costs a lock of the thread registry and a few
 /// loads per thread; meant for diagnostics, not hot paths.
 pub fn snapshot() -> Snapshot {
-    let mut threads: Vec<ThreadState> = with_registry(|registry| {
-        registry
-            .iter()
-            .filter_map(|&t| {
-                // SAFETY: records in the registry stay alive while its lock is held (they are
-                // removed under it before being retired).
-                let task = unsafe { &*(t as *const Task) };
-                (!task.has_exited()).then(|| (task.tid(), read_wait(task)))
-            })
-            .map(|(tid, waits_for)| ThreadState {
-                tid,
+    let mut threads: Vec<ThreadState> = with_live_tasks(|tasks| {
+        tasks
+            .map(|task| ThreadState {
+                tid: task.tid(),
                 name: None,
-                waits_for,
+                waits_for: read_wait(task),
             })
             .collect()
     });
@@ -107,16 +99,15 @@ pub fn snapshot() -> Snapshot {
 #[doc(hidden)]
 pub fn inspect_wait_for_tests(tid: Tid, f: impl FnOnce(LockId)) -> bool {
     let mut ran = false;
-    with_registry(|registry| {
-        let mut tasks = registry.iter().map(|&t| {
-            // SAFETY: records in the registry stay alive while its lock is held.
-            unsafe { &*(t as *const Task) }
-        });
-        if let Some(task) = tasks.rfind(|t| t.tid() == tid && !t.has_exited()) {
-            task.with_blocked_lock(|lock| {
-                ran = true;
-                f(lock.id())
-            });
+    with_live_tasks(|tasks| {
+        for task in tasks {
+            if task.tid() == tid {
+                task.with_blocked_lock(|lock| {
+                    ran = true;
+                    f(lock.id())
+                });
+                break;
+            }
         }
     });
     ran

@@ -267,14 +267,29 @@ pub fn current_tid() -> Tid {
 /// assert_eq!(thread_blocked_on(waiter), None);
 /// ```
 pub fn thread_blocked_on(tid: Tid) -> Option<LockId> {
+    with_live_tasks(|tasks| {
+        for task in tasks {
+            if task.tid() == tid {
+                return task.blocked_on();
+            }
+        }
+        None
+    })
+}
+
+/// Runs `f` over the records of every live thread that has used proxy-lock (threads that
+/// exited holding a lock are left out), under the registry lock, which keeps each record alive
+/// for as long as `f` runs. For diagnostics and chain walks, never for lock paths.
+pub(crate) fn with_live_tasks<R>(f: impl FnOnce(&mut dyn Iterator<Item = &Task>) -> R) -> R {
     with_registry(|registry| {
-        registry.iter().find_map(|&t| {
-            // SAFETY: records in the registry are alive: they are removed under its lock before
-            // being retired.
-            let task = unsafe { &*(t as *const Task) };
-            (task.tid() == tid && !task.has_exited())
-                .then(|| task.blocked_on())
-                .flatten()
-        })
+        let mut tasks = registry
+            .iter()
+            .map(|&t| {
+                // SAFETY: records in the registry are alive while its lock is held: a record is
+                // removed under that lock before it is retired (`retire_current`).
+                unsafe { &*(t as *const Task) }
+            })
+            .filter(|t| !t.has_exited());
+        f(&mut tasks)
     })
 }
