@@ -6,9 +6,11 @@
 //! `RawMutex::owner_tid` the second (an epoch pin). The snapshot is taken inside
 //! `task::with_live_tasks`, which keeps every listed record alive while we read it.
 //!
-//! Donation will walk the same edges, from one waiter down its chain.
+//! Donation walks the same edges from one waiter down its chain ([`walk`]), and a walk that
+//! comes back to the walker is checked for a deadlock ([`check_deadlock`]).
 
-use crate::task::{Task, with_live_tasks};
+use crate::mutex::raw::RawMutex;
+use crate::task::{Me, Task, with_live_tasks};
 use crate::{LockId, Tid};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -234,4 +236,128 @@ impl fmt::Display for Snapshot {
         }
         Ok(())
     }
+}
+
+/// How far a chain walk goes, as the kernel's `max_lock_depth`.
+pub(crate) const MAX_DEPTH: usize = 1024;
+
+/// Follows the chain from `first`: its owner, the lock that owner sleeps on, that lock's
+/// owner, and so on, calling `visit(lock, owner)` for each hop until `visit` returns false, a
+/// lock is free, an owner is running, or `MAX_DEPTH` hops.
+///
+/// `first` must be alive for the call (the caller waits on it). Every later lock is visited
+/// inside the walker handshake with the thread that waits on it, which keeps it alive; owner
+/// records are kept alive by the epoch pin taken here.
+pub(crate) fn walk(first: &RawMutex, mut visit: impl FnMut(&RawMutex, &Task) -> bool) {
+    let _pin = crate::loom::pin();
+    // SAFETY: we are pinned (see `record_at`).
+    let Some(mut owner) = (unsafe { record_at(first.owner_addr()) }) else {
+        return;
+    };
+    if !visit(first, owner) {
+        return;
+    }
+    for _ in 1..MAX_DEPTH {
+        let next = owner.with_blocked_lock(|lock| {
+            // SAFETY: still pinned.
+            let next = unsafe { record_at(lock.owner_addr()) }?;
+            visit(lock, next).then_some(next)
+        });
+        match next.flatten() {
+            Some(n) => owner = n,
+            None => return,
+        }
+    }
+}
+
+/// The task record at `addr`, or `None` for 0.
+///
+/// # Safety
+/// `addr` was read from a lock word while the caller is pinned and stays pinned for `'a`:
+/// an owner's record is retired only after its thread released every lock, through the epoch,
+/// or is kept forever if the thread exited holding one.
+unsafe fn record_at<'a>(addr: usize) -> Option<&'a Task> {
+    // SAFETY: the caller's contract.
+    (addr != 0).then(|| unsafe { &*(addr as *const Task) })
+}
+
+/// One hop of a cycle as one collect saw it.
+#[derive(PartialEq, Eq)]
+struct Hop {
+    lock: usize,
+    owner: *const Task,
+    tid: Tid,
+    /// The owner's wait when it was read (wait sequence number, has a deadline), `None` for
+    /// the walker itself.
+    wait: Option<(usize, bool)>,
+}
+
+/// `me` found itself at the end of its own chain from `first`. Panics if the cycle is real:
+/// two collects see the same owners in the same untimed waits (module docs of `task`: a
+/// waiter cannot take or release a lock without ending its wait, which bumps its sequence), so
+/// at an instant between them every thread on the cycle waited for the next, and none of those
+/// waits can end. A cycle through a timed wait is left alone: that wait will end.
+///
+/// Both threads that close a cycle publish `blocked_on` (SeqCst) before walking, so at least
+/// one of them sees it; both may panic, each having seen a real cycle.
+pub(crate) fn check_deadlock(me: Me, first: &RawMutex, timed: bool) {
+    if timed {
+        return;
+    }
+    let Some(seen) = collect_cycle(me, first) else {
+        return;
+    };
+    if seen.iter().any(|h| matches!(h.wait, Some((_, true)))) {
+        return;
+    }
+    if collect_cycle(me, first).as_ref() != Some(&seen) {
+        return;
+    }
+    let message = describe_cycle(me, &seen);
+    // Leave the wait cleanly: nobody must find us blocked on a lock we will not wait for.
+    me.clear_blocked_on();
+    crate::donor::after_wait(me, false);
+    panic!("{message}");
+}
+
+fn collect_cycle(me: Me, first: &RawMutex) -> Option<Vec<Hop>> {
+    let mut hops = Vec::new();
+    let mut closed = false;
+    walk(first, |lock, owner| {
+        let mut hop = Hop {
+            lock: lock.id().addr(),
+            owner,
+            tid: owner.tid(),
+            wait: None,
+        };
+        if owner.is(me) {
+            hops.push(hop);
+            closed = true;
+            return false;
+        }
+        // The owner's wait, read inside its handshake so lock and sequence belong together.
+        hop.wait = owner.with_blocked_lock(|_| owner.wait_identity());
+        let waiting = hop.wait.is_some();
+        hops.push(hop);
+        waiting
+    });
+    closed.then_some(hops)
+}
+
+fn describe_cycle(me: Me, hops: &[Hop]) -> String {
+    let name = |tid: Tid| match crate::sys::thread_name(tid) {
+        Some(n) => format!("thread {tid} \"{n}\""),
+        None => format!("thread {tid}"),
+    };
+    let mut text = format!(
+        "proxy_lock: deadlock: {} (this thread)",
+        name(me.task().tid())
+    );
+    for hop in hops {
+        text += &format!(" waits for {} held by {}", LockId(hop.lock), name(hop.tid));
+        if hop.wait.is_some() {
+            text += ", which";
+        }
+    }
+    text + " (this thread): the cycle can never resolve"
 }

@@ -24,11 +24,37 @@
 //! borrow keeps it alive), so waiters and walkers shake hands: a waiter does not leave its wait
 //! while a walker is still reading its lock.
 //!
+//! **Donation.** A waiter about to sleep walks its chain (owner, the lock that owner sleeps
+//! on, its owner, ... up to 1024 hops) and lends each owner that is worse off its scheduling
+//! attributes: policy and nice, FIFO/RR priority, DEADLINE parameters, util clamps, and the
+//! CPU it is about to free (by default the owner is moved onto it for the duration;
+//! [`set_cpu_donation`]). Precedence is DEADLINE > FIFO/RR by priority > OTHER/BATCH by nice >
+//! IDLE. An owner's attributes are always its base plus the best of every waiter still
+//! waiting on a lock it holds, directly or through a chain; when the last such waiter leaves
+//! (it gets the lock or times out) the owner gets its base back, and a change the application
+//! made meanwhile becomes the new base. Between equal threads nothing is lent and no syscall is
+//! made: the walk compares cached summaries first. A failed loan (no CAP_SYS_NICE, a thread
+//! that exited) never fails or delays a lock; it is counted ([`counters`]) and
+//! [`capabilities`] says what this process may change. A walk that comes back to the walker is
+//! a deadlock: once a second look confirms it (and no wait on it has a deadline), `lock()`
+//! panics with the cycle spelled out.
+//!
+//! ```
+//! let caps = proxy_lock::capabilities();
+//! println!("{caps}");
+//! let c = proxy_lock::counters();
+//! println!("{c}");
+//! ```
+//!
 //! **Unlock policies** ([`Policy`]), chosen per mutex with [`Mutex::with_policy`]:
 //! * `Spin`: waiters spin briefly and may barge; unlock frees the word and wakes one waiter.
-//! * `Handoff`: unlock passes ownership straight to the first waiter; nobody barges.
+//! * `Handoff`: unlock passes ownership straight to a waiter (a spinning one first, see
+//!   [`Policy::Handoff`]); nobody barges.
 //! * `Adaptive` (the default): as `Spin`, with eventual fairness: roughly every half
 //!   millisecond an unlock hands off instead, so barging never starves a waiter for long.
+//! * Whatever the policy, a lock whose owner was lent attributes goes straight to the best
+//!   waiter that lent them (the kernel's `blocked_donor`) under `Handoff` and `Adaptive`, and
+//!   that waiter is the one woken under `Spin`.
 //!
 //! **Sleeping** uses `parking_lot_core`, keyed by the lock's address, with the waiter's record
 //! in its park token. [`Condvar`] notifications move waiters onto the mutex's queue instead of
@@ -40,22 +66,27 @@
 //! ([`RawMutex`]), and a panic instead of a silent hang when a thread locks a mutex it already
 //! holds.
 //!
-//! **Platforms.** Linux is the target. Other Unix systems build the crate; they have no kernel
-//! tid, so diagnostics show process-local ids there.
+//! **Platforms.** Linux only: donation is built on Linux's scheduling syscalls.
 
 #![warn(missing_docs)]
 
 mod chain;
 mod condvar;
+mod donor;
 mod loom;
 mod mutex;
+mod stats;
 mod sys;
 mod task;
 
 pub use chain::{Snapshot, ThreadState, Wait, inspect_wait_for_tests, snapshot};
 pub use condvar::{Condvar, WaitTimeoutResult};
+pub use donor::{Capabilities, CpuDonation, capabilities, set_cpu_donation};
+#[doc(hidden)]
+pub use loom::test_hooks;
 pub use mutex::raw::RawMutex;
 pub use mutex::{Mutex, MutexGuard};
+pub use stats::{Counters, counters};
 pub use task::{current_tid, thread_blocked_on};
 
 /// A kernel thread id (`gettid(2)`).

@@ -42,7 +42,15 @@ macro_rules! const_thread_local {
 pub(crate) use const_thread_local;
 
 #[cfg(loom)]
+pub use model::test_hooks;
+/// A cache cell that no protocol depends on (the donation hints): always the core atomic, so
+/// loom does not branch on its stale values, which only decide whether a thread tries to lend.
+pub(crate) type CacheU64 = core::sync::atomic::AtomicU64;
+
+#[cfg(loom)]
 pub(crate) use model::*;
+#[cfg(not(loom))]
+pub use real::test_hooks;
 #[cfg(not(loom))]
 pub(crate) use real::*;
 
@@ -51,7 +59,49 @@ mod real {
     use super::{FilterOp, ParkResult, ParkToken, RequeueOp, UnparkResult, UnparkToken};
     use std::time::Instant;
 
+    use crate::donor::{Attrs, CpuMask, Sched};
+    pub(crate) use crate::sys::sched::Errno;
     pub(crate) use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
+
+    /// How long a cached attribute summary (`donor::TaskDonor::hint`) is trusted before the
+    /// quick check reads the kernel again: bounds both the staleness of the hint and the
+    /// attribute reads (two syscalls per thread at most this often).
+    pub(crate) const HINT_TTL_US: u64 = 10_000;
+
+    /// Thread `tid`'s scheduling attributes, from the kernel.
+    pub(crate) fn read_attrs(tid: crate::Tid) -> Result<Attrs, Errno> {
+        let (sched, util) = crate::sys::sched::get_sched(tid)?;
+        let cpus = crate::sys::sched::get_affinity(tid)?;
+        Ok(Attrs { sched, util, cpus })
+    }
+
+    pub(crate) fn write_sched(tid: crate::Tid, sched: &Sched) -> Result<(), Errno> {
+        crate::sys::sched::set_sched(tid, sched)
+    }
+
+    pub(crate) fn write_util(tid: crate::Tid, util: (u32, u32)) -> Result<(), Errno> {
+        crate::sys::sched::set_util_clamp(tid, util)
+    }
+
+    pub(crate) fn write_cpus(tid: crate::Tid, cpus: &CpuMask) -> Result<(), Errno> {
+        crate::sys::sched::set_affinity(tid, cpus)
+    }
+
+    /// The CPU the calling thread runs on.
+    pub(crate) fn current_cpu() -> Option<u32> {
+        crate::sys::sched::current_cpu()
+    }
+
+    /// Hooks for the loom models; there are none outside loom builds.
+    pub mod test_hooks {}
+
+    /// Runs `f` on the donation ledger, under its lock.
+    pub(crate) fn with_ledger<R>(f: impl FnOnce(&mut crate::donor::Ledger) -> R) -> R {
+        static LEDGER: std::sync::Mutex<crate::donor::Ledger> =
+            std::sync::Mutex::new(crate::donor::Ledger::new());
+        // Nothing panics while holding it, but never let a poisoned ledger break locking.
+        f(&mut LEDGER.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 
     /// Spin budgets in rounds (see `mutex::raw::SpinWait`): an ordinary waiter, a Handoff
     /// lock's registered spinner, and an unlocker waiting for a spinner to appear. Chosen by
@@ -170,15 +220,98 @@ mod model {
     use std::collections::VecDeque;
     use std::time::Instant;
 
+    use crate::donor::{Attrs, CpuMask, Sched};
     pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
+    use std::collections::HashMap;
+
+    /// Errors never happen in the recording backend.
+    pub(crate) type Errno = i32;
+
+    /// Read each thread's (recorded) attributes once, at its first check: models set their
+    /// bases before they lock, and fewer reads keep the models small.
+    pub(crate) const HINT_TTL_US: u64 = 1 << 60;
+
+    /// The recording scheduler backend: each (fake) tid's attributes, as the ledger wrote them.
+    /// A thread nobody wrote yet has the default: nice 0 on CPUs 0 and 1.
+    fn default_attrs() -> Attrs {
+        let mut cpus = CpuMask::EMPTY;
+        cpus.insert(0);
+        cpus.insert(1);
+        Attrs {
+            sched: Sched::DEFAULT,
+            util: (0, 1024),
+            cpus,
+        }
+    }
+
+    pub(crate) fn read_attrs(tid: crate::Tid) -> Result<Attrs, Errno> {
+        Ok(SCHED
+            .lock()
+            .unwrap()
+            .get(&tid)
+            .copied()
+            .unwrap_or_else(default_attrs))
+    }
+
+    fn update(tid: crate::Tid, f: impl FnOnce(&mut Attrs)) -> Result<(), Errno> {
+        let mut table = SCHED.lock().unwrap();
+        f(table.entry(tid).or_insert_with(default_attrs));
+        Ok(())
+    }
+
+    pub(crate) fn write_sched(tid: crate::Tid, sched: &Sched) -> Result<(), Errno> {
+        update(tid, |a| a.sched = *sched)
+    }
+
+    pub(crate) fn write_util(tid: crate::Tid, util: (u32, u32)) -> Result<(), Errno> {
+        update(tid, |a| a.util = util)
+    }
+
+    pub(crate) fn write_cpus(tid: crate::Tid, cpus: &CpuMask) -> Result<(), Errno> {
+        update(tid, |a| a.cpus = *cpus)
+    }
+
+    /// A model thread "runs" on the lowest CPU of its recorded affinity.
+    pub(crate) fn current_cpu() -> Option<u32> {
+        let attrs = read_attrs(crate::current_tid()).ok()?;
+        (0..64).find(|&c| attrs.cpus.contains(c))
+    }
+
+    pub(crate) fn with_ledger<R>(f: impl FnOnce(&mut crate::donor::Ledger) -> R) -> R {
+        f(&mut LEDGER.lock().unwrap())
+    }
+
+    /// Hooks for the loom models in `tests/loom.rs`: set up and read back the recording
+    /// backend. Not part of the API.
+    pub mod test_hooks {
+        use super::*;
+
+        /// Gives the calling model thread `nice` and pins it to `cpu`, as its base.
+        pub fn set_base(nice: i32, cpu: u32) {
+            let tid = crate::current_tid();
+            update(tid, |a| {
+                a.sched.nice = nice;
+                a.cpus = CpuMask::single(cpu);
+            })
+            .unwrap();
+        }
+
+        /// (nice, CPUs 0..64 as bits) the backend holds for `tid`.
+        pub fn attrs_of(tid: crate::Tid) -> (i32, u64) {
+            let a = read_attrs(tid).unwrap();
+            (a.sched.nice, a.cpus.0[0])
+        }
+    }
 
     // The real thread plumbing is not used under loom; naming it keeps it compiled and checked.
     const _: fn() -> crate::Tid = crate::sys::gettid;
     const _: fn() -> u64 = crate::sys::monotonic_us;
     const _: fn(*mut (), unsafe fn(*mut ())) = crate::sys::on_thread_exit;
+    const _: fn(crate::Tid, &Sched) -> Result<(), Errno> = crate::sys::sched::set_sched;
+    const _: fn() -> Option<u32> = crate::sys::sched::current_cpu;
 
     /// One spin round keeps the models small; spinning only changes timing, not the protocol.
-    pub(crate) const SPIN_ROUNDS: u32 = 1;
+    pub(crate) const SPIN_ROUNDS: u32 = 0;
     pub(crate) const HANDOFF_SPIN_ROUNDS: u32 = 1;
     pub(crate) const AWAIT_SPINNER_ROUNDS: u32 = 1;
 
@@ -258,6 +391,12 @@ mod model {
     loom::lazy_static! {
         static ref TABLE: Mutex<Table> = Mutex::new(Table::default());
         static ref REGISTRY: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+        static ref LEDGER: Mutex<crate::donor::Ledger> = Mutex::new(crate::donor::Ledger::new());
+        // The "kernel" of the recording backend. A std mutex, not a loom one: syscalls are
+        // atomic with respect to each other, so there is nothing to model in them, and leaving
+        // them out of loom's schedule keeps the models small. Reset for every execution.
+        static ref SCHED: std::sync::Mutex<HashMap<crate::Tid, Attrs>> =
+            std::sync::Mutex::new(HashMap::new());
         // A plain (unmodelled) atomic: a fake clock, reset for every execution.
         static ref CLOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     }

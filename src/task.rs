@@ -42,6 +42,13 @@ pub(crate) struct Task {
     walkers: AtomicUsize,
     /// Set when the thread exited while still holding locks; the record is then kept forever.
     exited: AtomicBool,
+    /// Counts this thread's waits: bumped before each `blocked_on` store, so a chain walker
+    /// that reads the same (lock, seq) twice knows the thread never left that wait in between.
+    wait_seq: AtomicUsize,
+    /// Whether the current wait has a deadline (a cycle through it is not a deadlock).
+    timed_wait: AtomicBool,
+    /// Donation bookkeeping that lives with the thread (see `donor`).
+    pub(crate) donor: crate::donor::TaskDonor,
     /// Number of locks this thread holds. Only the thread itself reads or writes it.
     held: Cell<usize>,
 }
@@ -59,6 +66,11 @@ pub(crate) const TASK_ALIGN: usize = std::mem::align_of::<Task>();
 impl Task {
     pub(crate) fn tid(&self) -> Tid {
         self.tid
+    }
+
+    /// Whether this is the calling thread's record.
+    pub(crate) fn is(&self, me: Me) -> bool {
+        ptr::eq(self, me.task())
     }
 
     /// The lock this thread sleeps on, if any.
@@ -95,6 +107,17 @@ impl Task {
         // Release: our reads of the lock happen-before the waiter's Acquire that sees zero.
         self.walkers.fetch_sub(1, Ordering::Release);
         result.filter(|_| still_waiting)
+    }
+
+    /// The thread's current wait as (sequence number, has a deadline). Only meaningful inside
+    /// `with_blocked_lock`, where the wait cannot be replaced by another.
+    pub(crate) fn wait_identity(&self) -> (usize, bool) {
+        // Relaxed: ordered by the SeqCst `blocked_on` load in `with_blocked_lock`, which comes
+        // after the thread's own stores of these (set_blocked_on stores them first).
+        (
+            self.wait_seq.load(Ordering::Relaxed),
+            self.timed_wait.load(Ordering::Relaxed),
+        )
     }
 
     pub(crate) fn has_exited(&self) -> bool {
@@ -136,10 +159,16 @@ impl Me {
         held.set(held.get().saturating_sub(1));
     }
 
-    /// Publishes that this thread is about to sleep on `lock`.
-    pub(crate) fn set_blocked_on(self, lock: usize) {
-        // Release: see `Task::blocked_on`.
-        self.task().blocked_on.store(lock, Ordering::Release);
+    /// Publishes that this thread is about to sleep on `lock` (with a deadline if `timed`).
+    pub(crate) fn set_blocked_on(self, lock: usize, timed: bool) {
+        let task = self.task();
+        // Relaxed: both are read only by walkers that first see the Release store below.
+        task.wait_seq.fetch_add(1, Ordering::Relaxed);
+        task.timed_wait.store(timed, Ordering::Relaxed);
+        // SeqCst: a deadlock check reads other threads' `blocked_on` after this store; of two
+        // threads closing a cycle, at least one must see the other's edge (Dekker). It is also a
+        // Release for `Task::blocked_on`'s readers.
+        task.blocked_on.store(lock, Ordering::SeqCst);
     }
 
     /// This thread is awake again. Returns only once no walker can still be reading the lock
@@ -195,6 +224,9 @@ fn create_current() -> Me {
         blocked_on: AtomicUsize::new(0),
         walkers: AtomicUsize::new(0),
         exited: AtomicBool::new(false),
+        wait_seq: AtomicUsize::new(0),
+        timed_wait: AtomicBool::new(false),
+        donor: crate::donor::TaskDonor::new(),
         held: Cell::new(0),
     }));
     with_registry(|r| r.push(task as usize));
@@ -218,6 +250,8 @@ unsafe fn retire_current(arg: *mut ()) {
     });
     // SAFETY: the record is alive: only this function frees it, once.
     let record = unsafe { &*task };
+    // From here on no donation syscall may reach this thread's tid.
+    crate::donor::on_thread_exit(record);
     if record.held.get() > 0 {
         // A lock word still names this thread as owner and will forever; keep the record.
         // Relaxed: diagnostic flag, see `Task::has_exited`.

@@ -355,11 +355,20 @@ fn unlock_fair_and_bump() {
     }
 }
 
-/// Whether some thread of this process is asleep on `m`.
+/// Whether some thread of this process is asleep on `m`: it published `blocked_on` (which
+/// happens a little before it parks) and the kernel shows it sleeping.
 fn thread_waits<T>(m: &Mutex<T>) -> bool {
     let dir = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .any(|tid| thread_blocked_on(tid) == Some(m.id()))
+        .any(|tid: i32| thread_blocked_on(tid) == Some(m.id()) && sleeping(tid))
+}
+
+/// Whether the kernel shows thread `tid` of this process in an interruptible sleep.
+fn sleeping(tid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+    // The state follows the parenthesised command name, which may itself contain ") ".
+    stat.rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('S'))
 }
 
 #[test]

@@ -7,12 +7,13 @@
 //! section, the foreground waits for the rest of the burst.
 //!
 //! ```text
-//! cargo run --release --example priority_inversion [-- --seconds N]
+//! cargo run --release --example priority_inversion [-- --seconds N] [--scenario direct|chain]
 //! ```
 //!
-//! This is the first version of the demo: it shows the inversion. proxy-lock's donation (which
-//! lends the waiter's scheduling attributes and CPU to the owner) is not built yet, so
-//! proxy_lock::Mutex shows the same inversion for now; the table says so.
+//! Scenarios: `direct` (as above) and `chain` (the foreground waits on A, whose owner waits on
+//! B, whose owner the hog preempts). proxy-lock's waiter lends its scheduling attributes and
+//! its CPU to every owner on the chain, so the owner finishes its section on the CPU the
+//! foreground freed instead of waiting out the burst.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,22 +90,71 @@ struct Waits {
     max: Duration,
 }
 
-fn run<L: DemoLock>(lock: L, seconds: f64, pinned: bool) -> Waits {
-    let lock = Arc::new(lock);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (l, s) = (lock.clone(), stop.clone());
-    let owner = std::thread::spawn(move || {
+/// Which inversion to stage.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    /// The foreground waits on a lock a SCHED_IDLE thread on the hog's CPU holds.
+    Direct,
+    /// The foreground waits on A; A's owner waits on B; B's owner is the one the hog preempts.
+    /// Both owners are SCHED_IDLE on the hog's CPU, so donation must be transitive.
+    Chain,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Direct => "direct",
+            Scenario::Chain => "chain",
+        }
+    }
+}
+
+/// A background thread: SCHED_IDLE, pinned to CPU 0 beside the hog, runs `body` until stopped.
+fn background(
+    pinned: bool,
+    stop: &Arc<AtomicBool>,
+    body: impl Fn() + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    let stop = stop.clone();
+    std::thread::spawn(move || {
         if pinned {
             pin(0);
         }
         become_idle();
-        while !s.load(Ordering::Relaxed) {
-            l.hold(|| busy(SECTION));
-            busy(SECTION);
+        while !stop.load(Ordering::Relaxed) {
+            body();
         }
-    });
+    })
+}
+
+fn run<L: DemoLock + Default>(scenario: Scenario, seconds: f64, pinned: bool) -> Waits {
+    let (a, b) = (Arc::new(L::default()), Arc::new(L::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    match scenario {
+        Scenario::Direct => {
+            let a = a.clone();
+            threads.push(background(pinned, &stop, move || {
+                a.hold(|| busy(SECTION));
+                busy(SECTION);
+            }));
+        }
+        Scenario::Chain => {
+            // The middle owner holds A while it waits for B.
+            let (a, b1) = (a.clone(), b.clone());
+            threads.push(background(pinned, &stop, move || {
+                a.hold(|| b1.hold(|| busy(SECTION / 10)));
+                busy(SECTION);
+            }));
+            let b = b.clone();
+            threads.push(background(pinned, &stop, move || {
+                b.hold(|| busy(SECTION));
+                busy(SECTION);
+            }));
+        }
+    }
     let s = stop.clone();
-    let hog = std::thread::spawn(move || {
+    threads.push(std::thread::spawn(move || {
         if pinned {
             pin(0);
         }
@@ -112,8 +162,8 @@ fn run<L: DemoLock>(lock: L, seconds: f64, pinned: bool) -> Waits {
             busy(HOG_BURST);
             std::thread::sleep(HOG_REST);
         }
-    });
-    let (l, s) = (lock.clone(), stop.clone());
+    }));
+    let (l, s) = (a.clone(), stop.clone());
     let foreground = std::thread::spawn(move || {
         if pinned {
             pin(1);
@@ -133,8 +183,9 @@ fn run<L: DemoLock>(lock: L, seconds: f64, pinned: bool) -> Waits {
         waits
     });
     let mut waits = foreground.join().unwrap();
-    owner.join().unwrap();
-    hog.join().unwrap();
+    for t in threads {
+        t.join().unwrap();
+    }
     waits.sort();
     let at = |q: f64| waits[((waits.len() - 1) as f64 * q) as usize];
     Waits {
@@ -147,12 +198,29 @@ fn run<L: DemoLock>(lock: L, seconds: f64, pinned: bool) -> Waits {
 
 fn main() {
     let mut seconds = 4.0;
+    let mut scenarios = vec![Scenario::Direct, Scenario::Chain];
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        match (a.as_str(), args.next().and_then(|v| v.parse::<f64>().ok())) {
-            ("--seconds", Some(s)) if s > 0.0 => seconds = s,
+        let value = args.next();
+        match (a.as_str(), value.as_deref()) {
+            ("--seconds", Some(v)) if v.parse::<f64>().is_ok_and(|s| s > 0.0) => {
+                seconds = v.parse().unwrap()
+            }
+            ("--scenario", Some("direct")) => scenarios = vec![Scenario::Direct],
+            ("--scenario", Some("chain")) => scenarios = vec![Scenario::Chain],
+            ("--cpu-donation", Some("move")) => {
+                proxy_lock::set_cpu_donation(proxy_lock::CpuDonation::Move)
+            }
+            ("--cpu-donation", Some("union")) => {
+                proxy_lock::set_cpu_donation(proxy_lock::CpuDonation::Union)
+            }
+            ("--cpu-donation", Some("off")) => {
+                proxy_lock::set_cpu_donation(proxy_lock::CpuDonation::Off)
+            }
             _ => {
-                eprintln!("usage: priority_inversion [--seconds N]");
+                eprintln!(
+                    "usage: priority_inversion [--seconds N] [--scenario direct|chain] [--cpu-donation move|union|off]"
+                );
                 std::process::exit(2)
             }
         }
@@ -161,45 +229,71 @@ fn main() {
     let pinned = cpus >= 2;
     if !pinned {
         eprintln!(
-            "only {cpus} CPU: the scenario needs the background owner and the foreground on different CPUs; running unpinned, which shows less"
+            "only {cpus} CPU: the scenarios need the background owner and the foreground on different CPUs; running unpinned, which shows less"
         );
     }
+    let caps = proxy_lock::capabilities();
+    if !caps.can_leave_idle {
+        eprintln!("{caps}\n(donation cannot lift the SCHED_IDLE owner here; CPU loans still work)");
+    }
     println!(
-        "background owner: SCHED_IDLE on CPU 0, holds the lock {} µs at a time",
+        "background owner(s): SCHED_IDLE on CPU 0, holding the lock {} µs at a time",
         SECTION.as_micros()
     );
     println!(
-        "hog: nice 0 on CPU 0, {} ms bursts; foreground: CPU 1, locks every 1 ms\n",
+        "hog: nice 0 on CPU 0, {} ms bursts; foreground: CPU 1, locks every 1 ms",
         HOG_BURST.as_millis()
     );
-    println!(
-        "{:<36} {:>6} {:>10} {:>10} {:>10}",
-        "lock", "n", "p50 µs", "p99 µs", "max µs"
-    );
-    let report = |name: &str, w: Waits| {
+    for scenario in scenarios {
         println!(
-            "{name:<36} {:>6} {:>10} {:>10} {:>10}",
-            w.n,
-            w.p50.as_micros(),
-            w.p99.as_micros(),
-            w.max.as_micros()
-        )
-    };
-    eprintln!("running std::sync::Mutex for {seconds} s ...");
-    report(
-        "std::sync::Mutex",
-        run(std::sync::Mutex::new(()), seconds, pinned),
-    );
-    eprintln!("running parking_lot::Mutex for {seconds} s ...");
-    report(
-        "parking_lot::Mutex",
-        run(parking_lot::Mutex::new(()), seconds, pinned),
-    );
-    eprintln!("running proxy_lock::Mutex for {seconds} s ...");
-    report(
-        "proxy_lock::Mutex (no donation yet)",
-        run(proxy_lock::Mutex::new(()), seconds, pinned),
-    );
+            "\n{}: {:<28} {:>6} {:>10} {:>10} {:>10}",
+            scenario.name(),
+            "lock",
+            "n",
+            "p50 µs",
+            "p99 µs",
+            "max µs"
+        );
+        let pad = " ".repeat(scenario.name().len() + 2);
+        let report = |name: &str, w: &Waits| {
+            println!(
+                "{pad}{name:<28} {:>6} {:>10} {:>10} {:>10}",
+                w.n,
+                w.p50.as_micros(),
+                w.p99.as_micros(),
+                w.max.as_micros()
+            )
+        };
+        let progress =
+            |lock: &str| eprintln!("{}: running {lock} for {seconds} s ...", scenario.name());
+        progress("std::sync::Mutex");
+        let std_waits = run::<std::sync::Mutex<()>>(scenario, seconds, pinned);
+        report("std::sync::Mutex", &std_waits);
+        progress("parking_lot::Mutex");
+        report(
+            "parking_lot::Mutex",
+            &run::<parking_lot::Mutex<()>>(scenario, seconds, pinned),
+        );
+        progress("proxy_lock::Mutex");
+        let before = proxy_lock::counters();
+        let ours = run::<proxy_lock::Mutex<()>>(scenario, seconds, pinned);
+        let after = proxy_lock::counters();
+        report("proxy_lock::Mutex", &ours);
+        println!(
+            "{pad}proxy_lock counters: donations {}, restores {}, skipped {}, failed {}",
+            after.donations - before.donations,
+            after.restores - before.restores,
+            after.skipped - before.skipped,
+            after.failed() - before.failed()
+        );
+        println!(
+            "{}: worst wait {:.1} ms with std, {:.2} ms with proxy_lock ({:.0}x)",
+            scenario.name(),
+            std_waits.max.as_secs_f64() * 1e3,
+            ours.max.as_secs_f64() * 1e3,
+            std_waits.max.as_secs_f64() / ours.max.as_secs_f64().max(1e-9)
+        );
+    }
     println!(
         "\nA max near the hog's burst is the inversion: the foreground waited for a thread the scheduler had set aside."
     );

@@ -6,10 +6,10 @@
 //! record's alignment leaves free (as the kernel's `mutex::owner`).
 //!
 //! ```text
-//!   bits 63..6            bit 1      bit 0
-//!  +---------------------+----------+------+
-//!  | owner record (or 0) | SPINNING |PARKED|
-//!  +---------------------+----------+------+
+//!   bits 63..6            bit 2     bit 1      bit 0
+//!  +---------------------+---------+----------+------+
+//!  | owner record (or 0) | DONATED | SPINNING |PARKED|
+//!  +---------------------+---------+----------+------+
 //! ```
 //!
 //! * owner 0: the lock is free. Owner `p`: the thread whose record is at `p` holds it.
@@ -21,6 +21,10 @@
 //! * `SPINNING` (`Handoff` only): a waiter may be spinning on a CPU, registered in the
 //!   `spinner` slot, ready to be handed the lock. It only sends unlocks to the slow path, which
 //!   looks at the slot; a stale bit costs one slow unlock, never correctness.
+//! * `DONATED`: some waiter on this lock is listed in the donation ledger (`donor`), so the
+//!   owner may be boosted. Set and cleared only under the ledger lock, and kept across owners.
+//!   While it is set, no unlock takes the fast path: the slow path hands the lock to the best
+//!   lender (`blocked_donor`), and whoever takes the lock next reconciles.
 //!
 //! # The spinner slot (`Handoff`)
 //!
@@ -62,10 +66,12 @@ use std::time::Instant;
 const PARKED: usize = 1;
 /// A waiter may be spinning, registered in `RawMutex::spinner` (Handoff only).
 const SPINNING: usize = 2;
+/// Waiters listed in the donation ledger lend to this lock's owner.
+const DONATED: usize = 4;
 /// In the spinner slot: the registered spinner has been chosen as the next owner.
 const GRANTED: usize = 1;
 /// Every flag bit. Must stay below the record alignment so an address never overlaps a flag.
-const FLAGS: usize = PARKED | SPINNING;
+const FLAGS: usize = PARKED | SPINNING | DONATED;
 /// How long the sleepers of a Handoff lock may be passed over for spinners.
 const SLEEPER_PATIENCE_US: u32 = 1000;
 const _: () = assert!(FLAGS < TASK_ALIGN);
@@ -240,7 +246,7 @@ impl RawMutex {
             .compare_exchange(me.addr(), UNLOCKED, Ordering::Release, Ordering::Relaxed)
             .is_err()
         {
-            self.unlock_slow(fair);
+            self.unlock_slow(me, fair);
         }
     }
 
@@ -287,6 +293,26 @@ impl RawMutex {
         owner_of(word) == 0 && word & PARKED != 0
     }
 
+    /// The owner's record address, or 0 when free. For chain walks and the ledger.
+    pub(crate) fn owner_addr(&self) -> usize {
+        // Acquire pairs with the acquiring CAS or handoff store, so the record the address
+        // names is fully initialised for the reader.
+        owner_of(self.word.load(Ordering::Acquire))
+    }
+
+    /// Sets `DONATED` (the ledger listed a waiter on this lock). Under the ledger lock.
+    pub(crate) fn mark_donated(&self) {
+        // Relaxed: the ledger lock orders the bookkeeping; the bit only has to be in the
+        // word's modification order before the owner's next unlock CAS, which then fails.
+        self.word.fetch_or(DONATED, Ordering::Relaxed);
+    }
+
+    /// Clears `DONATED` (the ledger's last waiter on this lock left). Under the ledger lock.
+    pub(crate) fn clear_donated(&self) {
+        // Relaxed: as in `mark_donated`; a late clear costs one slow unlock.
+        self.word.fetch_and(!DONATED, Ordering::Relaxed);
+    }
+
     /// The parking-lot key of this lock.
     pub(crate) fn park_key(&self) -> usize {
         self.addr()
@@ -295,11 +321,13 @@ impl RawMutex {
     /// One try that succeeds only from a completely free word: the uncontended path.
     #[inline]
     fn try_lock_fast(&self, me: Me) -> bool {
-        // Acquire: the previous owner's critical section happens-before ours. Relaxed on failure:
-        // we learn nothing from a failed attempt that needs ordering.
+        // Acquire: the previous owner's critical section happens-before ours. Release: a chain
+        // walker that reads our address from the word (Acquire) and then reads our task record
+        // must see the record initialised; this CAS publishes it (free on x86, where every CAS
+        // is a full barrier). Relaxed on failure: we learn nothing that needs ordering.
         let taken = self
             .word
-            .compare_exchange(UNLOCKED, me.addr(), Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(UNLOCKED, me.addr(), Ordering::AcqRel, Ordering::Relaxed)
             .is_ok();
         if taken {
             me.acquired();
@@ -324,6 +352,10 @@ impl RawMutex {
             ) {
                 Ok(_) => {
                     me.acquired();
+                    if word & DONATED != 0 {
+                        // The waiters' loans now belong to us.
+                        crate::donor::took_donated_lock(me);
+                    }
                     return true;
                 }
                 Err(now) => word = now,
@@ -370,9 +402,13 @@ impl RawMutex {
             if word & PARKED == 0 && !self.set_parked(word) {
                 continue;
             }
-            me.set_blocked_on(self.addr());
+            me.set_blocked_on(self.addr(), deadline.is_some());
+            crate::donor::before_sleep(me, self, deadline.is_some());
             let parked = self.park(me, deadline);
             me.clear_blocked_on();
+            // Relaxed: a routing hint; the ledger decides under its own lock.
+            let donated = self.word.load(Ordering::Relaxed) & DONATED != 0;
+            crate::donor::after_wait(me, donated);
             match parked {
                 ParkResult::Unparked(TOKEN_HANDOFF) => {
                     me.acquired();
@@ -420,9 +456,13 @@ impl RawMutex {
         let mut spin = SpinWait::with_budget(HANDOFF_SPIN_ROUNDS);
         loop {
             // Acquire: pairs with the unlocker's Release that made us owner.
-            let owner = owner_of(self.word.load(Ordering::Acquire));
+            let word = self.word.load(Ordering::Acquire);
+            let owner = owner_of(word);
             if owner == me.addr() {
                 me.acquired();
+                if word & DONATED != 0 {
+                    crate::donor::took_donated_lock(me);
+                }
                 return true;
             }
             // A free word (an unlock that raced our registration): withdraw and take it.
@@ -487,12 +527,13 @@ impl RawMutex {
             return Spinner::None;
         }
         // Release: our critical section happens-before the spinner's. A CAS loop: waiters
-        // may set PARKED concurrently.
+        // may set PARKED, and the ledger DONATED, concurrently.
         let _ = self
             .word
             .fetch_update(Ordering::Release, Ordering::Relaxed, |w| {
-                Some(spinner | (w & PARKED))
+                Some(spinner | (w & (PARKED | DONATED)))
             });
+        crate::stats::count_handoff();
         // Release: the next spinner's Acquire registration comes after this handoff.
         self.spinner.store(0, Ordering::Release);
         Spinner::Handed
@@ -583,7 +624,23 @@ impl RawMutex {
     /// handing the lock over (Handoff, a fair unlock, or Adaptive's fairness timer), else by
     /// freeing it for the woken sleeper to compete for (Spin, Adaptive otherwise).
     #[cold]
-    fn unlock_slow(&self, force_fair: bool) {
+    fn unlock_slow(&self, me: Me, force_fair: bool) {
+        // Relaxed: a routing hint; `unlock_to_donor` works under the queue lock.
+        if self.word.load(Ordering::Relaxed) & DONATED != 0 {
+            if !self.unlock_to_donor(force_fair) {
+                // The donor is not queued yet (it is on its way to sleep, or was preempted
+                // on the way): serve whoever is.
+                self.unlock_to_queue(force_fair);
+            }
+            crate::donor::step_aside_for_donor(me);
+            return;
+        }
+        self.unlock_to_queue(force_fair);
+    }
+
+    /// The unlock slow path without lenders: a spinner first (Handoff), else the first
+    /// sleeper, handed the lock or woken to compete for it as the policy says.
+    fn unlock_to_queue(&self, force_fair: bool) {
         if self.policy == Policy::Handoff && !force_fair && self.try_spinner_first() {
             return;
         }
@@ -615,6 +672,7 @@ impl RawMutex {
                         .store(monotonic_us() as u32, Ordering::Relaxed);
                 }
                 self.release_to(first_waiter.get(), still_parked);
+                crate::stats::count_handoff();
                 TOKEN_HANDOFF
             } else if result.unparked_threads == 0 && self.hand_to_spinner(false) == Spinner::Handed
             {
@@ -629,15 +687,57 @@ impl RawMutex {
         unsafe { unpark_filter(self.addr(), filter, callback) };
     }
 
-    /// Stores `owner | parked` into the word, keeping `SPINNING` and the spinner registered.
-    /// Called by the owner under the queue lock.
+    /// Unlock of a lock with listed lenders: wake the best of them (`donor::preferred_waiter`,
+    /// the kernel's `blocked_donor`) and, under Handoff and Adaptive or a fair unlock, hand it
+    /// the lock; under Spin, free the lock for it to compete for. Spinners are passed over: the
+    /// lender outranks them. False if the preferred waiter is no longer queued (then the
+    /// ordinary path serves the queue) or none is listed.
+    #[cold]
+    fn unlock_to_donor(&self, force_fair: bool) -> bool {
+        let Some(preferred) = crate::donor::preferred_waiter(self) else {
+            return false;
+        };
+        let hand_over = force_fair || self.policy != Policy::Spin;
+        let filter = |token: ParkToken| {
+            if token.0 == preferred {
+                FilterOp::Unpark
+            } else {
+                FilterOp::Skip
+            }
+        };
+        let served = std::cell::Cell::new(false);
+        let callback = |result: UnparkResult| {
+            if result.unparked_threads == 0 {
+                return TOKEN_RETRY; // not queued (any more): the caller falls back
+            }
+            served.set(true);
+            let still_parked = if result.have_more_threads { PARKED } else { 0 };
+            if hand_over {
+                // SAFETY: the token is the record of the thread we are unparking, still queued.
+                unsafe { crate::task::clear_blocked_on_of_parked(preferred) };
+                self.release_to(preferred, still_parked);
+                crate::stats::count_handoff();
+                TOKEN_HANDOFF
+            } else {
+                self.release_to(UNLOCKED, still_parked);
+                TOKEN_RETRY
+            }
+        };
+        // SAFETY: the key is this lock's address; the callbacks do not panic.
+        unsafe { unpark_filter(self.addr(), filter, callback) };
+        served.get()
+    }
+
+    /// Stores `owner | parked` into the word, keeping `SPINNING` (and the spinner registered)
+    /// and `DONATED`. Called by the owner under the queue lock.
     fn release_to(&self, owner: usize, parked: usize) {
         // Release: the critical section happens-before whoever takes the lock next. A CAS
-        // loop, not a store: a spinner may register or withdraw concurrently.
+        // loop, not a store: a spinner may register or withdraw, and the ledger may set or
+        // clear DONATED, concurrently.
         let _ = self
             .word
             .fetch_update(Ordering::Release, Ordering::Relaxed, |w| {
-                Some(owner | parked | (w & SPINNING))
+                Some(owner | parked | (w & (SPINNING | DONATED)))
             });
     }
 }

@@ -1,6 +1,8 @@
 //! The few operating-system calls the crate makes. Everything here is a thin, documented wrapper;
 //! policy lives elsewhere.
 
+pub(crate) mod sched;
+
 use crate::Tid;
 use std::sync::OnceLock;
 

@@ -1,0 +1,328 @@
+//! Scheduling attributes as values: what a thread has, how two compare, and how a thread's base
+//! merges with what its donors lend.
+//!
+//! # Order
+//!
+//! One thread's attributes are better than another's when the kernel would run it first:
+//! `SCHED_DEADLINE` (earlier relative deadline first) > `SCHED_FIFO`/`SCHED_RR` (higher priority
+//! first) > `SCHED_OTHER`/`SCHED_BATCH` (lower nice first; `OTHER` before `BATCH` at equal nice,
+//! since `BATCH` gives up wake-up preemption) > `SCHED_IDLE`. Util clamps compare on their own:
+//! a higher minimum or maximum is better. CPUs: a donor lends the CPU it is about to free.
+
+/// A scheduling policy (`sched(7)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SchedPolicy {
+    Other,
+    Batch,
+    Idle,
+    Fifo,
+    Rr,
+    Deadline,
+}
+
+/// Policy and parameters, as `sched_setattr` takes them (without util clamps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Sched {
+    pub(crate) policy: SchedPolicy,
+    /// Meaningful for OTHER and BATCH (and kept for IDLE, whose nice the kernel ignores).
+    pub(crate) nice: i32,
+    /// 1..=99 for FIFO and RR, else 0.
+    pub(crate) rt_priority: u32,
+    /// DEADLINE parameters in nanoseconds, else 0.
+    pub(crate) runtime: u64,
+    pub(crate) deadline: u64,
+    pub(crate) period: u64,
+    /// `SCHED_FLAG_RESET_ON_FORK`: belongs to the thread, never lent.
+    pub(crate) reset_on_fork: bool,
+}
+
+impl Sched {
+    /// A nice-0 SCHED_OTHER thread: what every thread starts as.
+    pub(crate) const DEFAULT: Sched = Sched {
+        policy: SchedPolicy::Other,
+        nice: 0,
+        rt_priority: 0,
+        runtime: 0,
+        deadline: 0,
+        period: 0,
+        reset_on_fork: false,
+    };
+
+    /// A key that orders policies and parameters as the kernel would run them (module docs).
+    pub(crate) fn rank(&self) -> (u8, u64) {
+        match self.policy {
+            SchedPolicy::Idle => (0, 0),
+            SchedPolicy::Batch => (1, (2 * (19 - self.nice.clamp(-20, 19))) as u64),
+            SchedPolicy::Other => (1, (2 * (19 - self.nice.clamp(-20, 19)) + 1) as u64),
+            SchedPolicy::Fifo | SchedPolicy::Rr => (2, self.rt_priority as u64),
+            SchedPolicy::Deadline => (3, u64::MAX - self.deadline),
+        }
+    }
+
+    /// Whether `self` would run before `other`.
+    pub(crate) fn better_than(&self, other: &Sched) -> bool {
+        self.rank() > other.rank()
+    }
+
+    /// The same policy and parameters, with `owner`'s reset-on-fork flag (never lent).
+    fn lent_to(mut self, owner: &Sched) -> Sched {
+        self.reset_on_fork = owner.reset_on_fork;
+        self
+    }
+}
+
+/// A CPU set as the kernel's affinity calls take it: 1024 CPUs, bit `n` for CPU `n`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CpuMask(pub(crate) [u64; 16]);
+
+impl CpuMask {
+    pub(crate) const EMPTY: CpuMask = CpuMask([0; 16]);
+
+    pub(crate) fn single(cpu: u32) -> CpuMask {
+        let mut mask = CpuMask::EMPTY;
+        mask.insert(cpu);
+        mask
+    }
+
+    pub(crate) fn insert(&mut self, cpu: u32) {
+        if let Some(word) = self.0.get_mut(cpu as usize / 64) {
+            *word |= 1 << (cpu % 64);
+        }
+    }
+
+    pub(crate) fn contains(&self, cpu: u32) -> bool {
+        self.0
+            .get(cpu as usize / 64)
+            .is_some_and(|w| w & (1 << (cpu % 64)) != 0)
+    }
+
+    pub(crate) fn union(mut self, other: &CpuMask) -> CpuMask {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a |= b;
+        }
+        self
+    }
+}
+
+impl std::fmt::Debug for CpuMask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cpus: Vec<u32> = (0..1024).filter(|&c| self.contains(c)).collect();
+        write!(f, "{cpus:?}")
+    }
+}
+
+/// Everything donation reads and writes on a thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Attrs {
+    pub(crate) sched: Sched,
+    /// Util clamp (min, max), 0..=1024.
+    pub(crate) util: (u32, u32),
+    pub(crate) cpus: CpuMask,
+}
+
+/// What one donor lends: its effective attributes and the CPU it is freeing (if it is a thread
+/// about to sleep, rather than one found asleep further up a chain).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Lent {
+    pub(crate) sched: Sched,
+    pub(crate) util: (u32, u32),
+    pub(crate) cpus: CpuMask,
+}
+
+impl Lent {
+    /// What a thread with `attrs`, about to free `cpu`, lends.
+    pub(crate) fn from_donor(attrs: &Attrs, cpu: Option<u32>) -> Lent {
+        Lent {
+            sched: attrs.sched,
+            util: attrs.util,
+            cpus: cpu.map_or(CpuMask::EMPTY, CpuMask::single),
+        }
+    }
+
+    /// Merges another donor into this loan: the better sched, the higher clamps, both CPUs.
+    pub(crate) fn merge(mut self, other: &Lent) -> Lent {
+        if other.sched.better_than(&self.sched) {
+            self.sched = other.sched;
+        }
+        self.util = (self.util.0.max(other.util.0), self.util.1.max(other.util.1));
+        self.cpus = self.cpus.union(&other.cpus);
+        self
+    }
+}
+
+/// How the CPU a donor frees is lent (see `donor::set_cpu_donation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuDonation {
+    /// The owner may run on its own CPUs and on the donors' CPUs (affinity union). The
+    /// scheduler decides whether to migrate it.
+    Union,
+    /// The owner runs only on the donors' CPUs while the donation lasts, which makes the
+    /// kernel move it at once.
+    Move,
+    /// CPUs are not lent; affinity is never changed.
+    Off,
+}
+
+impl Attrs {
+    /// Stands in for a waiter whose attributes could not be read: it lends nothing.
+    pub(crate) const UNKNOWN: Attrs = Attrs {
+        sched: Sched {
+            policy: SchedPolicy::Idle,
+            ..Sched::DEFAULT
+        },
+        util: (0, 0),
+        cpus: CpuMask::EMPTY,
+    };
+
+    /// `base` with `lent` applied where the loan is better, never beyond the loan.
+    pub(crate) fn with_loan(&self, lent: Option<&Lent>, cpu_mode: CpuDonation) -> Attrs {
+        let Some(lent) = lent else { return *self };
+        let sched = if lent.sched.better_than(&self.sched) {
+            lent.sched.lent_to(&self.sched)
+        } else {
+            self.sched
+        };
+        let util = (self.util.0.max(lent.util.0), self.util.1.max(lent.util.1));
+        let needs_cpus = (0..1024).any(|c| lent.cpus.contains(c) && !self.cpus.contains(c));
+        let cpus = match cpu_mode {
+            _ if !needs_cpus => self.cpus,
+            CpuDonation::Union => self.cpus.union(&lent.cpus),
+            CpuDonation::Move => lent.cpus,
+            CpuDonation::Off => self.cpus,
+        };
+        Attrs { sched, util, cpus }
+    }
+
+    /// The summary stored in `Task::hint` for quick, lock-free "is the donor better?" checks:
+    /// sched rank in bits 0..24, util min in 24..36, util max in 36..48.
+    pub(crate) fn hint(&self) -> u64 {
+        let (class, sub) = self.sched.rank();
+        let sub = sub.min(0xFFFF);
+        let rank = (class as u64) << 16 | sub;
+        rank | (self.util.0.min(0xFFF) as u64) << 24 | (self.util.1.min(0xFFF) as u64) << 36
+    }
+
+    /// The affinity summary stored in `Task::cpus_hint`: CPUs 0..64. A CPU above 63 never
+    /// shows as covered, so donors there always take the full path.
+    pub(crate) fn cpus_hint(&self) -> u64 {
+        self.cpus.0[0]
+    }
+}
+
+/// Whether a donor with hint `donor` would improve an owner with hint `owner` on any of the
+/// summarised parts (sched rank, util min, util max).
+pub(crate) fn hint_better(donor: u64, owner: u64) -> bool {
+    let rank = |h: u64| h & 0xFF_FFFF;
+    let min = |h: u64| (h >> 24) & 0xFFF;
+    let max = |h: u64| (h >> 36) & 0xFFF;
+    rank(donor) > rank(owner) || min(donor) > min(owner) || max(donor) > max(owner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn other(nice: i32) -> Sched {
+        Sched {
+            nice,
+            ..Sched::DEFAULT
+        }
+    }
+
+    fn with(policy: SchedPolicy, rt_priority: u32) -> Sched {
+        Sched {
+            policy,
+            rt_priority,
+            ..Sched::DEFAULT
+        }
+    }
+
+    #[test]
+    fn order_of_precedence() {
+        let dl = Sched {
+            policy: SchedPolicy::Deadline,
+            runtime: 1_000_000,
+            deadline: 10_000_000,
+            period: 10_000_000,
+            ..Sched::DEFAULT
+        };
+        let ladder = [
+            with(SchedPolicy::Idle, 0),
+            with(SchedPolicy::Batch, 0),
+            other(0),
+            other(-5),
+            with(SchedPolicy::Rr, 1),
+            with(SchedPolicy::Fifo, 50),
+            dl,
+        ];
+        for pair in ladder.windows(2) {
+            assert!(
+                pair[1].better_than(&pair[0]),
+                "{:?} !> {:?}",
+                pair[1],
+                pair[0]
+            );
+            assert!(!pair[0].better_than(&pair[1]));
+        }
+        assert!(other(19).better_than(&with(SchedPolicy::Idle, 0)));
+        assert!(!other(3).better_than(&other(3)));
+    }
+
+    #[test]
+    fn loan_never_exceeds_the_donor_and_keeps_better_parts() {
+        let base = Attrs {
+            sched: Sched {
+                reset_on_fork: true,
+                ..other(10)
+            },
+            util: (100, 1024),
+            cpus: CpuMask::single(0),
+        };
+        let donor = Attrs {
+            sched: other(0),
+            util: (0, 512),
+            cpus: CpuMask::single(1),
+        };
+        let loan = Lent::from_donor(&donor, Some(1));
+        let got = base.with_loan(Some(&loan), CpuDonation::Union);
+        assert_eq!(got.sched.nice, 0);
+        assert!(
+            got.sched.reset_on_fork,
+            "reset-on-fork belongs to the owner"
+        );
+        assert_eq!(got.util, (100, 1024));
+        assert!(got.cpus.contains(0) && got.cpus.contains(1));
+        let moved = base.with_loan(Some(&loan), CpuDonation::Move);
+        assert!(!moved.cpus.contains(0) && moved.cpus.contains(1));
+        // A worse donor changes nothing.
+        let worse = Lent::from_donor(
+            &Attrs {
+                sched: other(15),
+                ..donor
+            },
+            Some(0),
+        );
+        assert_eq!(base.with_loan(Some(&worse), CpuDonation::Union), base);
+    }
+
+    #[test]
+    fn hints_agree_with_the_order() {
+        let a = Attrs {
+            sched: other(10),
+            util: (0, 1024),
+            cpus: CpuMask::single(0),
+        };
+        let b = Attrs {
+            sched: other(0),
+            ..a
+        };
+        assert!(hint_better(b.hint(), a.hint()));
+        assert!(!hint_better(a.hint(), b.hint()));
+        assert!(!hint_better(a.hint(), a.hint()));
+        let fifo = Attrs {
+            sched: with(SchedPolicy::Fifo, 1),
+            ..a
+        };
+        assert!(hint_better(fifo.hint(), b.hint()));
+    }
+}

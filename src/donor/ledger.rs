@@ -1,0 +1,352 @@
+//! The ledger: who lends to whom, what each boosted thread had, and the reconcile that turns
+//! that into syscalls. One lock guards it all (`crate::loom::with_ledger`); it is taken only by
+//! threads that lend, whose wait ended after lending, that take or leave a donated lock, and by
+//! exiting threads that were donation targets. Never on an uncontended path, and never between
+//! equal threads.
+
+use super::attrs::{Attrs, Lent};
+use crate::chain::MAX_DEPTH;
+use crate::loom::{Ordering, with_ledger};
+use crate::mutex::raw::RawMutex;
+use crate::stats as report;
+use crate::task::{Me, Task};
+
+/// A thread listed as waiting on `lock`, and what it lends.
+struct Listed {
+    task: *const Task,
+    lock: usize,
+    /// The thread's own attributes when it was listed (its base if it was boosted then).
+    own: Attrs,
+    /// The CPU it freed by going to sleep, if it listed itself (not found asleep on a chain).
+    cpu: Option<u32>,
+    /// Listing order: FIFO among equal waiters.
+    order: u64,
+}
+
+/// A thread whose attributes the ledger changed.
+struct Boosted {
+    task: *const Task,
+    /// What the thread has of its own; updated when the application changes it meanwhile.
+    base: Attrs,
+    /// What the ledger last left it with.
+    applied: Attrs,
+}
+
+/// The ledger's state.
+///
+/// Invariants, under the ledger lock:
+/// * A listed thread is inside its wait on `lock` (it unlists itself before that wait returns),
+///   so the thread's record and the lock are alive; `DONATED` is set on every lock with a
+///   listed waiter.
+/// * A boosted thread has `TaskDonor::target` set and has not passed its exit hook's ledger
+///   step (`forget` removes it there), so its record is alive and its tid is its own.
+pub(crate) struct Ledger {
+    listed: Vec<Listed>,
+    boosted: Vec<Boosted>,
+    next_order: u64,
+}
+
+// SAFETY: the raw pointers name task records whose lifetime the invariants above guarantee;
+// the ledger only moves between threads inside its lock.
+unsafe impl Send for Ledger {}
+
+impl Ledger {
+    crate::loom::const_fn! {
+        pub(crate) fn new() -> Ledger {
+            Ledger { listed: Vec::new(), boosted: Vec::new(), next_order: 0 }
+        }
+    }
+}
+
+/// Lists `me` (about to sleep on `lock`, freeing `cpu`) and every sleeper down the chain, then
+/// reconciles.
+pub(super) fn lend(me: Me, lock: &RawMutex, cpu: Option<u32>) {
+    with_ledger(|ledger| {
+        let _pin = crate::loom::pin();
+        let own = own_attrs(ledger, me.task());
+        ledger.list(me.task(), lock, own, cpu);
+        crate::chain::walk(lock, |_, owner| {
+            if owner.is(me) {
+                return false;
+            }
+            // An owner asleep on another lock passes the loan on: list it there too. Inside
+            // the walker handshake, so its wait cannot end unseen (see `TaskDonor::listed`).
+            owner.with_blocked_lock(|next| {
+                if !ledger.is_listed(owner) {
+                    let own = own_attrs(ledger, owner);
+                    ledger.list(owner, next, own, None);
+                }
+            });
+            true
+        });
+        ledger.reconcile(me);
+    })
+}
+
+/// Removes `me` from the listed waiters, if it is there, and reconciles.
+pub(super) fn unlist_and_reconcile(me: Me) {
+    with_ledger(|ledger| {
+        let _pin = crate::loom::pin();
+        ledger.unlist(me.task());
+        ledger.reconcile(me);
+    })
+}
+
+/// See `donor::preferred_waiter`.
+pub(super) fn preferred_waiter(lock: usize) -> Option<usize> {
+    with_ledger(|ledger| {
+        let boosted = &ledger.boosted;
+        ledger
+            .listed
+            .iter()
+            .filter(|l| l.lock == lock)
+            // Lowest order wins among equals: max_by_key keeps the last maximum, so compare
+            // reversed order.
+            .max_by_key(|l| (base_of(boosted, l).sched.rank(), std::cmp::Reverse(l.order)))
+            .map(|l| l.task as usize)
+    })
+}
+
+/// The exit hook of a possible target: drop it, so no later reconcile writes to its tid.
+pub(super) fn forget(task: &Task) {
+    with_ledger(|ledger| ledger.boosted.retain(|b| !std::ptr::eq(b.task, task)));
+}
+
+fn base_of(boosted: &[Boosted], l: &Listed) -> Attrs {
+    boosted
+        .iter()
+        .find(|b| std::ptr::eq(b.task, l.task))
+        .map_or(l.own, |b| b.base)
+}
+
+/// What `task` has of its own: its recorded base if boosted, else what the kernel says.
+fn own_attrs(ledger: &Ledger, task: &Task) -> Attrs {
+    if let Some(b) = ledger.boosted.iter().find(|b| std::ptr::eq(b.task, task)) {
+        return b.base;
+    }
+    crate::loom::read_attrs(task.tid()).unwrap_or(Attrs::UNKNOWN)
+}
+
+impl Ledger {
+    fn is_listed(&self, task: &Task) -> bool {
+        self.listed.iter().any(|l| std::ptr::eq(l.task, task))
+    }
+
+    fn list(&mut self, task: &Task, lock: &RawMutex, own: Attrs, cpu: Option<u32>) {
+        self.unlist(task);
+        self.next_order += 1;
+        self.listed.push(Listed {
+            task,
+            lock: lock.id().addr(),
+            own,
+            cpu,
+            order: self.next_order,
+        });
+        lock.mark_donated();
+        // Release: pairs with the Acquire in `donor::after_wait`.
+        task.donor.listed.store(true, Ordering::Release);
+    }
+
+    fn unlist(&mut self, task: &Task) {
+        let Some(i) = self.listed.iter().position(|l| std::ptr::eq(l.task, task)) else {
+            return;
+        };
+        let gone = self.listed.swap_remove(i);
+        // Relaxed: only the thread itself reads it, after its wait, ordered by the ledger lock.
+        task.donor.listed.store(false, Ordering::Relaxed);
+        if !self.listed.iter().any(|l| l.lock == gone.lock) {
+            // SAFETY: the lock is alive: `task` is still inside its wait on it (invariant), or
+            // is the caller returning from that wait, which borrows it.
+            unsafe { &*(gone.lock as *const RawMutex) }.clear_donated();
+        }
+    }
+
+    /// The owner of `l`'s lock, if it is held.
+    fn owner_of(l: &Listed) -> Option<&Task> {
+        // SAFETY: the lock is alive while `l` is listed (invariant).
+        let lock = unsafe { &*(l.lock as *const RawMutex) };
+        let owner = lock.owner_addr();
+        // SAFETY: an owner's record is alive while we are pinned (callers pin), or forever if
+        // its thread exited holding the lock.
+        (owner != 0).then(|| unsafe { &*(owner as *const Task) })
+    }
+
+    /// Everything lent to `task`: the loans of the waiters on locks it owns, each with what is
+    /// lent to that waiter in turn. `depth` bounds the recursion (cycles, very long chains).
+    fn loans_to(&self, task: &Task, depth: usize) -> Option<Lent> {
+        if depth >= MAX_DEPTH {
+            return None;
+        }
+        let mut total: Option<Lent> = None;
+        for l in &self.listed {
+            if std::ptr::eq(l.task, task)
+                || !Self::owner_of(l).is_some_and(|o| std::ptr::eq(o, task))
+            {
+                continue;
+            }
+            // SAFETY: a listed record is alive (invariant).
+            let waiter = unsafe { &*l.task };
+            let own = base_of(&self.boosted, l);
+            let mut loan = Lent::from_donor(&own, l.cpu);
+            // The waiter passes on what it was lent in turn (transitive donation).
+            if let Some(inner) = self.loans_to(waiter, depth + 1) {
+                loan = loan.merge(&inner);
+            }
+            total = Some(total.map_or(loan, |t| t.merge(&loan)));
+        }
+        total
+    }
+
+    /// Brings every owner of a listed lock, and every boosted thread, to its base plus its
+    /// loans. `me` is the calling thread, which is never lowered here (module docs).
+    fn reconcile(&mut self, me: Me) {
+        let mut targets: Vec<*const Task> = self.boosted.iter().map(|b| b.task).collect();
+        for l in &self.listed {
+            if let Some(owner) = Self::owner_of(l)
+                && !targets.contains(&(owner as *const Task))
+            {
+                targets.push(owner);
+            }
+        }
+        for task in targets {
+            // SAFETY: boosted records are alive (invariant); owners are alive while pinned.
+            let task = unsafe { &*task };
+            let loan = self.loans_to(task, 0);
+            self.settle(task, loan, me);
+        }
+    }
+
+    /// Writes `task`'s base plus `loan`, where that differs from what it has.
+    fn settle(&mut self, task: &Task, loan: Option<Lent>, me: Me) {
+        let idx = self.boosted.iter().position(|b| std::ptr::eq(b.task, task));
+        if loan.is_none() && idx.is_none() {
+            return;
+        }
+        if !claim_target(task) {
+            if let Some(i) = idx {
+                self.boosted.swap_remove(i);
+            }
+            report::count_failure(libc::ESRCH);
+            return;
+        }
+        let current = match crate::loom::read_attrs(task.tid()) {
+            Ok(attrs) => attrs,
+            Err(errno) => {
+                report::count_failure(errno);
+                return;
+            }
+        };
+        let base = match idx {
+            // What the application changed since we last wrote is its new base.
+            Some(i) => adopt_changes(self.boosted[i].base, self.boosted[i].applied, current),
+            None => current,
+        };
+        let target = base.with_loan(loan.as_ref(), super::cpu_donation());
+        if idx.is_none() && target == current {
+            return;
+        }
+        let applied = write(task, current, target, base, me.task());
+        let d = &task.donor;
+        // Relaxed: caches for the quick check (see `TaskDonor`).
+        d.hint.store(base.hint(), Ordering::Relaxed);
+        d.cpus_hint.store(base.cpus_hint(), Ordering::Relaxed);
+        d.hint_stamp
+            .store(crate::loom::monotonic_us().max(1), Ordering::Relaxed);
+        if applied == base {
+            d.lent_hint.store(0, Ordering::Relaxed);
+            if let Some(i) = idx {
+                self.boosted.swap_remove(i);
+            }
+        } else {
+            d.lent_hint.store(applied.hint().max(1), Ordering::Relaxed);
+            let entry = Boosted {
+                task,
+                base,
+                applied,
+            };
+            match idx {
+                Some(i) => self.boosted[i] = entry,
+                None => self.boosted.push(entry),
+            }
+        }
+    }
+}
+
+/// Marks `task` as a syscall target and checks it has not started exiting (Dekker with
+/// `donor::on_thread_exit`). False: leave it alone.
+fn claim_target(task: &Task) -> bool {
+    if task.has_exited() {
+        return false;
+    }
+    // SeqCst: see `donor::on_thread_exit`.
+    task.donor.target.store(true, Ordering::SeqCst);
+    !task.donor.exiting.load(Ordering::SeqCst)
+}
+
+/// The new base: each part the application changed (current differs from what we applied)
+/// is taken from `current`.
+fn adopt_changes(base: Attrs, applied: Attrs, current: Attrs) -> Attrs {
+    Attrs {
+        sched: if current.sched != applied.sched {
+            current.sched
+        } else {
+            base.sched
+        },
+        util: if current.util != applied.util {
+            current.util
+        } else {
+            base.util
+        },
+        cpus: if current.cpus != applied.cpus {
+            current.cpus
+        } else {
+            base.cpus
+        },
+    }
+}
+
+/// Writes the parts of `target` that differ from `current` to `task`, and returns what the
+/// thread has afterwards. A part going back to `base` is a restore; the calling thread (`me`)
+/// never restores itself here (module docs of `donor`).
+fn write(task: &Task, current: Attrs, target: Attrs, base: Attrs, me: &Task) -> Attrs {
+    let is_me = std::ptr::eq(task, me);
+    let tid = task.tid();
+    let mut now = current;
+    if target.sched != current.sched {
+        let restore = target.sched == base.sched;
+        if !(is_me && restore) && record(crate::loom::write_sched(tid, &target.sched), restore) {
+            now.sched = target.sched;
+        }
+    }
+    if target.util != current.util {
+        let restore = target.util == base.util;
+        if !(is_me && restore) && record(crate::loom::write_util(tid, target.util), restore) {
+            now.util = target.util;
+        }
+    }
+    if target.cpus != current.cpus {
+        let restore = target.cpus == base.cpus;
+        if !(is_me && restore) && record(crate::loom::write_cpus(tid, &target.cpus), restore) {
+            now.cpus = target.cpus;
+        }
+    }
+    now
+}
+
+/// Counts one write's outcome; true if it succeeded.
+fn record(result: Result<(), crate::loom::Errno>, restore: bool) -> bool {
+    match result {
+        Ok(()) => {
+            if restore {
+                report::count_restore();
+            } else {
+                report::count_donation();
+            }
+            true
+        }
+        Err(errno) => {
+            report::count_failure(errno);
+            false
+        }
+    }
+}

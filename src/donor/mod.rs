@@ -1,0 +1,224 @@
+//! Donation: a waiter about to sleep lends its scheduling attributes to every owner down its
+//! blocked_on chain, and the owners get their own back when the donation ends.
+//!
+//! # Protocol
+//!
+//! 1. **Quick check, no lock, no syscall** ([`before_sleep`]). The waiter walks the chain
+//!    (`chain::walk`) comparing cached summaries of attributes (`TaskDonor::hint`): its own
+//!    effective attributes against each owner's base, and its CPU against the owner's
+//!    affinity. If no owner is strictly worse, nothing happens (counted as skipped). Between
+//!    equal threads, as in hackbench, donation costs this walk and nothing else. The same walk
+//!    detects deadlock cycles (`chain::check_deadlock`).
+//! 2. **Lend** (`ledger`). Under the ledger lock, the waiter lists itself, and every sleeping
+//!    owner further down, as a waiter of the lock it sleeps on, sets `DONATED` on those locks,
+//!    and reconciles.
+//! 3. **Reconcile.** For every thread that owns a listed lock or is boosted: its target is its
+//!    base with the loans of all waiters on locks it owns, transitively, and whatever differs
+//!    from what it has now is written. A change the application made while the thread was
+//!    boosted becomes its new base: the ledger compares what it applied with what it finds.
+//! 4. **End.** A listed waiter unlists itself and reconciles when its wait ends (lock taken,
+//!    timeout). A lock with `DONATED` never unlocks on the fast path; its unlock hands the lock
+//!    to the best listed waiter (`preferred_waiter`, the kernel's `blocked_donor`), and the
+//!    woken thread reconciles: the old owner's restore happens after the wake-up, off the
+//!    unlocker's path.
+//!
+//! Every syscall on another thread happens under the ledger lock, and a thread that exits
+//! takes that lock before it goes if it may be a target (`on_thread_exit`). So no syscall
+//! reaches a tid after its thread has left, and a reused tid is never touched.
+//!
+//! A thread never lowers its own attributes under the ledger lock: a thread that has just
+//! dropped to SCHED_IDLE is preempted at once, and would hold up every other donation while it
+//! waits for a CPU. Its restore is left to the next reconcile by another thread, which every
+//! unlock of a donated lock triggers (the woken waiter reconciles).
+
+mod attrs;
+mod ledger;
+mod report;
+
+pub use attrs::CpuDonation;
+pub(crate) use attrs::{Attrs, CpuMask, Sched, SchedPolicy};
+pub(crate) use ledger::Ledger;
+pub use report::{Capabilities, capabilities};
+
+use crate::loom::{AtomicBool, CacheU64, HINT_TTL_US, Ordering, monotonic_us};
+use crate::mutex::raw::RawMutex;
+use crate::task::{Me, Task};
+use attrs::hint_better;
+
+/// Per-thread donation state, kept in the thread's task record.
+pub(crate) struct TaskDonor {
+    /// The thread is listed in the ledger as a waiter. Set under the ledger lock (by the thread
+    /// or by a walker that found it asleep further down a chain, inside the walker handshake),
+    /// read by the thread after its wait ended (after `clear_blocked_on`, so after any walker).
+    listed: AtomicBool,
+    /// Donation syscalls may be aimed at this thread; see `on_thread_exit`.
+    target: AtomicBool,
+    /// The thread is exiting; no syscall may reach it any more.
+    exiting: AtomicBool,
+    /// `Attrs::hint` of the thread's base attributes, `Attrs::cpus_hint` of its affinity, and
+    /// when they were read (`monotonic_us`, 0 = never). A cache for the quick check only.
+    hint: CacheU64,
+    cpus_hint: CacheU64,
+    hint_stamp: CacheU64,
+    /// `Attrs::hint` of what the thread has while boosted, 0 when it is not boosted.
+    lent_hint: CacheU64,
+}
+
+impl TaskDonor {
+    crate::loom::const_fn! {
+        pub(crate) fn new() -> TaskDonor {
+            TaskDonor {
+                listed: AtomicBool::new(false),
+                target: AtomicBool::new(false),
+                exiting: AtomicBool::new(false),
+                hint: CacheU64::new(0),
+                cpus_hint: CacheU64::new(0),
+                hint_stamp: CacheU64::new(0),
+                lent_hint: CacheU64::new(0),
+            }
+        }
+    }
+}
+
+/// How CPUs are lent; see [`set_cpu_donation`]. Stored as `CpuDonation as u8`.
+static CPU_DONATION: std::sync::atomic::AtomicU8 =
+    std::sync::atomic::AtomicU8::new(CpuDonation::Move as u8);
+
+/// Chooses how a waiter lends the CPU it is about to free. The default is
+/// [`CpuDonation::Move`]: measured on the inversion demo, the union left the owner waiting for
+/// the load balancer (see the README).
+///
+/// ```
+/// proxy_lock::set_cpu_donation(proxy_lock::CpuDonation::Union);
+/// proxy_lock::set_cpu_donation(proxy_lock::CpuDonation::Move);
+/// ```
+pub fn set_cpu_donation(mode: CpuDonation) {
+    // Relaxed: a setting read by later reconciles; no data depends on it.
+    CPU_DONATION.store(mode as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn cpu_donation() -> CpuDonation {
+    // Relaxed: as in `set_cpu_donation`.
+    match CPU_DONATION.load(std::sync::atomic::Ordering::Relaxed) {
+        x if x == CpuDonation::Union as u8 => CpuDonation::Union,
+        x if x == CpuDonation::Off as u8 => CpuDonation::Off,
+        _ => CpuDonation::Move,
+    }
+}
+
+/// The waiter `me` published `blocked_on = lock` and is about to park: detect a deadlock cycle
+/// (panics), and lend to the chain if any owner on it is worse than `me`.
+pub(crate) fn before_sleep(me: Me, lock: &RawMutex, deadline: bool) {
+    let cpu = crate::loom::current_cpu();
+    let mine = effective_hint(me.task());
+    let mut worse_owner = false;
+    let mut cycle = false;
+    crate::chain::walk(lock, |_, owner| {
+        if owner.is(me) {
+            cycle = true;
+            return false;
+        }
+        worse_owner |= owner_is_worse(owner, mine, cpu);
+        true
+    });
+    if cycle {
+        crate::chain::check_deadlock(me, lock, deadline);
+    }
+    if worse_owner {
+        ledger::lend(me, lock, cpu);
+    } else {
+        crate::stats::count_skipped();
+    }
+}
+
+/// The wait of `me` on `lock` ended (any way). Unlists `me` if it was listed and reconciles if
+/// it was, or if the lock carries donations (its owner changed: restore the old, boost the new).
+pub(crate) fn after_wait(me: Me, lock_donated: bool) {
+    // Acquire: pairs with the ledger's Release store, so the listing is seen with everything
+    // the lister wrote; a walker that listed us did so inside the handshake that
+    // `clear_blocked_on` already waited out.
+    if me.task().donor.listed.load(Ordering::Acquire) || lock_donated {
+        ledger::unlist_and_reconcile(me);
+    }
+}
+
+/// `me` took a lock whose word carried `DONATED`: it now owes its waiters' loans.
+pub(crate) fn took_donated_lock(me: Me) {
+    ledger::unlist_and_reconcile(me);
+}
+
+/// `me` just released a lock that donors wait on: it woke (or handed the lock to) the best
+/// of them, or that donor is not asleep yet. If `me` is still boosted, it steps aside with
+/// `sched_yield`: the donor restores it when it runs, and until then `me` runs with the
+/// donor's attributes, on the donor's own CPU when a CPU was lent. Without this, a donor that
+/// `me` had preempted on its way to sleep (or that `me` just woke) waited for `me`'s time
+/// slice to end: 3-5 ms worst waits in the inversion demo (seen with `perf sched`).
+pub(crate) fn step_aside_for_donor(me: Me) {
+    // Relaxed: a cache read of our own boost state; a stale answer costs or saves one yield.
+    if me.task().donor.lent_hint.load(Ordering::Relaxed) != 0 {
+        crate::loom::yield_now();
+    }
+}
+
+/// The listed waiter of `lock` that should get it next: the best lender, first listed among
+/// equals (the kernel's `blocked_donor`). Its park token, or `None` when none is listed.
+pub(crate) fn preferred_waiter(lock: &RawMutex) -> Option<usize> {
+    ledger::preferred_waiter(lock.id().addr())
+}
+
+/// The exit hook's part: from here on no donation syscall may reach this thread.
+pub(crate) fn on_thread_exit(task: &Task) {
+    // SeqCst, with `target` below and the ledger's store of `target` then load of `exiting`
+    // (Dekker): either the ledger sees `exiting` and skips the thread, or we see `target` and
+    // wait for the ledger lock, which every syscall on another thread holds.
+    task.donor.exiting.store(true, Ordering::SeqCst);
+    if task.donor.target.load(Ordering::SeqCst) {
+        ledger::forget(task);
+    }
+}
+
+/// The best a donor `me` has: its base, or what it was lent if that is more.
+fn effective_hint(task: &Task) -> u64 {
+    let (hint, _) = fresh_hint(task);
+    // Relaxed: a cache; the ledger re-reads real attributes before acting.
+    let lent = task.donor.lent_hint.load(Ordering::Relaxed);
+    if hint_better(lent, hint) { lent } else { hint }
+}
+
+/// Whether `owner` would gain from `mine` or from the CPU `cpu`.
+fn owner_is_worse(owner: &Task, mine: u64, cpu: Option<u32>) -> bool {
+    if owner.has_exited() {
+        return false;
+    }
+    let (hint, cpus) = fresh_hint(owner);
+    let cpu_missing = cpu_lending() && cpu.is_some_and(|c| c >= 64 || cpus & (1 << c) == 0);
+    hint_better(mine, hint) || cpu_missing
+}
+
+fn cpu_lending() -> bool {
+    cpu_donation() != CpuDonation::Off
+}
+
+/// `task`'s cached (hint, cpus_hint), read again from the kernel when older than
+/// `HINT_TTL_US`. A boosted thread's hints are kept by the ledger (they describe its base,
+/// which the kernel cannot tell us while it is boosted).
+fn fresh_hint(task: &Task) -> (u64, u64) {
+    let d = &task.donor;
+    // Relaxed: a cache, refreshed on a timer; a stale value at worst skips or wastes one lend.
+    let stamp = d.hint_stamp.load(Ordering::Relaxed);
+    let boosted = d.lent_hint.load(Ordering::Relaxed) != 0;
+    let now = monotonic_us().max(1);
+    if !boosted && (stamp == 0 || now.saturating_sub(stamp) >= HINT_TTL_US) {
+        // Reading a tid that was reused elsewhere only yields a wrong hint; the ledger reads
+        // again under its lock before it writes anything.
+        if let Ok(attrs) = crate::loom::read_attrs(task.tid()) {
+            d.hint.store(attrs.hint(), Ordering::Relaxed);
+            d.cpus_hint.store(attrs.cpus_hint(), Ordering::Relaxed);
+            d.hint_stamp.store(now, Ordering::Relaxed);
+        }
+    }
+    (
+        d.hint.load(Ordering::Relaxed),
+        d.cpus_hint.load(Ordering::Relaxed),
+    )
+}

@@ -1,0 +1,536 @@
+//! Donation with real threads and real attributes: each test sets policies, nice values and
+//! affinities with the kernel's calls, makes one thread wait on another's lock, and reads the
+//! owner's attributes back from `/proc/self/task/<tid>/{stat,status}`.
+//!
+//! They need CAP_SYS_NICE (CI runs as root). Without it, each test says so and skips.
+
+use proxy_lock::{Mutex, capabilities, counters, current_tid, thread_blocked_on};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, MutexGuard as StdGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// The tests change process-wide counters and the CPU-lending mode; run them one at a time.
+fn serial() -> StdGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn privileged(test: &str) -> bool {
+    if capabilities().cap_sys_nice {
+        return true;
+    }
+    eprintln!("SKIP {test}: needs CAP_SYS_NICE to lower nice and leave SCHED_IDLE");
+    false
+}
+
+/// (policy, nice, rt_priority) of thread `tid`, from `/proc/self/task/<tid>/stat`.
+fn sched_of(tid: i32) -> (i32, i32, u32) {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+    // Fields after the command name, which is parenthesised and may contain spaces.
+    let rest: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    // Field n of proc(5) is rest[n - 3]: nice is 19, rt_priority 40, policy 41.
+    (
+        rest[38].parse().unwrap(),
+        rest[16].parse().unwrap(),
+        rest[37].parse().unwrap(),
+    )
+}
+
+fn nice_of(tid: i32) -> i32 {
+    sched_of(tid).1
+}
+
+/// The CPUs thread `tid` may run on, from `Cpus_allowed_list` in its status file.
+fn cpus_of(tid: i32) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim();
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<u32>().unwrap()..=b.parse().unwrap()),
+            None => cpus.push(part.parse().unwrap()),
+        }
+    }
+    cpus
+}
+
+fn set_nice(nice: i32) {
+    // SAFETY: setpriority on the calling thread's tid; no pointers.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, current_tid() as libc::id_t, nice) };
+    assert_eq!(rc, 0, "setpriority: {}", std::io::Error::last_os_error());
+}
+
+fn set_policy(tid: i32, policy: i32, priority: i32) {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: valid sched_param for the call.
+    let rc = unsafe { libc::sched_setscheduler(tid, policy, &param) };
+    assert_eq!(
+        rc,
+        0,
+        "sched_setscheduler: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+fn pin(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let rc = libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
+        assert_eq!(
+            rc,
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Polls `cond` for up to 5 s.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Whether thread `tid` sleeps on `m`: it published blocked_on and the kernel shows it asleep.
+/// Donation happens before the sleep, so from then on the owner is boosted.
+fn asleep_on<T>(tid: i32, m: &Mutex<T>) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+    let sleeping = stat
+        .rsplit_once(") ")
+        .is_some_and(|(_, r)| r.starts_with('S'));
+    thread_blocked_on(tid) == Some(m.id()) && sleeping
+}
+
+/// A thread that takes `m` after `setup`, reports its tid, holds the lock until told to
+/// release it, reports that, and stays alive until told to exit (so its attributes can be read
+/// after the release).
+struct Owner {
+    tid: i32,
+    release: Sender<()>,
+    released: Receiver<()>,
+    exit: Sender<()>,
+    handle: JoinHandle<()>,
+}
+
+impl Owner {
+    fn spawn(m: &Arc<Mutex<()>>, setup: impl FnOnce() + Send + 'static) -> Owner {
+        let (tid_tx, tid_rx) = channel();
+        let (release, release_rx) = channel::<()>();
+        let (released_tx, released) = channel();
+        let (exit, exit_rx) = channel::<()>();
+        let m = Arc::clone(m);
+        let handle = thread::Builder::new()
+            .name("owner".into())
+            .spawn(move || {
+                setup();
+                let guard = m.lock().unwrap();
+                tid_tx.send(current_tid()).unwrap();
+                release_rx.recv().unwrap();
+                drop(guard);
+                released_tx.send(()).unwrap();
+                let _ = exit_rx.recv();
+            })
+            .unwrap();
+        Owner {
+            tid: tid_rx.recv().unwrap(),
+            release,
+            released,
+            exit,
+            handle,
+        }
+    }
+
+    fn release(&self) {
+        self.release.send(()).unwrap();
+        self.released.recv().unwrap();
+    }
+
+    fn finish(self) {
+        self.exit.send(()).unwrap();
+        self.handle.join().unwrap();
+    }
+}
+
+/// A thread that runs `setup`, then takes `m` (or tries to, for `timeout`), and returns
+/// whether it got the lock.
+fn spawn_waiter(
+    m: &Arc<Mutex<()>>,
+    setup: impl FnOnce() + Send + 'static,
+    timeout: Option<Duration>,
+) -> (i32, JoinHandle<bool>) {
+    let (tid_tx, tid_rx) = channel();
+    let lock = Arc::clone(m);
+    let handle = thread::Builder::new()
+        .name("waiter".into())
+        .spawn(move || {
+            setup();
+            tid_tx.send(current_tid()).unwrap();
+            match timeout {
+                None => drop(lock.lock().unwrap()),
+                Some(t) => return lock.try_lock_for(t).is_ok(),
+            }
+            true
+        })
+        .unwrap();
+    let tid = tid_rx.recv().unwrap();
+    eventually("the waiter to sleep on the lock", || {
+        asleep_on(tid, m) || handle.is_finished()
+    });
+    (tid, handle)
+}
+
+#[test]
+fn nice_is_lent_and_restored() {
+    let _s = serial();
+    if !privileged("nice_is_lent_and_restored") {
+        return;
+    }
+    let m = Arc::new(Mutex::new(()));
+    let owner = Owner::spawn(&m, || set_nice(10));
+    assert_eq!(nice_of(owner.tid), 10);
+    let before = counters();
+    let (_, waiter) = spawn_waiter(&m, || set_nice(0), None);
+    assert_eq!(
+        nice_of(owner.tid),
+        0,
+        "the waiter's nice is lent to the owner"
+    );
+    owner.release();
+    assert!(waiter.join().unwrap());
+    assert_eq!(nice_of(owner.tid), 10, "the owner gets its own nice back");
+    let after = counters();
+    assert!(after.donations > before.donations && after.restores > before.restores);
+    owner.finish();
+}
+
+#[test]
+fn idle_owner_leaves_idle_while_waited_on() {
+    let _s = serial();
+    if !privileged("idle_owner_leaves_idle_while_waited_on") {
+        return;
+    }
+    let m = Arc::new(Mutex::new(()));
+    let owner = Owner::spawn(&m, || set_policy(0, libc::SCHED_IDLE, 0));
+    assert_eq!(sched_of(owner.tid).0, libc::SCHED_IDLE);
+    let (_, waiter) = spawn_waiter(&m, || {}, None);
+    assert_eq!(sched_of(owner.tid).0, libc::SCHED_OTHER);
+    assert_eq!(nice_of(owner.tid), 0);
+    owner.release();
+    waiter.join().unwrap();
+    assert_eq!(
+        sched_of(owner.tid).0,
+        libc::SCHED_IDLE,
+        "back to SCHED_IDLE"
+    );
+    owner.finish();
+}
+
+#[test]
+fn fifo_priority_is_lent_to_an_ordinary_owner() {
+    let _s = serial();
+    if !privileged("fifo_priority_is_lent_to_an_ordinary_owner") {
+        return;
+    }
+    let m = Arc::new(Mutex::new(()));
+    let owner = Owner::spawn(&m, || set_nice(5));
+    // The waiter only sleeps at FIFO; it never spins there (see DESIGN: RT busy loops).
+    let (_, waiter) = spawn_waiter(&m, || set_policy(0, libc::SCHED_FIFO, 10), None);
+    // (The kernel keeps an RT thread's nice as it was; only policy and priority matter.)
+    let (policy, _, priority) = sched_of(owner.tid);
+    assert_eq!((policy, priority), (libc::SCHED_FIFO, 10));
+    owner.release();
+    waiter.join().unwrap();
+    assert_eq!(sched_of(owner.tid), (libc::SCHED_OTHER, 5, 0));
+    owner.finish();
+}
+
+#[test]
+fn a_two_deep_chain_boosts_and_restores_both_owners() {
+    let _s = serial();
+    if !privileged("a_two_deep_chain_boosts_and_restores_both_owners") {
+        return;
+    }
+    let (l1, l2) = (Arc::new(Mutex::new(())), Arc::new(Mutex::new(())));
+    // A holds L2. B holds L1 and waits for L2. The waiter waits for L1.
+    let a = Owner::spawn(&l2, || set_nice(10));
+    let (b_tid_tx, b_tid_rx) = channel();
+    let (b_go_tx, b_go_rx) = channel::<()>();
+    let (l1b, l2b) = (Arc::clone(&l1), Arc::clone(&l2));
+    let b = thread::spawn(move || {
+        set_nice(12);
+        let g1 = l1b.lock().unwrap();
+        b_tid_tx.send(current_tid()).unwrap();
+        let g2 = l2b.lock().unwrap();
+        b_go_rx.recv().unwrap();
+        drop(g2);
+        drop(g1);
+    });
+    let b_tid = b_tid_rx.recv().unwrap();
+    eventually("B to sleep on L2", || asleep_on(b_tid, &l2));
+    assert_eq!(
+        (nice_of(a.tid), nice_of(b_tid)),
+        (10, 12),
+        "equals lend nothing"
+    );
+    let (_, waiter) = spawn_waiter(&l1, || set_nice(0), None);
+    assert_eq!(nice_of(b_tid), 0, "the direct owner is boosted");
+    assert_eq!(nice_of(a.tid), 0, "so is the owner at the end of the chain");
+    a.release();
+    // B now holds both locks and is still waited on through L1.
+    eventually("B to get L2", || l2.owner_tid() == Some(b_tid));
+    eventually("A to be restored", || nice_of(a.tid) == 10);
+    assert_eq!(nice_of(b_tid), 0);
+    b_go_tx.send(()).unwrap();
+    waiter.join().unwrap();
+    // B exited after unlocking; its restore is visible to no one now, but A's is.
+    assert_eq!(nice_of(a.tid), 10);
+    b.join().unwrap();
+    a.finish();
+}
+
+#[test]
+fn a_pinned_owner_may_run_on_the_waiters_cpu_and_gets_its_affinity_back() {
+    let _s = serial();
+    if !privileged("a_pinned_owner_may_run_on_the_waiters_cpu") {
+        return;
+    }
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("SKIP a_pinned_owner_may_run_on_the_waiters_cpu: needs 2 CPUs");
+        return;
+    }
+    for mode in [
+        proxy_lock::CpuDonation::Move,
+        proxy_lock::CpuDonation::Union,
+    ] {
+        proxy_lock::set_cpu_donation(mode);
+        let m = Arc::new(Mutex::new(()));
+        let owner = Owner::spawn(&m, || pin(0));
+        assert_eq!(cpus_of(owner.tid), [0]);
+        let (_, waiter) = spawn_waiter(&m, || pin(1), None);
+        let lent = cpus_of(owner.tid);
+        match mode {
+            proxy_lock::CpuDonation::Move => assert_eq!(lent, [1]),
+            _ => assert_eq!(lent, [0, 1]),
+        }
+        owner.release();
+        waiter.join().unwrap();
+        assert_eq!(
+            cpus_of(owner.tid),
+            [0],
+            "affinity restored exactly ({mode:?})"
+        );
+        owner.finish();
+    }
+    proxy_lock::set_cpu_donation(proxy_lock::CpuDonation::Move);
+}
+
+#[test]
+fn a_change_made_while_boosted_becomes_the_new_base() {
+    let _s = serial();
+    if !privileged("a_change_made_while_boosted_becomes_the_new_base") {
+        return;
+    }
+    let m = Arc::new(Mutex::new(()));
+    let owner = Owner::spawn(&m, || set_nice(10));
+    let (_, waiter) = spawn_waiter(&m, || set_nice(0), None);
+    assert_eq!(nice_of(owner.tid), 0);
+    // The application renices the owner while it is boosted.
+    // SAFETY: setpriority on a live thread of this process; no pointers.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, owner.tid as libc::id_t, 5) };
+    assert_eq!(rc, 0);
+    owner.release();
+    waiter.join().unwrap();
+    assert_eq!(
+        nice_of(owner.tid),
+        5,
+        "the application's change is kept, not undone"
+    );
+    owner.finish();
+}
+
+#[test]
+fn several_donors_and_one_leaves_early() {
+    let _s = serial();
+    if !privileged("several_donors_and_one_leaves_early") {
+        return;
+    }
+    let m = Arc::new(Mutex::new(()));
+    let owner = Owner::spawn(&m, || set_nice(10));
+    let (_, steady) = spawn_waiter(&m, || set_nice(5), None);
+    assert_eq!(nice_of(owner.tid), 5);
+    let (_, early) = spawn_waiter(&m, || set_nice(0), Some(Duration::from_millis(300)));
+    assert_eq!(nice_of(owner.tid), 0, "the best donor wins");
+    assert!(!early.join().unwrap(), "the early donor timed out");
+    assert_eq!(nice_of(owner.tid), 5, "the remaining donor still counts");
+    owner.release();
+    assert!(steady.join().unwrap());
+    assert_eq!(nice_of(owner.tid), 10);
+    owner.finish();
+}
+
+#[test]
+fn a_timed_out_waiter_withdraws_its_donation() {
+    let _s = serial();
+    if !privileged("a_timed_out_waiter_withdraws_its_donation") {
+        return;
+    }
+    let m = Arc::new(Mutex::new(()));
+    let owner = Owner::spawn(&m, || set_nice(10));
+    let (_, waiter) = spawn_waiter(&m, || set_nice(0), Some(Duration::from_millis(200)));
+    assert_eq!(nice_of(owner.tid), 0);
+    assert!(!waiter.join().unwrap());
+    assert_eq!(
+        nice_of(owner.tid),
+        10,
+        "restored while it still holds the lock"
+    );
+    owner.release();
+    owner.finish();
+}
+
+#[test]
+fn an_owner_that_exits_while_boosted_is_never_touched_again() {
+    let _s = serial();
+    if !privileged("an_owner_that_exits_while_boosted_is_never_touched_again") {
+        return;
+    }
+    let m = Arc::new(Mutex::new(()));
+    let (tid_tx, tid_rx) = channel();
+    let (go_tx, go_rx) = channel::<()>();
+    let m2 = Arc::clone(&m);
+    let owner = thread::spawn(move || {
+        set_nice(10);
+        std::mem::forget(m2.lock().unwrap());
+        tid_tx.send(current_tid()).unwrap();
+        go_rx.recv().unwrap();
+        // Exits holding the lock (the guard was forgotten), while boosted.
+    });
+    let owner_tid = tid_rx.recv().unwrap();
+    let (_, waiter) = spawn_waiter(&m, || set_nice(0), Some(Duration::from_millis(400)));
+    assert_eq!(nice_of(owner_tid), 0, "boosted before it exits");
+    go_tx.send(()).unwrap();
+    owner.join().unwrap();
+    let before = counters();
+    assert!(!waiter.join().unwrap(), "the lock is never released");
+    // New threads may get the dead owner's tid some day; nothing may be written to them.
+    let fresh: Vec<_> = (0..16)
+        .map(|_| thread::spawn(|| (current_tid(), nice_of(current_tid()))))
+        .collect();
+    for t in fresh {
+        let (_, nice) = t.join().unwrap();
+        assert_eq!(nice, 0);
+    }
+    let (_, late) = spawn_waiter(&m, || set_nice(0), Some(Duration::from_millis(50)));
+    assert!(!late.join().unwrap());
+    let after = counters();
+    assert_eq!(after.donations, before.donations, "no loan to a dead owner");
+    assert_eq!(
+        after.restores, before.restores,
+        "no restore of a dead owner"
+    );
+    assert_eq!(m.owner_tid(), Some(owner_tid));
+}
+
+#[test]
+fn uncontended_and_equal_threads_change_nothing() {
+    let _s = serial();
+    let before = counters();
+    let m = Arc::new(Mutex::new(0u64));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let m = Arc::clone(&m);
+            thread::spawn(move || {
+                let me = current_tid();
+                let start = (sched_of(me), cpus_of(me));
+                for _ in 0..50_000 {
+                    *m.lock().unwrap() += 1;
+                }
+                assert_eq!((sched_of(me), cpus_of(me)), start);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(*m.lock().unwrap(), 200_000);
+    let after = counters();
+    assert_eq!(after.donations, before.donations);
+    assert_eq!(after.restores, before.restores);
+    assert_eq!(after.failed(), before.failed());
+}
+
+#[test]
+fn a_donor_without_cap_sys_nice_fails_counted_and_the_lock_still_works() {
+    let _s = serial();
+    if !privileged("a_donor_without_cap_sys_nice_fails_counted") {
+        return;
+    }
+    if capabilities().rlimit_nice >= 20 {
+        eprintln!("SKIP a_donor_without_cap_sys_nice_fails_counted: RLIMIT_NICE allows the loan");
+        return;
+    }
+    let m = Arc::new(Mutex::new(()));
+    let owner = Owner::spawn(&m, || set_nice(10));
+    let before = counters();
+    let (_, waiter) = spawn_waiter(
+        &m,
+        || {
+            set_nice(0);
+            drop_cap_sys_nice();
+        },
+        None,
+    );
+    assert_eq!(nice_of(owner.tid), 10, "no boost beyond what is allowed");
+    let after = counters();
+    assert!(after.failed_permission > before.failed_permission);
+    assert_eq!(after.last_errno, libc::EPERM);
+    owner.release();
+    assert!(waiter.join().unwrap(), "the lock still works");
+    assert_eq!(nice_of(owner.tid), 10);
+    owner.finish();
+}
+
+/// Drops CAP_SYS_NICE from the calling thread's effective set (capabilities are per thread).
+fn drop_cap_sys_nice() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Default, Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: a v3 header and the two data words v3 reads and writes.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
+            0
+        );
+        data[0].effective &= !(1 << 23);
+        assert_eq!(
+            libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
+            0
+        );
+    }
+}
