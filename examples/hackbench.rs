@@ -188,7 +188,7 @@ fn main() {
         - (counted.donations + counted.restores + counted.failed());
     if a.json {
         println!(
-            "{{\"lock\":\"{}\",\"groups\":{},\"loops\":{},\"fds\":{},\"seconds\":{:.6},\"user_s\":{:.3},\"sys_s\":{:.3},\"voluntary_cs\":{},\"involuntary_cs\":{},\"donation_syscalls\":{donation_syscalls},\"sleeps_without_loan\":{}}}",
+            "{{\"lock\":\"{}\",\"groups\":{},\"loops\":{},\"fds\":{},\"seconds\":{:.6},\"user_s\":{:.3},\"sys_s\":{:.3},\"voluntary_cs\":{},\"involuntary_cs\":{},\"donation_syscalls\":{donation_syscalls},\"sleeps_without_loan\":{},\"attribute_reads\":{}}}",
             a.lock,
             a.groups,
             a.loops,
@@ -198,7 +198,8 @@ fn main() {
             after.sys - before.sys,
             after.voluntary - before.voluntary,
             after.involuntary - before.involuntary,
-            c.skipped - counted.skipped
+            c.skipped - counted.skipped,
+            c.attribute_reads - counted.attribute_reads
         );
     } else {
         println!("# {} sender and receiver threads per group", a.fds);
@@ -211,8 +212,9 @@ fn main() {
         println!("     Total time: {secs:.3} [sec]");
         if a.lock != "std" && a.lock != "parking_lot" {
             println!(
-                "# proxy_lock: {donation_syscalls} donation syscalls, {} sleeps without a loan",
-                c.skipped - counted.skipped
+                "# proxy_lock: {donation_syscalls} donation syscalls, {} sleeps without a loan, {} attribute reads",
+                c.skipped - counted.skipped,
+                c.attribute_reads - counted.attribute_reads
             );
         }
     }

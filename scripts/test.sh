@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's whole test run: what CI runs, and what the README calls "the test command".
-# Build, fmt and clippy (-D warnings), unit + doc + integration tests (including the stress run),
-# the loom models with a bounded preemption count, and bench/example compilation.
+# Build, fmt and clippy (-D warnings), unit + doc + integration tests (std conformance, stress,
+# chains, donation with real attributes, deadlocks), memcheck runs, the loom models with a
+# bounded preemption count, bench compilation, and smoke runs of hackbench and the demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,5 +56,8 @@ step "hackbench smoke run (every lock)"
 for lock in std parking_lot spin handoff adaptive; do
   cargo run --quiet --release --example hackbench -- -g 1 -l 50 --lock "$lock" --json
 done
+
+step "inversion demo smoke run"
+cargo run --quiet --release --example priority_inversion -- --seconds 0.3
 
 step "done"

@@ -258,6 +258,12 @@ pub(crate) fn walk(first: &RawMutex, mut visit: impl FnMut(&RawMutex, &Task) -> 
         return;
     }
     for _ in 1..MAX_DEPTH {
+        // Most owners run: skip the handshake (two read-modify-writes on the owner's record)
+        // when a plain look says the owner waits for nothing. A wait that starts after this
+        // look is one the walker did not have to see (see `with_blocked_lock`).
+        if owner.blocked_on().is_none() {
+            return;
+        }
         let next = owner.with_blocked_lock(|lock| {
             // SAFETY: still pinned.
             let next = unsafe { record_at(lock.owner_addr()) }?;

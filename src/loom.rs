@@ -128,6 +128,11 @@ mod real {
         crate::sys::monotonic_us()
     }
 
+    /// Microseconds on the coarse monotonic clock (tick resolution; for long timers).
+    pub(crate) fn coarse_us() -> u64 {
+        crate::sys::coarse_monotonic_us()
+    }
+
     /// Kernel thread id of the calling thread.
     pub(crate) fn current_tid() -> crate::Tid {
         crate::sys::gettid()
@@ -306,6 +311,7 @@ mod model {
     // The real thread plumbing is not used under loom; naming it keeps it compiled and checked.
     const _: fn() -> crate::Tid = crate::sys::gettid;
     const _: fn() -> u64 = crate::sys::monotonic_us;
+    const _: fn() -> u64 = crate::sys::coarse_monotonic_us;
     const _: fn(*mut (), unsafe fn(*mut ())) = crate::sys::on_thread_exit;
     const _: fn(crate::Tid, &Sched) -> Result<(), Errno> = crate::sys::sched::set_sched;
     const _: fn() -> Option<u32> = crate::sys::sched::current_cpu;
@@ -330,6 +336,11 @@ mod model {
     /// fairness checks alternate between "patient" and "waited too long" and models reach both.
     pub(crate) fn monotonic_us() -> u64 {
         CLOCK.fetch_add(600, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The fake clock serves the coarse one too.
+    pub(crate) fn coarse_us() -> u64 {
+        monotonic_us()
     }
 
     pub(crate) fn current_tid() -> crate::Tid {

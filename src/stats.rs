@@ -13,6 +13,7 @@ static FAILED_GONE: AtomicU64 = AtomicU64::new(0);
 static FAILED_OTHER: AtomicU64 = AtomicU64::new(0);
 static LAST_ERRNO: AtomicU64 = AtomicU64::new(0);
 static HANDOFFS: AtomicU64 = AtomicU64::new(0);
+static HINT_READS: AtomicU64 = AtomicU64::new(0);
 
 /// What proxy-lock has done in this process so far, for diagnostics and benchmarks.
 ///
@@ -45,6 +46,9 @@ pub struct Counters {
     pub last_errno: i32,
     /// Unlocks that passed ownership straight to a waiter.
     pub handoffs: u64,
+    /// Reads of a thread's attributes (`sched_getattr` plus `sched_getaffinity`) to refresh
+    /// the cached summary the lock-free check compares; at most one per thread per 10 ms.
+    pub attribute_reads: u64,
 }
 
 impl Counters {
@@ -65,6 +69,7 @@ pub fn counters() -> Counters {
         failed_other: FAILED_OTHER.load(Relaxed),
         last_errno: LAST_ERRNO.load(Relaxed) as i32,
         handoffs: HANDOFFS.load(Relaxed),
+        attribute_reads: HINT_READS.load(Relaxed),
     }
 }
 
@@ -88,7 +93,11 @@ impl std::fmt::Display for Counters {
                 std::io::Error::from_raw_os_error(self.last_errno)
             )?;
         }
-        write!(f, "), handoffs {}", self.handoffs)
+        write!(
+            f,
+            "), handoffs {}, attribute reads {}",
+            self.handoffs, self.attribute_reads
+        )
     }
 }
 
@@ -102,6 +111,10 @@ pub(crate) fn count_restore() {
 
 pub(crate) fn count_skipped() {
     SKIPPED.fetch_add(1, Relaxed);
+}
+
+pub(crate) fn count_attribute_read() {
+    HINT_READS.fetch_add(1, Relaxed);
 }
 
 pub(crate) fn count_handoff() {

@@ -534,3 +534,58 @@ fn drop_cap_sys_nice() {
         );
     }
 }
+
+#[test]
+fn the_new_owner_inherits_the_loans_of_waiters_still_queued() {
+    let _s = serial();
+    if !privileged("the_new_owner_inherits_the_loans_of_waiters_still_queued") {
+        return;
+    }
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("SKIP the_new_owner_inherits_the_loans: needs 2 CPUs");
+        return;
+    }
+    let m = Arc::new(Mutex::with_policy((), proxy_lock::Policy::Handoff));
+    let owner = Owner::spawn(&m, || {
+        set_nice(10);
+        pin(0);
+    });
+    // The best donor (nice 0, on CPU 1) gets the lock first and then holds it until told.
+    let (tid_tx, tid_rx) = channel();
+    let (go_tx, go_rx) = channel::<()>();
+    let m1 = Arc::clone(&m);
+    let first = thread::spawn(move || {
+        set_nice(0);
+        pin(1);
+        tid_tx.send(current_tid()).unwrap();
+        let g = m1.lock().unwrap();
+        go_rx.recv().unwrap();
+        drop(g);
+    });
+    let first_tid = tid_rx.recv().unwrap();
+    eventually("the first donor to sleep", || asleep_on(first_tid, &m));
+    // A second waiter, worse than the first but on the other CPU.
+    let (_, second) = spawn_waiter(
+        &m,
+        || {
+            set_nice(5);
+            pin(0);
+        },
+        None,
+    );
+    assert_eq!(nice_of(owner.tid), 0);
+    owner.release();
+    eventually("the first donor to own the lock", || {
+        m.owner_tid() == Some(first_tid)
+    });
+    // It inherits the second waiter's loan: its CPU (nice 5 is worse than its own 0).
+    eventually("the new owner to inherit the CPU loan", || {
+        cpus_of(first_tid) == [0]
+    });
+    assert_eq!(nice_of(first_tid), 0);
+    assert_eq!((nice_of(owner.tid), cpus_of(owner.tid)), (10, vec![0]));
+    go_tx.send(()).unwrap();
+    first.join().unwrap();
+    second.join().unwrap();
+    owner.finish();
+}

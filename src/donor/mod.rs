@@ -40,7 +40,7 @@ pub(crate) use attrs::{Attrs, CpuMask, Sched, SchedPolicy};
 pub(crate) use ledger::Ledger;
 pub use report::{Capabilities, capabilities};
 
-use crate::loom::{AtomicBool, CacheU64, HINT_TTL_US, Ordering, monotonic_us};
+use crate::loom::{AtomicBool, CacheU64, HINT_TTL_US, Ordering, coarse_us};
 use crate::mutex::raw::RawMutex;
 use crate::task::{Me, Task};
 use attrs::hint_better;
@@ -207,10 +207,11 @@ fn fresh_hint(task: &Task) -> (u64, u64) {
     // Relaxed: a cache, refreshed on a timer; a stale value at worst skips or wastes one lend.
     let stamp = d.hint_stamp.load(Ordering::Relaxed);
     let boosted = d.lent_hint.load(Ordering::Relaxed) != 0;
-    let now = monotonic_us().max(1);
+    let now = coarse_us().max(1);
     if !boosted && (stamp == 0 || now.saturating_sub(stamp) >= HINT_TTL_US) {
         // Reading a tid that was reused elsewhere only yields a wrong hint; the ledger reads
         // again under its lock before it writes anything.
+        crate::stats::count_attribute_read();
         if let Ok(attrs) = crate::loom::read_attrs(task.tid()) {
             d.hint.store(attrs.hint(), Ordering::Relaxed);
             d.cpus_hint.store(attrs.cpus_hint(), Ordering::Relaxed);

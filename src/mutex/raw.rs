@@ -758,8 +758,9 @@ fn self_deadlock(me: Me) -> ! {
 /// `HANDOFF_SPIN_ROUNDS` (9: about 25 µs) for a Handoff lock's registered spinner, which keeps
 /// a running thread ready to take the lock across the time a woken sleeper needs. It never yields: with far more threads than CPUs, `sched_yield` hands the CPU
 /// to an unrelated thread and tripled the context switches in hackbench, which made yielding
-/// spinners 2-3x slower than pure pause loops. The budget was chosen by measurement; see the
-/// README's benchmark section.
+/// spinners 2-3x slower than pure pause loops. The budget was chosen by measurement
+/// (`examples/spin_budget.rs`, table in the README's benchmark section): with ~1 µs sections,
+/// 0 rounds doubled the time per section, 3-6 rounds cost 1-7%, and more than 7 gained nothing.
 struct SpinWait {
     rounds: u32,
     budget: u32,
@@ -773,8 +774,31 @@ impl SpinWait {
 
 impl Default for SpinWait {
     fn default() -> SpinWait {
-        SpinWait::with_budget(SPIN_ROUNDS)
+        // Relaxed: a tuning value, read on the slow path only.
+        let budget = match SPIN_BUDGET_OVERRIDE.load(std::sync::atomic::Ordering::Relaxed) {
+            u32::MAX => SPIN_ROUNDS,
+            rounds => rounds,
+        };
+        SpinWait::with_budget(budget)
     }
+}
+
+/// `u32::MAX`, or a spin budget (in rounds) that replaces `SPIN_ROUNDS`, for the measurement
+/// that chose it (`examples/spin_budget.rs`). A plain atomic even under loom: it never changes
+/// during a model.
+static SPIN_BUDGET_OVERRIDE: std::sync::atomic::AtomicU32 =
+    std::sync::atomic::AtomicU32::new(u32::MAX);
+
+/// Replaces the waiters' spin budget (rounds; `None` restores the default), for
+/// `examples/spin_budget.rs`, which measures what each budget costs and gains. Not part of
+/// the API.
+#[doc(hidden)]
+pub fn set_spin_budget_for_measurement(rounds: Option<u32>) {
+    // Relaxed: see `SPIN_BUDGET_OVERRIDE`.
+    SPIN_BUDGET_OVERRIDE.store(
+        rounds.unwrap_or(u32::MAX),
+        std::sync::atomic::Ordering::Relaxed,
+    );
 }
 /// What `hand_to_spinner` did.
 #[derive(PartialEq, Eq)]

@@ -35,6 +35,16 @@ pub(crate) fn thread_name(_tid: Tid) -> Option<String> {
     None
 }
 
+/// Microseconds on CLOCK_MONOTONIC_COARSE: the time of the last tick (a few ms resolution),
+/// for timers of ten milliseconds or more; cheaper than `monotonic_us`.
+pub(crate) fn coarse_monotonic_us() -> u64 {
+    // SAFETY: timespec is plain data; all-zero is valid.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer; CLOCK_MONOTONIC_COARSE exists on Linux since 2.6.32.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
+
 /// Microseconds on CLOCK_MONOTONIC (a vDSO call, no syscall, on Linux).
 pub(crate) fn monotonic_us() -> u64 {
     // SAFETY: timespec is plain data; all-zero is valid.
