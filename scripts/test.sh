@@ -46,8 +46,9 @@ step "loom: clippy on the loom build"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo clippy --lib --test loom -- -D warnings
 
 step "loom models (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-3})"
+# --nocapture: each model prints how many interleavings it explored.
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}" \
-  cargo test --release --test loom
+  cargo test --release --test loom -- --nocapture
 
 step "benches compile"
 cargo bench --no-run

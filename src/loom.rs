@@ -161,6 +161,12 @@ mod real {
         f(&mut REGISTRY.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// The head of the stack of task records not yet in the registry (see `task::announce`).
+    pub(crate) fn new_records() -> &'static AtomicUsize {
+        static NEW_RECORDS: AtomicUsize = AtomicUsize::new(0);
+        &NEW_RECORDS
+    }
+
     /// Keeps every record retired from now on alive until the guard drops.
     pub(crate) fn pin() -> crossbeam_epoch::Guard {
         crossbeam_epoch::pin()
@@ -402,6 +408,7 @@ mod model {
     loom::lazy_static! {
         static ref TABLE: Mutex<Table> = Mutex::new(Table::default());
         static ref REGISTRY: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+        static ref NEW_RECORDS: AtomicUsize = AtomicUsize::new(0);
         static ref LEDGER: Mutex<crate::donor::Ledger> = Mutex::new(crate::donor::Ledger::new());
         // The "kernel" of the recording backend. A std mutex, not a loom one: syscalls are
         // atomic with respect to each other, so there is nothing to model in them, and leaving
@@ -410,6 +417,10 @@ mod model {
             std::sync::Mutex::new(HashMap::new());
         // A plain (unmodelled) atomic: a fake clock, reset for every execution.
         static ref CLOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    }
+
+    pub(crate) fn new_records() -> &'static AtomicUsize {
+        &NEW_RECORDS
     }
 
     /// A loom mutex, so loom sees the happens-before from a record's creation to its readers.

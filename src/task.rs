@@ -16,7 +16,9 @@
 //!   the record once it retires, and readers that loaded the address while pinned keep it alive
 //!   through the epoch. Registry: entries are removed under the registry lock before retiring.
 
-use crate::loom::{AtomicBool, AtomicUsize, Ordering, const_thread_local, with_registry};
+use crate::loom::{
+    AtomicBool, AtomicUsize, Ordering, const_thread_local, new_records, with_registry,
+};
 use crate::mutex::raw::RawMutex;
 use crate::{LockId, Tid};
 use std::cell::Cell;
@@ -49,6 +51,9 @@ pub(crate) struct Task {
     timed_wait: AtomicBool,
     /// Donation bookkeeping that lives with the thread (see `donor`).
     pub(crate) donor: crate::donor::TaskDonor,
+    /// The next record on the stack of records not yet moved into the registry (see
+    /// `new_records`), or 0. Written once before the record is pushed.
+    next_new: AtomicUsize,
     /// Number of locks this thread holds. Only the thread itself reads or writes it.
     held: Cell<usize>,
 }
@@ -205,8 +210,45 @@ const_thread_local! {
 }
 
 // The registry (`crate::loom::with_registry`) lists every live record, plus the records of
-// threads that exited holding a lock. It is touched only when a thread creates or retires its
-// record and by diagnostics, never on a lock path.
+// threads that exited holding a lock; records created since it was last read wait on a
+// lock-free stack (`announce`). Its lock is taken only when a thread retires its record and by
+// diagnostics, never on a lock path.
+
+/// Puts a new record on the stack of records the registry has not taken in yet: a lock-free
+/// push, so a thread's first lock never waits for the registry lock. That lock is a plain one,
+/// and a SCHED_IDLE thread preempted while holding it made another thread's first lock wait
+/// for a whole 20 ms hog burst in the inversion demo (seen with `perf sched`).
+fn announce(task: *mut Task) {
+    let head = new_records();
+    // Relaxed load: the CAS below validates it.
+    let mut top = head.load(Ordering::Relaxed);
+    loop {
+        // SAFETY: the record was just allocated by this thread and is not shared yet.
+        unsafe { &*task }.next_new.store(top, Ordering::Relaxed);
+        // Release: the record's initialisation (and `next_new`) happens-before the registry
+        // holder's Acquire swap that takes it in.
+        match head.compare_exchange_weak(top, task as usize, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(now) => top = now,
+        }
+    }
+}
+
+/// Moves every announced record into the registry. Called under the registry lock, before
+/// anything reads or removes entries.
+fn adopt_new_records(registry: &mut Vec<usize>) {
+    // Acquire: pairs with `announce`'s Release. Taking the whole stack with one swap has no
+    // ABA problem: nobody pops single entries.
+    let mut next = new_records().swap(0, Ordering::Acquire);
+    while next != 0 {
+        registry.push(next);
+        // SAFETY: an announced record is alive until its thread retires it, and retiring
+        // takes the registry lock and adopts the stack first, so it cannot be freed while on it.
+        next = unsafe { &*(next as *const Task) }
+            .next_new
+            .load(Ordering::Relaxed);
+    }
+}
 
 /// The calling thread's record, created on first use.
 #[inline]
@@ -227,9 +269,10 @@ fn create_current() -> Me {
         wait_seq: AtomicUsize::new(0),
         timed_wait: AtomicBool::new(false),
         donor: crate::donor::TaskDonor::new(),
+        next_new: AtomicUsize::new(0),
         held: Cell::new(0),
     }));
-    with_registry(|r| r.push(task as usize));
+    announce(task);
     CURRENT.with(|c| c.set(task));
     crate::loom::on_thread_exit(task.cast(), retire_current);
     // SAFETY: just allocated, non-null.
@@ -258,7 +301,10 @@ unsafe fn retire_current(arg: *mut ()) {
         record.exited.store(true, Ordering::Relaxed);
         return;
     }
-    with_registry(|r| r.retain(|&t| t != task as usize));
+    with_registry(|r| {
+        adopt_new_records(r);
+        r.retain(|&t| t != task as usize)
+    });
     // SAFETY: unreachable for new readers (not current, not in the registry, owns no lock word),
     // allocated by Box, and retired once.
     unsafe { crate::loom::retire(task) }
@@ -316,6 +362,7 @@ pub fn thread_blocked_on(tid: Tid) -> Option<LockId> {
 /// for as long as `f` runs. For diagnostics and chain walks, never for lock paths.
 pub(crate) fn with_live_tasks<R>(f: impl FnOnce(&mut dyn Iterator<Item = &Task>) -> R) -> R {
     with_registry(|registry| {
+        adopt_new_records(registry);
         let mut tasks = registry
             .iter()
             .map(|&t| {

@@ -109,6 +109,18 @@ impl Scenario {
     }
 }
 
+/// Sets up proxy-lock's per-thread state (task record, parking and epoch registration) before
+/// the measurement, in every thread and for every lock alike. A thread's first blocking lock
+/// otherwise goes through first-use paths that take process-wide locks, and a SCHED_IDLE
+/// thread preempted inside one while starting up made the foreground's very first wait last a
+/// whole hog burst in about one run in five (see the README's known limits).
+fn warm_up() {
+    let m = proxy_lock::Mutex::new(());
+    let cv = proxy_lock::Condvar::new();
+    let _ = cv.wait_timeout(m.lock().unwrap(), Duration::from_micros(1));
+    let _ = m.owner_tid();
+}
+
 /// A background thread: SCHED_IDLE, pinned to CPU 0 beside the hog, runs `body` until stopped.
 fn background(
     pinned: bool,
@@ -120,6 +132,7 @@ fn background(
         if pinned {
             pin(0);
         }
+        warm_up();
         become_idle();
         while !stop.load(Ordering::Relaxed) {
             body();
@@ -168,6 +181,7 @@ fn run<L: DemoLock + Default>(scenario: Scenario, seconds: f64, pinned: bool) ->
         if pinned {
             pin(1);
         }
+        warm_up();
         let mut waits = Vec::new();
         let end = Instant::now() + Duration::from_secs_f64(seconds);
         let mut next = Instant::now();

@@ -109,7 +109,18 @@ fn cpu_donation() -> CpuDonation {
 /// The waiter `me` published `blocked_on = lock` and is about to park: detect a deadlock cycle
 /// (panics), and lend to the chain if any owner on it is worse than `me`.
 pub(crate) fn before_sleep(me: Me, lock: &RawMutex, deadline: bool) {
-    let cpu = crate::loom::current_cpu();
+    // The CPU this thread frees, unless it only runs there on a loan itself: passing a borrowed
+    // CPU on made owners chase each other's loans (a SCHED_IDLE owner moved onto the
+    // foreground's CPU lent that CPU on to the next SCHED_IDLE owner, which then stayed on the
+    // foreground's CPU after the foreground's own loan ended). The lender's loan reaches
+    // everyone down the chain directly anyway.
+    // Relaxed: a cache read of our own boost state.
+    let boosted = me.task().donor.lent_hint.load(Ordering::Relaxed) != 0;
+    let cpu = if boosted {
+        None
+    } else {
+        crate::loom::current_cpu()
+    };
     let mine = effective_hint(me.task());
     let mut worse_owner = false;
     let mut cycle = false;
