@@ -161,10 +161,35 @@ mod real {
         f(&mut REGISTRY.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// The head of the stack of task records not yet in the registry (see `task::announce`).
-    pub(crate) fn new_records() -> &'static AtomicUsize {
-        static NEW_RECORDS: AtomicUsize = AtomicUsize::new(0);
-        &NEW_RECORDS
+    /// The head of a lock-free stack of items (task records) not yet in the registry.
+    static ANNOUNCED: AtomicUsize = AtomicUsize::new(0);
+
+    /// Pushes `item` on the announcement stack; `link` is the item's own next field.
+    pub(crate) fn announce(item: usize, link: &AtomicUsize) {
+        // Relaxed load: the CAS below validates it.
+        let mut top = ANNOUNCED.load(Ordering::Relaxed);
+        loop {
+            // Relaxed: published by the Release CAS below.
+            link.store(top, Ordering::Relaxed);
+            // Release: the item's initialisation and link happen-before the Acquire swap that
+            // takes the stack.
+            match ANNOUNCED.compare_exchange_weak(top, item, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(now) => top = now,
+            }
+        }
+    }
+
+    /// Moves every announced item into `registry` (called under the registry lock);
+    /// `next_of` reads an item's link. Taking the whole stack with one swap has no ABA
+    /// problem: nobody pops single items.
+    pub(crate) fn adopt_announced(registry: &mut Vec<usize>, next_of: impl Fn(usize) -> usize) {
+        // Acquire: pairs with `announce`'s Release.
+        let mut item = ANNOUNCED.swap(0, Ordering::Acquire);
+        while item != 0 {
+            registry.push(item);
+            item = next_of(item);
+        }
     }
 
     /// Keeps every record retired from now on alive until the guard drops.
@@ -408,7 +433,6 @@ mod model {
     loom::lazy_static! {
         static ref TABLE: Mutex<Table> = Mutex::new(Table::default());
         static ref REGISTRY: Mutex<Vec<usize>> = Mutex::new(Vec::new());
-        static ref NEW_RECORDS: AtomicUsize = AtomicUsize::new(0);
         static ref LEDGER: Mutex<crate::donor::Ledger> = Mutex::new(crate::donor::Ledger::new());
         // The "kernel" of the recording backend. A std mutex, not a loom one: syscalls are
         // atomic with respect to each other, so there is nothing to model in them, and leaving
@@ -419,9 +443,14 @@ mod model {
         static ref CLOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     }
 
-    pub(crate) fn new_records() -> &'static AtomicUsize {
-        &NEW_RECORDS
+    /// Under loom, announcing goes straight into the (loom) registry lock: loom then sees the
+    /// happens-before from a record's creation to its readers, and models stay small. The
+    /// lock-free stack of normal builds is the textbook push-and-take-all pattern.
+    pub(crate) fn announce(item: usize, _link: &AtomicUsize) {
+        REGISTRY.lock().unwrap().push(item);
     }
+
+    pub(crate) fn adopt_announced(_registry: &mut Vec<usize>, _next_of: impl Fn(usize) -> usize) {}
 
     /// A loom mutex, so loom sees the happens-before from a record's creation to its readers.
     pub(crate) fn with_registry<R>(f: impl FnOnce(&mut Vec<usize>) -> R) -> R {

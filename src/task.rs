@@ -16,9 +16,7 @@
 //!   the record once it retires, and readers that loaded the address while pinned keep it alive
 //!   through the epoch. Registry: entries are removed under the registry lock before retiring.
 
-use crate::loom::{
-    AtomicBool, AtomicUsize, Ordering, const_thread_local, new_records, with_registry,
-};
+use crate::loom::{AtomicBool, AtomicUsize, Ordering, const_thread_local, with_registry};
 use crate::mutex::raw::RawMutex;
 use crate::{LockId, Tid};
 use std::cell::Cell;
@@ -214,40 +212,25 @@ const_thread_local! {
 // lock-free stack (`announce`). Its lock is taken only when a thread retires its record and by
 // diagnostics, never on a lock path.
 
-/// Puts a new record on the stack of records the registry has not taken in yet: a lock-free
-/// push, so a thread's first lock never waits for the registry lock. That lock is a plain one,
-/// and a SCHED_IDLE thread preempted while holding it made another thread's first lock wait
-/// for a whole 20 ms hog burst in the inversion demo (seen with `perf sched`).
+/// Announces a new record to the registry without taking the registry lock (see
+/// `crate::loom::announce`): a thread's first lock never waits for that lock. It is a plain
+/// lock, and a SCHED_IDLE thread preempted while holding it made another thread's first lock
+/// wait for a whole 20 ms hog burst in the inversion demo (seen with `perf sched`).
 fn announce(task: *mut Task) {
-    let head = new_records();
-    // Relaxed load: the CAS below validates it.
-    let mut top = head.load(Ordering::Relaxed);
-    loop {
-        // SAFETY: the record was just allocated by this thread and is not shared yet.
-        unsafe { &*task }.next_new.store(top, Ordering::Relaxed);
-        // Release: the record's initialisation (and `next_new`) happens-before the registry
-        // holder's Acquire swap that takes it in.
-        match head.compare_exchange_weak(top, task as usize, Ordering::Release, Ordering::Relaxed) {
-            Ok(_) => return,
-            Err(now) => top = now,
-        }
-    }
+    // SAFETY: the record was just allocated by this thread and is alive.
+    crate::loom::announce(task as usize, &unsafe { &*task }.next_new);
 }
 
 /// Moves every announced record into the registry. Called under the registry lock, before
 /// anything reads or removes entries.
 fn adopt_new_records(registry: &mut Vec<usize>) {
-    // Acquire: pairs with `announce`'s Release. Taking the whole stack with one swap has no
-    // ABA problem: nobody pops single entries.
-    let mut next = new_records().swap(0, Ordering::Acquire);
-    while next != 0 {
-        registry.push(next);
+    crate::loom::adopt_announced(registry, |record| {
         // SAFETY: an announced record is alive until its thread retires it, and retiring
-        // takes the registry lock and adopts the stack first, so it cannot be freed while on it.
-        next = unsafe { &*(next as *const Task) }
-            .next_new
-            .load(Ordering::Relaxed);
-    }
+        // takes the registry lock and adopts the announcements first.
+        let task = unsafe { &*(record as *const Task) };
+        // Relaxed: ordered by the Acquire that took the stack (see `crate::loom::announce`).
+        task.next_new.load(Ordering::Relaxed)
+    });
 }
 
 /// The calling thread's record, created on first use.
