@@ -53,12 +53,25 @@ pub struct Counters {
 
 impl Counters {
     /// All failures together.
+    ///
+    /// ```
+    /// let c = proxy_lock::counters();
+    /// assert_eq!(c.failed(), c.failed_permission + c.failed_gone + c.failed_other);
+    /// ```
     pub fn failed(&self) -> u64 {
         self.failed_permission + self.failed_gone + self.failed_other
     }
 }
 
-/// A snapshot of the process-wide [`Counters`].
+/// A snapshot of the process-wide [`Counters`]. Take two and subtract to count one piece of
+/// work.
+///
+/// ```
+/// let before = proxy_lock::counters();
+/// // ... work ...
+/// let after = proxy_lock::counters();
+/// assert!(after.skipped >= before.skipped);
+/// ```
 pub fn counters() -> Counters {
     Counters {
         donations: DONATIONS.load(Relaxed),

@@ -150,7 +150,12 @@ impl Lent {
     }
 }
 
-/// How the CPU a donor frees is lent (see `donor::set_cpu_donation`).
+/// How the CPU a donor frees is lent (see [`crate::set_cpu_donation`]).
+///
+/// ```
+/// use proxy_lock::CpuDonation;
+/// assert_ne!(CpuDonation::Move, CpuDonation::Union);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CpuDonation {
     /// The owner may run on its own CPUs and on the donors' CPUs (affinity union). The

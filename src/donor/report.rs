@@ -38,6 +38,11 @@ pub struct Capabilities {
 
 impl Capabilities {
     /// The lowest (best) nice an owner can be given.
+    ///
+    /// ```
+    /// let caps = proxy_lock::capabilities();
+    /// assert!((-20..=20).contains(&caps.lowest_nice()));
+    /// ```
     pub fn lowest_nice(&self) -> i32 {
         if self.cap_sys_nice {
             -20
@@ -48,6 +53,13 @@ impl Capabilities {
 }
 
 /// Probes (once) and returns this process's donation capabilities. See [`Capabilities`].
+///
+/// ```
+/// let caps = proxy_lock::capabilities();
+/// if caps.cap_sys_nice {
+///     assert!(caps.can_lower_nice && caps.can_leave_idle);
+/// }
+/// ```
 pub fn capabilities() -> &'static Capabilities {
     static CAPS: OnceLock<Capabilities> = OnceLock::new();
     CAPS.get_or_init(probe)
