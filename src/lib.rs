@@ -86,7 +86,7 @@ pub use donor::{Capabilities, CpuDonation, capabilities, set_cpu_donation};
 pub use loom::test_hooks;
 pub use mutex::raw::RawMutex;
 #[doc(hidden)]
-pub use mutex::raw::set_spin_budget_for_measurement;
+pub use mutex::set_spin_budget_for_measurement;
 pub use mutex::{Mutex, MutexGuard};
 pub use stats::{Counters, counters};
 pub use task::{current_tid, thread_blocked_on};

@@ -1,7 +1,12 @@
 //! `Mutex<T>` and `MutexGuard`: std's API on top of the owner-recording lock word in [`raw`].
 
+mod lock_api_impls;
 pub(crate) mod poison;
 pub(crate) mod raw;
+mod spin;
+
+#[doc(hidden)]
+pub use spin::set_spin_budget_for_measurement;
 
 use crate::loom::const_fn;
 use crate::task::{self, Me};

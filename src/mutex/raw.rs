@@ -53,10 +53,11 @@
 //!   expired (on average every 0.5 ms, never more than 1 ms) the unlock hands off instead, so no
 //!   waiter waits behind barging for longer than about a millisecond.
 
+use super::spin::SpinWait;
 use crate::loom::{
     AWAIT_SPINNER_ROUNDS, AtomicU8, AtomicU32, AtomicUsize, FAIRNESS_CHECK_EVERY, FilterOp,
-    HANDOFF_SPIN_ROUNDS, Ordering, ParkResult, ParkToken, SPIN_ROUNDS, UnparkResult, UnparkToken,
-    const_fn, monotonic_us, not_under_loom, park, spin_hint, unpark_filter, yield_now,
+    HANDOFF_SPIN_ROUNDS, Ordering, ParkResult, ParkToken, UnparkResult, UnparkToken, const_fn,
+    monotonic_us, park, unpark_filter, yield_now,
 };
 use crate::task::{Me, TASK_ALIGN, Task};
 use crate::{LockId, Policy, Tid};
@@ -751,55 +752,6 @@ fn self_deadlock(me: Me) -> ! {
     )
 }
 
-/// Bounded spinning before a waiter parks.
-///
-/// Round `r` (1-based) pauses `2^min(r, 10)` times, for a budget of rounds: `SPIN_ROUNDS` (7:
-/// about 250 pauses, 6 µs at the 25 ns a pause takes on these machines) for ordinary waiters,
-/// `HANDOFF_SPIN_ROUNDS` (9: about 25 µs) for a Handoff lock's registered spinner, which keeps
-/// a running thread ready to take the lock across the time a woken sleeper needs. It never yields: with far more threads than CPUs, `sched_yield` hands the CPU
-/// to an unrelated thread and tripled the context switches in hackbench, which made yielding
-/// spinners 2-3x slower than pure pause loops. The budget was chosen by measurement
-/// (`examples/spin_budget.rs`, table in the README's benchmark section): with ~1 µs sections,
-/// 0 rounds doubled the time per section, 3-6 rounds cost 1-7%, and more than 7 gained nothing.
-struct SpinWait {
-    rounds: u32,
-    budget: u32,
-}
-
-impl SpinWait {
-    fn with_budget(budget: u32) -> SpinWait {
-        SpinWait { rounds: 0, budget }
-    }
-}
-
-impl Default for SpinWait {
-    fn default() -> SpinWait {
-        // Relaxed: a tuning value, read on the slow path only.
-        let budget = match SPIN_BUDGET_OVERRIDE.load(std::sync::atomic::Ordering::Relaxed) {
-            u32::MAX => SPIN_ROUNDS,
-            rounds => rounds,
-        };
-        SpinWait::with_budget(budget)
-    }
-}
-
-/// `u32::MAX`, or a spin budget (in rounds) that replaces `SPIN_ROUNDS`, for the measurement
-/// that chose it (`examples/spin_budget.rs`). A plain atomic even under loom: it never changes
-/// during a model.
-static SPIN_BUDGET_OVERRIDE: std::sync::atomic::AtomicU32 =
-    std::sync::atomic::AtomicU32::new(u32::MAX);
-
-/// Replaces the waiters' spin budget (rounds; `None` restores the default), for
-/// `examples/spin_budget.rs`, which measures what each budget costs and gains. Not part of
-/// the API.
-#[doc(hidden)]
-pub fn set_spin_budget_for_measurement(rounds: Option<u32>) {
-    // Relaxed: see `SPIN_BUDGET_OVERRIDE`.
-    SPIN_BUDGET_OVERRIDE.store(
-        rounds.unwrap_or(u32::MAX),
-        std::sync::atomic::Ordering::Relaxed,
-    );
-}
 /// What `hand_to_spinner` did.
 #[derive(PartialEq, Eq)]
 enum Spinner {
@@ -809,85 +761,6 @@ enum Spinner {
     None,
     /// Sleepers have been passed over long enough; one of them goes first.
     SleepersFirst,
-}
-
-impl SpinWait {
-    /// Spins one round; false once the budget is spent.
-    fn spin(&mut self) -> bool {
-        if self.rounds >= self.budget {
-            return false;
-        }
-        self.rounds += 1;
-        for _ in 0..(1u32 << self.rounds.min(10)) {
-            spin_hint();
-        }
-        true
-    }
-}
-
-not_under_loom! {
-    // SAFETY: `lock`/`try_lock` only return having installed the caller's record in the word,
-    // so at most one context holds the lock; unlock is only called by that context (the trait's
-    // contract), and the guard marker keeps guards on their thread.
-    unsafe impl lock_api::RawMutex for RawMutex {
-        #[allow(clippy::declare_interior_mutable_const)]
-        const INIT: RawMutex = RawMutex::with_policy(Policy::Adaptive);
-        type GuardMarker = lock_api::GuardNoSend;
-
-        #[inline]
-        fn lock(&self) {
-            self.lock_as(crate::task::current())
-        }
-
-        #[inline]
-        fn try_lock(&self) -> bool {
-            self.try_lock_as(crate::task::current())
-        }
-
-        #[inline]
-        unsafe fn unlock(&self) {
-            // SAFETY: the trait requires the lock to be held in this context.
-            unsafe { self.unlock_as(crate::task::current()) }
-        }
-
-        #[inline]
-        fn is_locked(&self) -> bool {
-            RawMutex::is_locked(self)
-        }
-    }
-
-    // SAFETY: as for RawMutex; a fair unlock differs only in who owns the lock next.
-    unsafe impl lock_api::RawMutexFair for RawMutex {
-        #[inline]
-        unsafe fn unlock_fair(&self) {
-            // SAFETY: the trait requires the lock to be held in this context.
-            unsafe { self.unlock_fair_as(crate::task::current()) }
-        }
-
-        #[inline]
-        unsafe fn bump(&self) {
-            if self.has_waiters() {
-                let me = crate::task::current();
-                // SAFETY: the trait requires the lock to be held in this context.
-                unsafe { self.unlock_fair_as(me) };
-                self.lock_as(me);
-            }
-        }
-    }
-
-    // SAFETY: timed locks take the lock only as `lock` does.
-    unsafe impl lock_api::RawMutexTimed for RawMutex {
-        type Duration = std::time::Duration;
-        type Instant = Instant;
-
-        fn try_lock_for(&self, timeout: std::time::Duration) -> bool {
-            self.lock_until_as(crate::task::current(), Instant::now().checked_add(timeout))
-        }
-
-        fn try_lock_until(&self, deadline: Instant) -> bool {
-            self.lock_until_as(crate::task::current(), Some(deadline))
-        }
-    }
 }
 
 impl std::fmt::Debug for RawMutex {

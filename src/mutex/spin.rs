@@ -1,0 +1,68 @@
+//! Bounded spinning before a waiter parks, and the knob that measured its budget.
+
+use crate::loom::{SPIN_ROUNDS, spin_hint};
+
+/// Bounded spinning before a waiter parks.
+///
+/// Round `r` (1-based) pauses `2^min(r, 10)` times, for a budget of rounds: `SPIN_ROUNDS` (7:
+/// about 250 pauses, 6 µs at the 25 ns a pause takes on these machines) for ordinary waiters,
+/// `HANDOFF_SPIN_ROUNDS` (9: about 25 µs) for a Handoff lock's registered spinner, which keeps
+/// a running thread ready to take the lock across the time a woken sleeper needs. It never
+/// yields: with far more threads than CPUs, `sched_yield` hands the CPU
+/// to an unrelated thread and tripled the context switches in hackbench, which made yielding
+/// spinners 2-3x slower than pure pause loops. The budget was chosen by measurement
+/// (`examples/spin_budget.rs`, table in the README's benchmark section): with ~1 µs sections,
+/// 0 rounds doubled the time per section, 3-6 rounds cost 1-7%, and more than 7 gained nothing.
+pub(super) struct SpinWait {
+    rounds: u32,
+    budget: u32,
+}
+
+impl SpinWait {
+    pub(super) fn with_budget(budget: u32) -> SpinWait {
+        SpinWait { rounds: 0, budget }
+    }
+}
+
+impl Default for SpinWait {
+    fn default() -> SpinWait {
+        // Relaxed: a tuning value, read on the slow path only.
+        let budget = match SPIN_BUDGET_OVERRIDE.load(std::sync::atomic::Ordering::Relaxed) {
+            u32::MAX => SPIN_ROUNDS,
+            rounds => rounds,
+        };
+        SpinWait::with_budget(budget)
+    }
+}
+
+/// `u32::MAX`, or a spin budget (in rounds) that replaces `SPIN_ROUNDS`, for the measurement
+/// that chose it (`examples/spin_budget.rs`). A plain atomic even under loom: it never changes
+/// during a model.
+static SPIN_BUDGET_OVERRIDE: std::sync::atomic::AtomicU32 =
+    std::sync::atomic::AtomicU32::new(u32::MAX);
+
+/// Replaces the waiters' spin budget (rounds; `None` restores the default), for
+/// `examples/spin_budget.rs`, which measures what each budget costs and gains. Not part of
+/// the API.
+#[doc(hidden)]
+pub fn set_spin_budget_for_measurement(rounds: Option<u32>) {
+    // Relaxed: see `SPIN_BUDGET_OVERRIDE`.
+    SPIN_BUDGET_OVERRIDE.store(
+        rounds.unwrap_or(u32::MAX),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+impl SpinWait {
+    /// Spins one round; false once the budget is spent.
+    pub(super) fn spin(&mut self) -> bool {
+        if self.rounds >= self.budget {
+            return false;
+        }
+        self.rounds += 1;
+        for _ in 0..(1u32 << self.rounds.min(10)) {
+            spin_hint();
+        }
+        true
+    }
+}
