@@ -15,12 +15,15 @@
 //! * `notify_all`: every waiter is moved to the mutex's queue (one is woken first when the mutex
 //!   is free), so they take the mutex one at a time instead of all waking at once.
 //!
-//! A moved waiter sleeps on the mutex without having published `blocked_on` itself; it does so
-//! when it next runs and has to wait for the mutex again. See the README's "Known limits".
+//! A moved waiter sleeps on the mutex without having published `blocked_on` itself, so it could
+//! not lend its attributes to the mutex's owner. So each waiter records its scheduling rank in
+//! `best_waiter` before it sleeps, and when that rank beats the owner's, a notification wakes
+//! instead of moving: the woken waiter then waits for the mutex itself, lending as it goes to
+//! sleep. Between equal threads nothing changes.
 
 use crate::loom::{
-    AtomicUsize, Ordering, ParkResult, ParkToken, RequeueOp, UnparkResult, UnparkToken, const_fn,
-    park, unpark_requeue,
+    AtomicUsize, FilterOp, Ordering, ParkResult, ParkToken, RequeueOp, UnparkResult, UnparkToken,
+    const_fn, park, unpark_filter, unpark_requeue,
 };
 use crate::mutex::MutexGuard;
 use crate::mutex::poison::map_result;
@@ -52,6 +55,11 @@ const TOKEN_NOTIFIED: UnparkToken = UnparkToken(0);
 pub struct Condvar {
     /// Address of the `RawMutex` the waiters use, or 0. See the module docs.
     mutex: AtomicUsize,
+    /// The highest scheduling rank (`donor::waiter_rank`) of the waiters since the queue was
+    /// last empty: raised by each waiter before it sleeps, reset with `mutex` when the queue
+    /// empties. It never drops while waiters remain, so it may overstate (a better waiter
+    /// left), which costs at most a wake-up instead of a move.
+    best_waiter: AtomicUsize,
 }
 
 /// Whether a timed wait returned because the time ran out, as std's.
@@ -82,7 +90,7 @@ impl Condvar {
         /// CV.notify_all();
         /// ```
         pub fn new() -> Condvar {
-            Condvar { mutex: AtomicUsize::new(0) }
+            Condvar { mutex: AtomicUsize::new(0), best_waiter: AtomicUsize::new(0) }
         }
     }
 
@@ -244,13 +252,21 @@ impl Condvar {
         // was stored by a waiter and is only cleared, under the queue lock, when the queue
         // empties, and a waiter's mutex outlives its wait (the waiter borrows it).
         let raw = || unsafe { &*(mutex as *const RawMutex) };
+        // Relaxed: a hint (see `best_waiter`); a stale value only picks waking over moving.
+        let best = self.best_waiter.load(Ordering::Relaxed);
+        let wake = crate::donor::would_lend_to_owner(raw(), best);
+        if wake && all {
+            self.wake_all();
+            return;
+        }
         let validate = || {
             // Relaxed: under the queue lock, which orders every change to `self.mutex`.
             if self.mutex.load(Ordering::Relaxed) != mutex {
                 // Everyone we saw was woken or timed out, and newer waiters use another mutex.
                 return RequeueOp::Abort;
             }
-            let held = raw().mark_parked_if_locked();
+            // Waking (as if the mutex were free) lets a better waiter lend to the owner.
+            let held = !wake && raw().mark_parked_if_locked();
             match (all, held) {
                 (false, true) => RequeueOp::RequeueOne,
                 (false, false) => RequeueOp::UnparkOne,
@@ -266,6 +282,7 @@ impl Condvar {
             if emptied {
                 // Relaxed: under the queue lock, as above.
                 self.mutex.store(0, Ordering::Relaxed);
+                self.best_waiter.store(0, Ordering::Relaxed);
             }
             if op == RequeueOp::UnparkOneRequeueRest && result.requeued_threads != 0 {
                 raw().mark_parked();
@@ -275,6 +292,21 @@ impl Condvar {
         // SAFETY: both keys are addresses of this crate's objects (this condvar, a live mutex);
         // the callbacks do not panic.
         unsafe { unpark_requeue(self.key(), raw().park_key(), validate, callback) };
+    }
+
+    /// Wakes every waiter, each to lock the mutex itself (and lend as it waits for it).
+    #[cold]
+    fn wake_all(&self) {
+        let callback = |result: UnparkResult| {
+            if !result.have_more_threads {
+                // Relaxed: under the queue lock, like every change to these.
+                self.mutex.store(0, Ordering::Relaxed);
+                self.best_waiter.store(0, Ordering::Relaxed);
+            }
+            TOKEN_NOTIFIED
+        };
+        // SAFETY: the key is this condvar's address; the callbacks do not panic.
+        unsafe { unpark_filter(self.key(), |_| FilterOp::Unpark, callback) };
     }
 
     fn key(&self) -> usize {
@@ -293,6 +325,8 @@ impl Condvar {
         let mutex_addr = raw as *const RawMutex as usize;
         let mut wrong_mutex = false;
         let mut requeued = false;
+        // Computed before the queue lock is taken: it may read the kernel.
+        let my_rank = crate::donor::waiter_rank(me);
         let validate = || {
             // Relaxed: under the queue lock; see the module docs.
             match self.mutex.load(Ordering::Relaxed) {
@@ -303,6 +337,9 @@ impl Condvar {
                 }
                 _ => {}
             }
+            // Relaxed: under the queue lock, like the reset when the queue empties, so the
+            // rank of every queued waiter is in it.
+            self.best_waiter.fetch_max(my_rank, Ordering::Relaxed);
             true
         };
         // SAFETY: `me` holds the mutex (we have its guard); the guard is kept, not dropped, and
@@ -314,6 +351,7 @@ impl Condvar {
             if !requeued && was_last {
                 // Relaxed: under the queue lock.
                 self.mutex.store(0, Ordering::Relaxed);
+                self.best_waiter.store(0, Ordering::Relaxed);
             }
         };
         // SAFETY: the key is this condvar's address; the callbacks do not panic, and

@@ -589,3 +589,60 @@ fn the_new_owner_inherits_the_loans_of_waiters_still_queued() {
     second.join().unwrap();
     owner.finish();
 }
+
+#[test]
+fn a_condvar_waiter_notified_while_the_mutex_is_held_lends_to_its_owner() {
+    let _s = serial();
+    if !privileged("a_condvar_waiter_notified_while_the_mutex_is_held_lends_to_its_owner") {
+        return;
+    }
+    let pair = Arc::new((Mutex::new(false), proxy_lock::Condvar::new()));
+    let (tid_tx, tid_rx) = channel();
+    let p2 = Arc::clone(&pair);
+    let waiter = thread::spawn(move || {
+        set_nice(0);
+        tid_tx.send(current_tid()).unwrap();
+        let (m, cv) = &*p2;
+        drop(cv.wait_while(m.lock().unwrap(), |ready| !*ready).unwrap());
+    });
+    let waiter_tid = tid_rx.recv().unwrap();
+    // The waiter sleeps on the condvar once it released the mutex inside `wait`.
+    eventually("the waiter to sleep on the condvar", || {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{waiter_tid}/stat"))
+            .unwrap_or_default();
+        let sleeping = stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, r)| r.starts_with('S'));
+        sleeping && pair.0.try_lock().is_ok()
+    });
+    // A worse notifier sets the flag and notifies while it keeps the mutex.
+    let (tid_tx, tid_rx) = channel();
+    let (go_tx, go_rx) = channel::<()>();
+    let (exit_tx, exit_rx) = channel::<()>();
+    let p3 = Arc::clone(&pair);
+    let notifier = thread::spawn(move || {
+        set_nice(10);
+        let (m, cv) = &*p3;
+        let mut g = m.lock().unwrap();
+        *g = true;
+        cv.notify_one();
+        tid_tx.send(current_tid()).unwrap();
+        go_rx.recv().unwrap();
+        drop(g);
+        let _ = exit_rx.recv();
+    });
+    let notifier_tid = tid_rx.recv().unwrap();
+    // Moved onto the mutex's queue it could not lend; woken, it waits for the mutex itself.
+    eventually("the notified waiter to lend to the mutex's owner", || {
+        nice_of(notifier_tid) == 0
+    });
+    go_tx.send(()).unwrap();
+    waiter.join().unwrap();
+    assert_eq!(
+        nice_of(notifier_tid),
+        10,
+        "restored once the waiter got the mutex"
+    );
+    exit_tx.send(()).unwrap();
+    notifier.join().unwrap();
+}

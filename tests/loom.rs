@@ -447,3 +447,41 @@ fn chain_walk_reports_no_false_deadlock() {
         assert_eq!(read(&a) + read(&b), 4);
     });
 }
+
+/// A Condvar notification that wakes instead of moving, because a waiter outranks the mutex's
+/// owner (recording backend: the waiter at nice 0, the notifier at nice 10): the waiter is
+/// never lost (notify_one and notify_all), it lends to the notifier while it waits for the
+/// mutex, and everyone ends at base.
+#[test]
+fn condvar_wakes_a_better_waiter_to_lend() {
+    use proxy_lock::test_hooks::{attrs_of, set_base};
+    for all in [false, true] {
+        model(move || {
+            let pair = Arc::new((Mutex::new(false), Condvar::new()));
+            let p2 = pair.clone();
+            let waiter = thread::spawn(move || {
+                set_base(0, 0);
+                let (m, cv) = &*p2;
+                let mut g = m.lock().unwrap();
+                while !*g {
+                    g = cv.wait(g).unwrap();
+                }
+                current_tid()
+            });
+            set_base(10, 0);
+            {
+                let (m, cv) = &*pair;
+                let mut g = m.lock().unwrap();
+                *g = true;
+                if all {
+                    cv.notify_all();
+                } else {
+                    cv.notify_one();
+                }
+            }
+            let waiter = waiter.join().unwrap();
+            assert_eq!(attrs_of(waiter), (0, 1 << 0));
+            assert_eq!(attrs_of(current_tid()), (10, 1 << 0));
+        });
+    }
+}

@@ -188,6 +188,33 @@ pub(crate) fn on_thread_exit(task: &Task) {
     }
 }
 
+/// The scheduling rank (policy and priority or nice; `Attrs::hint`'s low bits) a Condvar
+/// waiter would lend, for the Condvar's record of its best waiter. 0 is the lowest.
+pub(crate) fn waiter_rank(me: Me) -> usize {
+    (effective_hint(me.task()) & RANK_BITS) as usize
+}
+
+/// Whether a waiter of rank `rank` would lend to the current owner of `lock` (a Condvar
+/// notifier deciding between moving its waiters onto `lock`'s queue, where they could not
+/// lend, and waking them to wait for `lock` themselves).
+pub(crate) fn would_lend_to_owner(lock: &RawMutex, rank: usize) -> bool {
+    if rank == 0 {
+        return false;
+    }
+    let _pin = crate::loom::pin();
+    let owner = lock.owner_addr();
+    if owner == 0 {
+        return false;
+    }
+    // SAFETY: an owner's record stays alive while we are pinned, or forever if its thread
+    // exited holding the lock (see `task`).
+    let owner = unsafe { &*(owner as *const Task) };
+    !owner.has_exited() && rank as u64 > fresh_hint(owner).0 & RANK_BITS
+}
+
+/// The sched-rank part of `Attrs::hint`.
+const RANK_BITS: u64 = 0xFF_FFFF;
+
 /// The best a donor `me` has: its base, or what it was lent if that is more.
 fn effective_hint(task: &Task) -> u64 {
     let (hint, _) = fresh_hint(task);
