@@ -249,9 +249,8 @@ pub(crate) const MAX_DEPTH: usize = 1024;
 /// inside the walker handshake with the thread that waits on it, which keeps it alive; owner
 /// records are kept alive by the epoch pin taken here.
 pub(crate) fn walk(first: &RawMutex, mut visit: impl FnMut(&RawMutex, &Task) -> bool) {
-    let _pin = crate::loom::pin();
-    // SAFETY: we are pinned (see `record_at`).
-    let Some(mut owner) = (unsafe { record_at(first.owner_addr()) }) else {
+    let pin = crate::loom::pin();
+    let Some(mut owner) = first.owner_record(&pin) else {
         return;
     };
     if !visit(first, owner) {
@@ -265,8 +264,7 @@ pub(crate) fn walk(first: &RawMutex, mut visit: impl FnMut(&RawMutex, &Task) -> 
             return;
         }
         let next = owner.with_blocked_lock(|lock| {
-            // SAFETY: still pinned.
-            let next = unsafe { record_at(lock.owner_addr()) }?;
+            let next = lock.owner_record(&pin)?;
             visit(lock, next).then_some(next)
         });
         match next.flatten() {
@@ -274,17 +272,6 @@ pub(crate) fn walk(first: &RawMutex, mut visit: impl FnMut(&RawMutex, &Task) -> 
             None => return,
         }
     }
-}
-
-/// The task record at `addr`, or `None` for 0.
-///
-/// # Safety
-/// `addr` was read from a lock word while the caller is pinned and stays pinned for `'a`:
-/// an owner's record is retired only after its thread released every lock, through the epoch,
-/// or is kept forever if the thread exited holding one.
-unsafe fn record_at<'a>(addr: usize) -> Option<&'a Task> {
-    // SAFETY: the caller's contract.
-    (addr != 0).then(|| unsafe { &*(addr as *const Task) })
 }
 
 /// One hop of a cycle as one collect saw it.

@@ -192,6 +192,9 @@ mod real {
         }
     }
 
+    /// What `pin` returns: while it lives, no record retired after it was taken is freed.
+    pub(crate) type Pin = crossbeam_epoch::Guard;
+
     /// Keeps every record retired from now on alive until the guard drops.
     pub(crate) fn pin() -> crossbeam_epoch::Guard {
         crossbeam_epoch::pin()
@@ -390,6 +393,8 @@ mod model {
 
     /// Stands in for an epoch guard.
     pub(crate) struct Pinned;
+
+    pub(crate) type Pin = Pinned;
 
     pub(crate) fn pin() -> Pinned {
         Pinned

@@ -6,7 +6,7 @@
 
 use super::attrs::{Attrs, Lent};
 use crate::chain::MAX_DEPTH;
-use crate::loom::{Ordering, with_ledger};
+use crate::loom::{Ordering, Pin, with_ledger};
 use crate::mutex::raw::RawMutex;
 use crate::stats as report;
 use crate::task::{Me, Task};
@@ -62,7 +62,7 @@ impl Ledger {
 /// reconciles.
 pub(super) fn lend(me: Me, lock: &RawMutex, cpu: Option<u32>) {
     with_ledger(|ledger| {
-        let _pin = crate::loom::pin();
+        let pin = crate::loom::pin();
         let own = own_attrs(ledger, me.task());
         ledger.list(me.task(), lock, own, cpu);
         crate::chain::walk(lock, |_, owner| {
@@ -79,16 +79,16 @@ pub(super) fn lend(me: Me, lock: &RawMutex, cpu: Option<u32>) {
             });
             true
         });
-        ledger.reconcile(me);
+        ledger.reconcile(me, &pin);
     })
 }
 
 /// Removes `me` from the listed waiters, if it is there, and reconciles.
 pub(super) fn unlist_and_reconcile(me: Me) {
     with_ledger(|ledger| {
-        let _pin = crate::loom::pin();
+        let pin = crate::loom::pin();
         ledger.unlist(me.task());
-        ledger.reconcile(me);
+        ledger.reconcile(me, &pin);
     })
 }
 
@@ -161,26 +161,22 @@ impl Ledger {
         }
     }
 
-    /// The owner of `l`'s lock, if it is held.
-    fn owner_of(l: &Listed) -> Option<&Task> {
+    /// The owner of `l`'s lock, if it is held, readable while `pin` lives.
+    fn owner_of<'p>(l: &Listed, pin: &'p Pin) -> Option<&'p Task> {
         // SAFETY: the lock is alive while `l` is listed (invariant).
-        let lock = unsafe { &*(l.lock as *const RawMutex) };
-        let owner = lock.owner_addr();
-        // SAFETY: an owner's record is alive while we are pinned (callers pin), or forever if
-        // its thread exited holding the lock.
-        (owner != 0).then(|| unsafe { &*(owner as *const Task) })
+        unsafe { &*(l.lock as *const RawMutex) }.owner_record(pin)
     }
 
     /// Everything lent to `task`: the loans of the waiters on locks it owns, each with what is
     /// lent to that waiter in turn. `depth` bounds the recursion (cycles, very long chains).
-    fn loans_to(&self, task: &Task, depth: usize) -> Option<Lent> {
+    fn loans_to(&self, task: &Task, depth: usize, pin: &Pin) -> Option<Lent> {
         if depth >= MAX_DEPTH {
             return None;
         }
         let mut total: Option<Lent> = None;
         for l in &self.listed {
             if std::ptr::eq(l.task, task)
-                || !Self::owner_of(l).is_some_and(|o| std::ptr::eq(o, task))
+                || !Self::owner_of(l, pin).is_some_and(|o| std::ptr::eq(o, task))
             {
                 continue;
             }
@@ -189,7 +185,7 @@ impl Ledger {
             let own = base_of(&self.boosted, l);
             let mut loan = Lent::from_donor(&own, l.cpu);
             // The waiter passes on what it was lent in turn (transitive donation).
-            if let Some(inner) = self.loans_to(waiter, depth + 1) {
+            if let Some(inner) = self.loans_to(waiter, depth + 1, pin) {
                 loan = loan.merge(&inner);
             }
             total = Some(total.map_or(loan, |t| t.merge(&loan)));
@@ -199,10 +195,10 @@ impl Ledger {
 
     /// Brings every owner of a listed lock, and every boosted thread, to its base plus its
     /// loans. `me` is the calling thread, which is never lowered here (module docs).
-    fn reconcile(&mut self, me: Me) {
+    fn reconcile(&mut self, me: Me, pin: &Pin) {
         let mut targets: Vec<*const Task> = self.boosted.iter().map(|b| b.task).collect();
         for l in &self.listed {
-            if let Some(owner) = Self::owner_of(l)
+            if let Some(owner) = Self::owner_of(l, pin)
                 && !targets.contains(&(owner as *const Task))
             {
                 targets.push(owner);
@@ -211,7 +207,7 @@ impl Ledger {
         for task in targets {
             // SAFETY: boosted records are alive (invariant); owners are alive while pinned.
             let task = unsafe { &*task };
-            let loan = self.loans_to(task, 0);
+            let loan = self.loans_to(task, 0, pin);
             self.settle(task, loan, me);
         }
     }

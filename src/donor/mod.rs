@@ -201,15 +201,9 @@ pub(crate) fn would_lend_to_owner(lock: &RawMutex, rank: usize) -> bool {
     if rank == 0 {
         return false;
     }
-    let _pin = crate::loom::pin();
-    let owner = lock.owner_addr();
-    if owner == 0 {
-        return false;
-    }
-    // SAFETY: an owner's record stays alive while we are pinned, or forever if its thread
-    // exited holding the lock (see `task`).
-    let owner = unsafe { &*(owner as *const Task) };
-    !owner.has_exited() && rank as u64 > fresh_hint(owner).0 & RANK_BITS
+    let pin = crate::loom::pin();
+    lock.owner_record(&pin)
+        .is_some_and(|owner| !owner.has_exited() && rank as u64 > fresh_hint(owner).0 & RANK_BITS)
 }
 
 /// The sched-rank part of `Attrs::hint`.

@@ -56,7 +56,7 @@
 use super::spin::SpinWait;
 use crate::loom::{
     AWAIT_SPINNER_ROUNDS, AtomicU8, AtomicU32, AtomicUsize, FAIRNESS_CHECK_EVERY, FilterOp,
-    HANDOFF_SPIN_ROUNDS, Ordering, ParkResult, ParkToken, UnparkResult, UnparkToken, const_fn,
+    HANDOFF_SPIN_ROUNDS, Ordering, ParkResult, ParkToken, Pin, UnparkResult, UnparkToken, const_fn,
     monotonic_us, park, unpark_filter, yield_now,
 };
 use crate::task::{Me, TASK_ALIGN, Task};
@@ -181,14 +181,19 @@ impl RawMutex {
     /// assert_eq!(m.raw().owner_tid(), Some(proxy_lock::current_tid()));
     /// ```
     pub fn owner_tid(&self) -> Option<Tid> {
-        // Pin before loading: a record retired after this point stays readable until we unpin.
-        let _pin = crate::loom::pin();
+        self.owner_record(&crate::loom::pin()).map(Task::tid)
+    }
+
+    /// The owner's task record, readable for as long as `pin` lives; `None` when free. The one
+    /// place that turns an owner address from the word into a record.
+    pub(crate) fn owner_record<'p>(&self, _pin: &'p Pin) -> Option<&'p Task> {
         // Acquire pairs with the acquiring CAS or handoff store, so the record the address names
         // is fully initialised for us.
         let owner = owner_of(self.word.load(Ordering::Acquire));
-        // SAFETY: a nonzero owner is a task record that is alive, kept by the epoch pin or kept
-        // forever because its thread exited holding this lock (see `task`).
-        (owner != 0).then(|| unsafe { &*(owner as *const Task) }.tid())
+        // SAFETY: the word was read while pinned, so a nonzero owner is a record that is alive
+        // until the pin drops (records are retired through the epoch once their thread released
+        // every lock), or forever because its thread exited holding this lock (see `task`).
+        (owner != 0).then(|| unsafe { &*(owner as *const Task) })
     }
 
     #[inline]
@@ -292,13 +297,6 @@ impl RawMutex {
         // Relaxed: a snapshot for tests.
         let word = self.word.load(Ordering::Relaxed);
         owner_of(word) == 0 && word & PARKED != 0
-    }
-
-    /// The owner's record address, or 0 when free. For chain walks and the ledger.
-    pub(crate) fn owner_addr(&self) -> usize {
-        // Acquire pairs with the acquiring CAS or handoff store, so the record the address
-        // names is fully initialised for the reader.
-        owner_of(self.word.load(Ordering::Acquire))
     }
 
     /// Sets `DONATED` (the ledger listed a waiter on this lock). Under the ledger lock.
@@ -665,16 +663,13 @@ impl RawMutex {
                         Policy::Spin => false,
                     });
             if hand_over {
-                // SAFETY: the token is the record of the thread we are unparking, still queued.
-                unsafe { crate::task::clear_blocked_on_of_parked(first_waiter.get()) };
                 if self.policy == Policy::Handoff && result.have_more_threads {
                     // The remaining sleepers' patience starts again.
                     self.sleepers_since
                         .store(monotonic_us() as u32, Ordering::Relaxed);
                 }
-                self.release_to(first_waiter.get(), still_parked);
-                crate::stats::count_handoff();
-                TOKEN_HANDOFF
+                // SAFETY: the token is the record of the thread we are unparking, still queued.
+                unsafe { self.hand_to_parked(first_waiter.get(), still_parked) }
             } else if result.unparked_threads == 0 && self.hand_to_spinner(false) == Spinner::Handed
             {
                 // Nobody was really asleep (a stale PARKED); a spinner takes the lock.
@@ -715,10 +710,7 @@ impl RawMutex {
             let still_parked = if result.have_more_threads { PARKED } else { 0 };
             if hand_over {
                 // SAFETY: the token is the record of the thread we are unparking, still queued.
-                unsafe { crate::task::clear_blocked_on_of_parked(preferred) };
-                self.release_to(preferred, still_parked);
-                crate::stats::count_handoff();
-                TOKEN_HANDOFF
+                unsafe { self.hand_to_parked(preferred, still_parked) }
             } else {
                 self.release_to(UNLOCKED, still_parked);
                 TOKEN_RETRY
@@ -727,6 +719,21 @@ impl RawMutex {
         // SAFETY: the key is this lock's address; the callbacks do not panic.
         unsafe { unpark_filter(self.addr(), filter, callback) };
         served.get()
+    }
+
+    /// Makes the parked thread whose record is `waiter` the owner: its wait ends (blocked_on
+    /// cleared) before the word names it, so no reader sees an owner waiting on its own lock.
+    /// Returns the token that tells it so.
+    ///
+    /// # Safety
+    /// As `task::clear_blocked_on_of_parked`: `waiter` is the token of a thread being unparked
+    /// from this lock's queue, under the queue lock.
+    unsafe fn hand_to_parked(&self, waiter: usize, parked: usize) -> UnparkToken {
+        // SAFETY: forwarded.
+        unsafe { crate::task::clear_blocked_on_of_parked(waiter) };
+        self.release_to(waiter, parked);
+        crate::stats::count_handoff();
+        TOKEN_HANDOFF
     }
 
     /// Stores `owner | parked` into the word, keeping `SPINNING` (and the spinner registered)
