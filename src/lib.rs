@@ -116,7 +116,7 @@ pub enum Policy {
     /// yielding) for at most about 6 µs, and only while nobody sleeps on the lock. An owner
     /// still holding the lock after that is evidently not making progress (preempted, or in a
     /// long section): `examples/spin_budget.rs` measured that budgets beyond this gain nothing
-    /// on ~1 µs sections and shorter ones lose up to 2x (see the README). Release as `Spin`
+    /// on ~1 µs sections and shorter ones lose up to 2.3x (see the README). Release as `Spin`
     /// does, except that a lock whose owner was lent to goes straight to the best lender, and
     /// with eventual fairness: no waiter waits behind barging for longer than about a
     /// millisecond.
