@@ -1,4 +1,5 @@
-//! Side-by-side report: std, parking_lot and proxy-lock's three policies, measured in the same
+//! Side-by-side report: std, parking_lot, proxy-lock's three policies and `Mutex::run` (on a
+//! Handoff mutex), measured in the same
 //! run, interleaved (every round runs every lock once, in rotating order), medians of several
 //! rounds, and ratios against std and parking_lot.
 //!
@@ -104,6 +105,7 @@ fn chart(path: &str, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>> {
         RGBColor(86, 180, 233),
         RGBColor(204, 121, 167),
         RGBColor(0, 114, 178),
+        RGBColor(0, 158, 115),
     ];
     let root = SVGBackend::new(path, (1200, 460)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -181,8 +183,10 @@ fn table(title: &str, unit: &str, rows: &[Row]) -> String {
     for k in Kind::ALL {
         let _ = write!(s, " {} |", k.name());
     }
-    s.push_str(" adaptive / std | adaptive / parking_lot | handoff / spin |\n|---|");
-    s.push_str(&"---:|".repeat(Kind::ALL.len() + 3));
+    s.push_str(
+        " adaptive / std | adaptive / parking_lot | handoff / spin | run / spin | run / std | run / parking_lot |\n|---|",
+    );
+    s.push_str(&"---:|".repeat(Kind::ALL.len() + 6));
     s.push('\n');
     let idx = |k: Kind| Kind::ALL.iter().position(|&x| x == k).unwrap();
     for row in rows {
@@ -193,10 +197,13 @@ fn table(title: &str, unit: &str, rows: &[Row]) -> String {
         let m = |k| row.medians[idx(k)];
         let _ = writeln!(
             s,
-            " {:.2}x | {:.2}x | {:.2}x |",
+            " {:.2}x | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {:.2}x |",
             m(Kind::Adaptive) / m(Kind::Std),
             m(Kind::Adaptive) / m(Kind::ParkingLot),
-            m(Kind::Handoff) / m(Kind::Spin)
+            m(Kind::Handoff) / m(Kind::Spin),
+            m(Kind::Run) / m(Kind::Spin),
+            m(Kind::Run) / m(Kind::Std),
+            m(Kind::Run) / m(Kind::ParkingLot)
         );
     }
     s.push('\n');

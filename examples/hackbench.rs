@@ -10,7 +10,9 @@ use std::process::exit;
 
 #[path = "../benches/workloads/mod.rs"]
 mod workloads;
-use workloads::messaging::{self, AdaptivePipe, HandoffPipe, ParkingLotPipe, SpinPipe, StdPipe};
+use workloads::messaging::{
+    self, AdaptivePipe, HandoffPipe, ParkingLotPipe, RunPipe, SpinPipe, StdPipe,
+};
 
 const USAGE: &str = "\
 usage: hackbench [options]
@@ -19,7 +21,8 @@ usage: hackbench [options]
   -f, --fds N         senders and receivers per group (default 20)
   -s, --datasize N    bytes per message (default 100)
       --capacity N    bytes each queue holds, like a pipe buffer (default 65536)
-      --lock NAME     std | parking_lot | spin | handoff | adaptive | run (default adaptive)
+      --lock NAME     std | parking_lot | spin | handoff | adaptive | run (default adaptive);
+                      run: senders push with Mutex::run on a Handoff mutex
       --cpus N        run on the first N CPUs this process may use, like taskset
       --json          print one JSON line instead of perf's text";
 
@@ -169,12 +172,7 @@ fn main() {
         "spin" => messaging::run::<SpinPipe>(&a.shape()),
         "handoff" => messaging::run::<HandoffPipe>(&a.shape()),
         "adaptive" => messaging::run::<AdaptivePipe>(&a.shape()),
-        "run" => {
-            eprintln!(
-                "hackbench: --lock run needs Mutex::run (proxy execution), not in this version"
-            );
-            exit(2)
-        }
+        "run" => messaging::run::<RunPipe>(&a.shape()),
         other => {
             eprintln!("hackbench: unknown lock {other}\n{USAGE}");
             exit(2)
@@ -188,7 +186,7 @@ fn main() {
         - (counted.donations + counted.restores + counted.failed());
     if a.json {
         println!(
-            "{{\"lock\":\"{}\",\"groups\":{},\"loops\":{},\"fds\":{},\"seconds\":{:.6},\"user_s\":{:.3},\"sys_s\":{:.3},\"voluntary_cs\":{},\"involuntary_cs\":{},\"donation_syscalls\":{donation_syscalls},\"sleeps_without_loan\":{},\"attribute_reads\":{}}}",
+            "{{\"lock\":\"{}\",\"groups\":{},\"loops\":{},\"fds\":{},\"seconds\":{:.6},\"user_s\":{:.3},\"sys_s\":{:.3},\"voluntary_cs\":{},\"involuntary_cs\":{},\"donation_syscalls\":{donation_syscalls},\"sleeps_without_loan\":{},\"attribute_reads\":{},\"proxied\":{}}}",
             a.lock,
             a.groups,
             a.loops,
@@ -199,7 +197,8 @@ fn main() {
             after.voluntary - before.voluntary,
             after.involuntary - before.involuntary,
             c.skipped - counted.skipped,
-            c.attribute_reads - counted.attribute_reads
+            c.attribute_reads - counted.attribute_reads,
+            c.proxied - counted.proxied
         );
     } else {
         println!("# {} sender and receiver threads per group", a.fds);
@@ -212,9 +211,10 @@ fn main() {
         println!("     Total time: {secs:.3} [sec]");
         if a.lock != "std" && a.lock != "parking_lot" {
             println!(
-                "# proxy_lock: {donation_syscalls} donation syscalls, {} sleeps without a loan, {} attribute reads",
+                "# proxy_lock: {donation_syscalls} donation syscalls, {} sleeps without a loan, {} attribute reads, {} sections run by proxy",
                 c.skipped - counted.skipped,
-                c.attribute_reads - counted.attribute_reads
+                c.attribute_reads - counted.attribute_reads,
+                c.proxied - counted.proxied
             );
         }
     }

@@ -52,17 +52,7 @@ fn hackbench<P: Pipe>() -> f64 {
 }
 
 fn main() {
-    let mut rounds = 5;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match (a.as_str(), args.next().and_then(|v| v.parse().ok())) {
-            ("--rounds", Some(n)) if n > 0 => rounds = n,
-            _ => {
-                eprintln!("usage: spin_budget [--rounds N]");
-                std::process::exit(2)
-            }
-        }
-    }
+    let rounds = workloads::rounds_arg(5, "spin_budget");
     // samples[row][workload]: one row per budget, then std, then parking_lot.
     let rows = BUDGETS.len() + 2;
     let mut samples = vec![[Vec::new(), Vec::new(), Vec::new()]; rows];

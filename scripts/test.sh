@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's whole test run: what CI runs, and what the README calls "the test command".
 # Build, fmt and clippy (-D warnings), unit + doc + integration tests (std conformance, stress,
-# chains, donation with real attributes, deadlocks), memcheck runs, the loom models with a
+# chains, donation with real attributes, deadlocks, Mutex::run), memcheck runs, the loom models with a
 # bounded preemption count, bench compilation, and smoke runs of hackbench and the demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +25,7 @@ cargo clippy --all-targets -- -D warnings
 step "unit, doc and integration tests (release)"
 cargo test --release
 
-step "memcheck: task-record reclamation and thread-exit paths"
+step "memcheck: task-record reclamation, thread-exit paths, sections run on borrowed stacks"
 if command -v valgrind >/dev/null 2>&1; then
   memcheck() { # test-binary-name filter
     local bin
@@ -38,6 +38,8 @@ if command -v valgrind >/dev/null 2>&1; then
   memcheck std_api lock_in_thread_local_destructor
   memcheck std_api lock_in_pthread_key_destructor_after_record_is_gone
   memcheck std_api guard_forgotten_by_exiting_thread
+  memcheck run returns_results_and_borrows_the_callers_stack
+  memcheck run panic_in_a_proxied_section_reaches_its_caller_only
 else
   echo "valgrind not installed: memcheck runs skipped"
 fi
@@ -54,7 +56,7 @@ step "benches compile"
 cargo bench --no-run
 
 step "hackbench smoke run (every lock)"
-for lock in std parking_lot spin handoff adaptive; do
+for lock in std parking_lot spin handoff adaptive run; do
   cargo run --quiet --release --example hackbench -- -g 1 -l 50 --lock "$lock" --json
 done
 

@@ -285,7 +285,19 @@ struct Hop {
     wait: Option<(usize, bool)>,
 }
 
-/// `me` found itself at the end of its own chain from `first`. Panics if the cycle is real:
+/// A confirmed deadlock: the message naming every thread and lock on the cycle. The waiter has
+/// already left its wait (blocked_on cleared, loans withdrawn) when it gets one.
+pub(crate) struct Deadlock(String);
+
+impl Deadlock {
+    /// Panics with the cycle spelled out (what `lock()` does with a deadlock).
+    #[cold]
+    pub(crate) fn raise(self) -> ! {
+        panic!("{}", self.0)
+    }
+}
+
+/// `me` found itself at the end of its own chain from `first`. `Err` if the cycle is real:
 /// two collects see the same owners in the same untimed waits (module docs of `task`: a
 /// waiter cannot take or release a lock without ending its wait, which bumps its sequence), so
 /// at an instant between them every thread on the cycle waited for the next, and none of those
@@ -293,24 +305,24 @@ struct Hop {
 ///
 /// Both threads that close a cycle publish `blocked_on` (SeqCst) before walking, so at least
 /// one of them sees it; both may panic, each having seen a real cycle.
-pub(crate) fn check_deadlock(me: Me, first: &RawMutex, timed: bool) {
+pub(crate) fn check_deadlock(me: Me, first: &RawMutex, timed: bool) -> Result<(), Deadlock> {
     if timed {
-        return;
+        return Ok(());
     }
     let Some(seen) = collect_cycle(me, first) else {
-        return;
+        return Ok(());
     };
     if seen.iter().any(|h| matches!(h.wait, Some((_, true)))) {
-        return;
+        return Ok(());
     }
     if collect_cycle(me, first).as_ref() != Some(&seen) {
-        return;
+        return Ok(());
     }
     let message = describe_cycle(me, &seen);
     // Leave the wait cleanly: nobody must find us blocked on a lock we will not wait for.
     me.clear_blocked_on();
     crate::donor::after_wait(me, false);
-    panic!("{message}");
+    Err(Deadlock(message))
 }
 
 fn collect_cycle(me: Me, first: &RawMutex) -> Option<Vec<Hop>> {

@@ -325,6 +325,9 @@ impl Condvar {
         let mutex_addr = raw as *const RawMutex as usize;
         let mut wrong_mutex = false;
         let mut requeued = false;
+        // We are on a CPU holding the mutex: run the sections published on it before we
+        // sleep, rather than leaving them to a caller that would have to be woken for them.
+        raw.serve_published(me);
         // Computed before the queue lock is taken: it may read the kernel.
         let my_rank = crate::donor::waiter_rank(me);
         let validate = || {
@@ -344,7 +347,9 @@ impl Condvar {
         };
         // SAFETY: `me` holds the mutex (we have its guard); the guard is kept, not dropped, and
         // is valid again once we relock below.
-        let before_sleep = || unsafe { raw.unlock_as(me) };
+        // Without serving: user code must not run inside the parking lot's `before_sleep`.
+        // Sections published meanwhile are passed on to their callers.
+        let before_sleep = || unsafe { raw.unlock_without_serving_as(me) };
         let timed_out = |key: usize, was_last: bool| {
             // A waiter moved to the mutex's queue was notified; it did not time out.
             requeued = key != self.key();

@@ -46,6 +46,31 @@
 //! println!("{c}");
 //! ```
 //!
+//! **Proxy execution** ([`Mutex::run`]). A critical section handed over as a closure need not
+//! wait for its own thread. A caller that finds the lock held (after a brief spin) publishes
+//! its section on the lock's request stack, a per-thread slot with no allocation, and the
+//! thread that holds the lock runs the published sections, in publication order, before it
+//! lets the lock go: the thread that is on a CPU and owns the lock does the work, and the
+//! caller only sleeps to learn that its section ran (lending its attributes to the holder
+//! meanwhile, as any waiter). A guard's unlock serves published sections too, so guard users
+//! and closure users share one mutex. One unlock runs at most 64 sections, then asks the
+//! oldest remaining caller to take the lock and serve. Thread-locals inside a proxied section
+//! are the proxy's. On a `Handoff` mutex this removes the convoy of strict handoff: instead of
+//! handing the lock to a sleeping waiter and waiting for it to wake, the unlocker runs the
+//! waiter's section and wakes it only to deliver the result.
+//!
+//! ```
+//! use proxy_lock::{Mutex, Policy};
+//! let log = Mutex::with_policy(Vec::new(), Policy::Handoff);
+//! std::thread::scope(|s| {
+//!     for i in 0..4 {
+//!         let log = &log;
+//!         s.spawn(move || log.run(|v| v.push(i)).unwrap());
+//!     }
+//! });
+//! assert_eq!(log.run(|v| v.len()).unwrap(), 4);
+//! ```
+//!
 //! **Unlock policies** ([`Policy`]), chosen per mutex with [`Mutex::with_policy`]:
 //! * `Spin`: waiters spin briefly and may barge; unlock frees the word and wakes one waiter.
 //! * `Handoff`: unlock passes ownership straight to a waiter (a spinning one first, see
@@ -75,6 +100,7 @@ mod condvar;
 mod donor;
 mod loom;
 mod mutex;
+mod proxy;
 mod stats;
 mod sys;
 mod task;
@@ -88,6 +114,8 @@ pub use mutex::raw::RawMutex;
 #[doc(hidden)]
 pub use mutex::set_spin_budget_for_measurement;
 pub use mutex::{Mutex, MutexGuard};
+#[doc(hidden)]
+pub use proxy::set_combine_bound_for_measurement;
 pub use stats::{Counters, counters};
 pub use task::{current_tid, thread_blocked_on};
 

@@ -113,6 +113,12 @@ mod real {
     /// How many spinner handoffs pass between two looks at the clock (see `mutex::raw`).
     pub(crate) const FAIRNESS_CHECK_EVERY: u8 = 16;
 
+    /// How many published sections one unlock runs before it passes the role on (`proxy`),
+    /// and the spin budget of a `run` caller waiting for its section. Chosen by measurement;
+    /// see the README's benchmark section.
+    pub(crate) const COMBINE_BOUND: u32 = 64;
+    pub(crate) const RUN_SPIN_ROUNDS: u32 = 7;
+
     #[inline]
     pub(crate) fn spin_hint() {
         core::hint::spin_loop()
@@ -357,6 +363,10 @@ mod model {
 
     /// Look at the (fake) clock on every handoff, so models reach the fairness path.
     pub(crate) const FAIRNESS_CHECK_EVERY: u8 = 1;
+
+    /// A bound of one section, so two published sections already reach the pass-on path.
+    pub(crate) const COMBINE_BOUND: u32 = 1;
+    pub(crate) const RUN_SPIN_ROUNDS: u32 = 0;
 
     pub(crate) fn spin_hint() {
         loom::thread::yield_now()

@@ -14,6 +14,7 @@ static FAILED_OTHER: AtomicU64 = AtomicU64::new(0);
 static LAST_ERRNO: AtomicU64 = AtomicU64::new(0);
 static HANDOFFS: AtomicU64 = AtomicU64::new(0);
 static HINT_READS: AtomicU64 = AtomicU64::new(0);
+static PROXIED: AtomicU64 = AtomicU64::new(0);
 
 /// What proxy-lock has done in this process so far, for diagnostics and benchmarks.
 ///
@@ -49,6 +50,9 @@ pub struct Counters {
     /// Reads of a thread's attributes (`sched_getattr` plus `sched_getaffinity`) to refresh
     /// the cached summary the lock-free check compares; at most one per thread per 10 ms.
     pub attribute_reads: u64,
+    /// Sections published with [`crate::Mutex::run`] that another thread (the lock holder)
+    /// ran on the caller's behalf.
+    pub proxied: u64,
 }
 
 impl Counters {
@@ -83,6 +87,7 @@ pub fn counters() -> Counters {
         last_errno: LAST_ERRNO.load(Relaxed) as i32,
         handoffs: HANDOFFS.load(Relaxed),
         attribute_reads: HINT_READS.load(Relaxed),
+        proxied: PROXIED.load(Relaxed),
     }
 }
 
@@ -108,8 +113,8 @@ impl std::fmt::Display for Counters {
         }
         write!(
             f,
-            "), handoffs {}, attribute reads {}",
-            self.handoffs, self.attribute_reads
+            "), handoffs {}, attribute reads {}, sections run by proxy {}",
+            self.handoffs, self.attribute_reads, self.proxied
         )
     }
 }
@@ -128,6 +133,12 @@ pub(crate) fn count_skipped() {
 
 pub(crate) fn count_attribute_read() {
     HINT_READS.fetch_add(1, Relaxed);
+}
+
+pub(crate) fn count_proxied(n: u64) {
+    if n != 0 {
+        PROXIED.fetch_add(n, Relaxed);
+    }
 }
 
 pub(crate) fn count_handoff() {

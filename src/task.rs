@@ -54,6 +54,8 @@ pub(crate) struct Task {
     next_new: AtomicUsize,
     /// Number of locks this thread holds. Only the thread itself reads or writes it.
     held: Cell<usize>,
+    /// This thread's request slot for `Mutex::run` (see `proxy`).
+    pub(crate) slot: crate::proxy::Slot,
 }
 
 // SAFETY: every field but `held` is atomic or immutable. `held` is read and written only by the
@@ -254,6 +256,7 @@ fn create_current() -> Me {
         donor: crate::donor::TaskDonor::new(),
         next_new: AtomicUsize::new(0),
         held: Cell::new(0),
+        slot: crate::proxy::Slot::new(),
     }));
     announce(task);
     CURRENT.with(|c| c.set(task));
@@ -278,8 +281,9 @@ unsafe fn retire_current(arg: *mut ()) {
     let record = unsafe { &*task };
     // From here on no donation syscall may reach this thread's tid.
     crate::donor::on_thread_exit(record);
-    if record.held.get() > 0 {
-        // A lock word still names this thread as owner and will forever; keep the record.
+    if record.held.get() > 0 || record.slot.is_linked() {
+        // A lock word still names this thread as owner and will forever, or a lock's request
+        // stack still links our slot (a `run` that a deadlock cancelled); keep the record.
         // Relaxed: diagnostic flag, see `Task::has_exited`.
         record.exited.store(true, Ordering::Relaxed);
         return;

@@ -120,3 +120,56 @@ fn a_consistent_lock_order_never_reports_a_deadlock() {
     let rounds: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert!(rounds > 0);
 }
+
+/// A cycle closed by `Mutex::run`: thread 0 holds lock 0 and runs a section on lock 1, thread 1
+/// holds lock 1 and locks lock 0. The cycle is reported; a `run` caller that reports it first
+/// withdraws its section, which then never runs (its borrowed flag is gone by then), and the
+/// other thread finishes once the panic released lock 0.
+#[test]
+fn a_cycle_through_run_is_reported_and_the_section_withdrawn() {
+    let locks = Arc::new([Mutex::new(()), Mutex::new(())]);
+    let barrier = Arc::new(Barrier::new(2));
+    let spawn = |i: usize| {
+        let (locks, barrier) = (Arc::clone(&locks), Arc::clone(&barrier));
+        thread::Builder::new()
+            .name(format!("run-ring-{i}"))
+            .spawn(move || {
+                let first = locks[i].lock().unwrap();
+                barrier.wait();
+                let mut ran = false;
+                let outcome = catch_unwind(AssertUnwindSafe(|| {
+                    if i == 0 {
+                        locks[1].run(|_| ran = true).unwrap();
+                    } else {
+                        drop(locks[0].lock());
+                    }
+                }));
+                drop(first);
+                let message = outcome.err().map(|p| {
+                    p.downcast_ref::<String>()
+                        .cloned()
+                        .unwrap_or_else(|| "non-string panic".into())
+                });
+                (message, ran)
+            })
+            .unwrap()
+    };
+    let (a, b) = (spawn(0), spawn(1));
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    eprintln!(
+        "run caller reported: {}, lock caller reported: {}",
+        a.0.is_some(),
+        b.0.is_some()
+    );
+    let reported: Vec<&String> = [&a.0, &b.0].into_iter().flatten().collect();
+    assert!(!reported.is_empty(), "the cycle must be reported");
+    for m in reported {
+        assert!(m.contains("deadlock") && m.contains("run-ring-"), "{m}");
+    }
+    if a.0.is_some() {
+        assert!(!a.1, "a withdrawn section must not run");
+    }
+    // Both locks work afterwards; lock 1's next unlock unlinks the withdrawn request.
+    locks[1].run(|_| ()).unwrap();
+    drop(locks[0].lock().unwrap());
+}

@@ -646,3 +646,40 @@ fn a_condvar_waiter_notified_while_the_mutex_is_held_lends_to_its_owner() {
     exit_tx.send(()).unwrap();
     notifier.join().unwrap();
 }
+
+/// A `run` caller that publishes its section and sleeps lends to the holder, which is the
+/// thread that will run the section; the holder's unlock runs it (by proxy) and the loan ends.
+#[test]
+fn a_sleeping_run_caller_lends_to_the_holder_that_runs_its_section() {
+    let _s = serial();
+    if !privileged("a_sleeping_run_caller_lends_to_the_holder_that_runs_its_section") {
+        return;
+    }
+    let m = Arc::new(Mutex::new(()));
+    let owner = Owner::spawn(&m, || set_nice(10));
+    let before = counters();
+    let (tid_tx, tid_rx) = channel();
+    let m2 = Arc::clone(&m);
+    let caller = thread::spawn(move || {
+        set_nice(0);
+        tid_tx.send(current_tid()).unwrap();
+        m2.run(|_| current_tid()).unwrap()
+    });
+    let caller_tid = tid_rx.recv().unwrap();
+    eventually("the run caller to sleep on the lock", || {
+        asleep_on(caller_tid, &m)
+    });
+    assert_eq!(
+        nice_of(owner.tid),
+        0,
+        "the caller's nice is lent to the holder"
+    );
+    owner.release();
+    let ran_on = caller.join().unwrap();
+    assert_eq!(ran_on, owner.tid, "the holder's unlock ran the section");
+    assert_eq!(nice_of(owner.tid), 10, "the holder gets its own nice back");
+    let after = counters();
+    assert!(after.donations > before.donations && after.restores > before.restores);
+    assert!(after.proxied > before.proxied);
+    owner.finish();
+}

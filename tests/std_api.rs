@@ -598,10 +598,11 @@ fn lock_api_raw_mutex() {
 #[test]
 #[cfg(target_pointer_width = "64")]
 fn layout_stays_small() {
-    // Contended throughput measured 10-15% worse when a Mutex<u64> straddled two cache lines;
-    // the raw lock is kept at 24 bytes so that happens rarely. Growing it should be a decision.
-    assert_eq!(std::mem::size_of::<proxy_lock::RawMutex>(), 24);
-    assert_eq!(std::mem::size_of::<Mutex<u64>>(), 40);
+    // Contended throughput measured 10-15% worse when a Mutex<u64> straddled two cache lines,
+    // so growing the lock should be a decision. The fourth word (24 -> 32 bytes) is the stack of
+    // sections published by `Mutex::run`.
+    assert_eq!(std::mem::size_of::<proxy_lock::RawMutex>(), 32);
+    assert_eq!(std::mem::size_of::<Mutex<u64>>(), 48);
     // The Condvar's second word records its best waiter's rank (so a better waiter can lend).
     assert_eq!(std::mem::size_of::<Condvar>(), 16);
 }

@@ -107,6 +107,41 @@ std_shaped_pipe!(
     |r| { proxy_lock::Mutex::with_policy(r, proxy_lock::Policy::Adaptive) }
 );
 
+/// Senders push with `Mutex::run` on a `Handoff` mutex (falling back to a guard and the
+/// not-full Condvar only when the queue is full); receivers use guards. A receiver's unlock,
+/// or its Condvar wait, runs the pushes published meanwhile.
+pub struct RunPipe(HandoffPipe);
+
+impl Pipe for RunPipe {
+    fn new(slots: usize, datasize: usize) -> Self {
+        RunPipe(HandoffPipe::new(slots, datasize))
+    }
+    fn send(&self, msg: &[u8]) {
+        let p = &self.0;
+        let pushed = p
+            .ring
+            .run(|r| {
+                let room = !r.full();
+                if room {
+                    r.push(msg);
+                }
+                room
+            })
+            .unwrap();
+        if !pushed {
+            let mut r = p
+                .not_full
+                .wait_while(p.ring.lock().unwrap(), |r| r.full())
+                .unwrap();
+            r.push(msg);
+        }
+        p.not_empty.notify_one();
+    }
+    fn recv(&self, out: &mut [u8]) {
+        self.0.recv(out)
+    }
+}
+
 pub struct ParkingLotPipe {
     ring: parking_lot::Mutex<Ring>,
     not_empty: parking_lot::Condvar,

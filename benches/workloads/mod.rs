@@ -16,15 +16,18 @@ pub enum Kind {
     Spin,
     Handoff,
     Adaptive,
+    /// `Mutex::run` on a `Handoff` mutex: sections published and run by whoever holds it.
+    Run,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Std,
         Kind::ParkingLot,
         Kind::Spin,
         Kind::Handoff,
         Kind::Adaptive,
+        Kind::Run,
     ];
 
     pub fn name(self) -> &'static str {
@@ -34,6 +37,7 @@ impl Kind {
             Kind::Spin => "spin",
             Kind::Handoff => "handoff",
             Kind::Adaptive => "adaptive",
+            Kind::Run => "run",
         }
     }
 
@@ -44,13 +48,13 @@ impl Kind {
 
 /// A mutex over a `u64` counter, as each library spells it.
 pub trait CounterLock: Send + Sync {
-    fn with(&self, f: impl FnOnce(&mut u64));
+    fn with(&self, f: impl FnOnce(&mut u64) + Send);
     fn get(&self) -> u64;
 }
 
 impl CounterLock for std::sync::Mutex<u64> {
     #[inline]
-    fn with(&self, f: impl FnOnce(&mut u64)) {
+    fn with(&self, f: impl FnOnce(&mut u64) + Send) {
         f(&mut self.lock().unwrap())
     }
     fn get(&self) -> u64 {
@@ -60,7 +64,7 @@ impl CounterLock for std::sync::Mutex<u64> {
 
 impl CounterLock for parking_lot::Mutex<u64> {
     #[inline]
-    fn with(&self, f: impl FnOnce(&mut u64)) {
+    fn with(&self, f: impl FnOnce(&mut u64) + Send) {
         f(&mut self.lock())
     }
     fn get(&self) -> u64 {
@@ -70,7 +74,7 @@ impl CounterLock for parking_lot::Mutex<u64> {
 
 impl CounterLock for proxy_lock::Mutex<u64> {
     #[inline]
-    fn with(&self, f: impl FnOnce(&mut u64)) {
+    fn with(&self, f: impl FnOnce(&mut u64) + Send) {
         f(&mut self.lock().unwrap())
     }
     fn get(&self) -> u64 {
@@ -78,10 +82,23 @@ impl CounterLock for proxy_lock::Mutex<u64> {
     }
 }
 
+/// A proxy-lock mutex used through `Mutex::run` instead of guards.
+pub struct RunMutex(pub proxy_lock::Mutex<u64>);
+
+impl CounterLock for RunMutex {
+    #[inline]
+    fn with(&self, f: impl FnOnce(&mut u64) + Send) {
+        self.0.run(f).unwrap()
+    }
+    fn get(&self) -> u64 {
+        self.0.run(|v| *v).unwrap()
+    }
+}
+
 fn policy(kind: Kind) -> proxy_lock::Policy {
     match kind {
         Kind::Spin => proxy_lock::Policy::Spin,
-        Kind::Handoff => proxy_lock::Policy::Handoff,
+        Kind::Handoff | Kind::Run => proxy_lock::Policy::Handoff,
         _ => proxy_lock::Policy::Adaptive,
     }
 }
@@ -91,6 +108,10 @@ pub fn with_lock<R>(kind: Kind, body: impl LockUser<R>) -> R {
     match kind {
         Kind::Std => body.run(&std::sync::Mutex::new(0u64)),
         Kind::ParkingLot => body.run(&parking_lot::Mutex::new(0u64)),
+        Kind::Run => body.run(&RunMutex(proxy_lock::Mutex::with_policy(
+            0u64,
+            policy(kind),
+        ))),
         _ => body.run(&proxy_lock::Mutex::with_policy(0u64, policy(kind))),
     }
 }
@@ -147,6 +168,23 @@ impl LockUser<Duration> for &Contention {
         let start = spans.iter().map(|s| s.0).min().unwrap();
         spans.iter().map(|s| s.1).max().unwrap() - start
     }
+}
+
+/// The `--rounds N` option of a measurement example (its only option), or `default`. Exits
+/// with a usage line on anything else.
+pub fn rounds_arg(default: usize, program: &str) -> usize {
+    let mut rounds = default;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match (a.as_str(), args.next().and_then(|v| v.parse().ok())) {
+            ("--rounds", Some(n)) if n > 0 => rounds = n,
+            _ => {
+                eprintln!("usage: {program} [--rounds N]");
+                std::process::exit(2)
+            }
+        }
+    }
+    rounds
 }
 
 /// Median of a sample (sorted in place).

@@ -107,8 +107,13 @@ fn cpu_donation() -> CpuDonation {
 }
 
 /// The waiter `me` published `blocked_on = lock` and is about to park: detect a deadlock cycle
-/// (panics), and lend to the chain if any owner on it is worse than `me`.
-pub(crate) fn before_sleep(me: Me, lock: &RawMutex, deadline: bool) {
+/// (`Err`, with the wait already left), and lend to the chain if any owner on it is worse than
+/// `me`.
+pub(crate) fn before_sleep(
+    me: Me,
+    lock: &RawMutex,
+    deadline: bool,
+) -> Result<(), crate::chain::Deadlock> {
     // The CPU this thread frees, unless it only runs there on a loan itself: passing a borrowed
     // CPU on made owners chase each other's loans (a SCHED_IDLE owner moved onto the
     // foreground's CPU lent that CPU on to the next SCHED_IDLE owner, which then stayed on the
@@ -133,13 +138,14 @@ pub(crate) fn before_sleep(me: Me, lock: &RawMutex, deadline: bool) {
         true
     });
     if cycle {
-        crate::chain::check_deadlock(me, lock, deadline);
+        crate::chain::check_deadlock(me, lock, deadline)?;
     }
     if worse_owner {
         ledger::lend(me, lock, cpu);
     } else {
         crate::stats::count_skipped();
     }
+    Ok(())
 }
 
 /// The wait of `me` on `lock` ended (any way). Unlists `me` if it was listed and reconciles if

@@ -3,7 +3,7 @@
 mod lock_api_impls;
 pub(crate) mod poison;
 pub(crate) mod raw;
-mod spin;
+pub(crate) mod spin;
 
 #[doc(hidden)]
 pub use spin::set_spin_budget_for_measurement;
@@ -41,9 +41,9 @@ use std::time::{Duration, Instant};
 /// assert_eq!(*counter.lock().unwrap(), 4);
 /// ```
 pub struct Mutex<T: ?Sized> {
-    raw: RawMutex,
-    poison: poison::Flag,
-    data: UnsafeCell<T>,
+    pub(crate) raw: RawMutex,
+    pub(crate) poison: poison::Flag,
+    pub(crate) data: UnsafeCell<T>,
 }
 
 // SAFETY: as std: the lock gives one thread at a time access to `T`, so sending or sharing the

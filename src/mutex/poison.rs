@@ -48,6 +48,12 @@ impl Flag {
         self.0.load(Ordering::Relaxed)
     }
 
+    /// Poisons the mutex: a section run by `Mutex::run` panicked. Called with the lock held.
+    pub(crate) fn set(&self) {
+        // Relaxed: as in `done`.
+        self.0.store(true, Ordering::Relaxed);
+    }
+
     pub(crate) fn clear(&self) {
         // Relaxed: as in `get`.
         self.0.store(false, Ordering::Relaxed)

@@ -6,10 +6,10 @@
 //! record's alignment leaves free (as the kernel's `mutex::owner`).
 //!
 //! ```text
-//!   bits 63..6            bit 2     bit 1      bit 0
-//!  +---------------------+---------+----------+------+
-//!  | owner record (or 0) | DONATED | SPINNING |PARKED|
-//!  +---------------------+---------+----------+------+
+//!   bits 63..6            bit 3      bit 2     bit 1      bit 0
+//!  +---------------------+----------+---------+----------+------+
+//!  | owner record (or 0) | REQUESTS | DONATED | SPINNING |PARKED|
+//!  +---------------------+----------+---------+----------+------+
 //! ```
 //!
 //! * owner 0: the lock is free. Owner `p`: the thread whose record is at `p` holds it.
@@ -25,6 +25,11 @@
 //!   owner may be boosted. Set and cleared only under the ledger lock, and kept across owners.
 //!   While it is set, no unlock takes the fast path: the slow path hands the lock to the best
 //!   lender (`blocked_donor`), and whoever takes the lock next reconciles.
+//! * `REQUESTS`: sections published by `Mutex::run` may wait on the `requests` stack. Set by a
+//!   publisher (an RMW on a held word), cleared by the holder right before it takes the stack,
+//!   kept by every handover. Its unlock runs them first (`crate::proxy`), and a word is never
+//!   left free with it set and nobody on the way to serve: an unlock that freed such a word
+//!   takes it back, and a holder that ran out of budget woke a caller to come and serve.
 //!
 //! # The spinner slot (`Handoff`)
 //!
@@ -53,14 +58,18 @@
 //!   expired (on average every 0.5 ms, never more than 1 ms) the unlock hands off instead, so no
 //!   waiter waits behind barging for longer than about a millisecond.
 
+mod handoff;
+
 use super::spin::SpinWait;
+use crate::chain::Deadlock;
 use crate::loom::{
-    AWAIT_SPINNER_ROUNDS, AtomicU8, AtomicU32, AtomicUsize, FAIRNESS_CHECK_EVERY, FilterOp,
-    HANDOFF_SPIN_ROUNDS, Ordering, ParkResult, ParkToken, Pin, UnparkResult, UnparkToken, const_fn,
-    monotonic_us, park, unpark_filter, yield_now,
+    AtomicU8, AtomicU32, AtomicUsize, FilterOp, Ordering, ParkResult, ParkToken, Pin, UnparkResult,
+    UnparkToken, const_fn, monotonic_us, park, unpark_filter,
 };
+use crate::proxy::{Requests, Served, Wakes};
 use crate::task::{Me, TASK_ALIGN, Task};
 use crate::{LockId, Policy, Tid};
+use handoff::Spinner;
 use std::time::Instant;
 
 /// Threads may be parked on this lock.
@@ -69,12 +78,10 @@ const PARKED: usize = 1;
 const SPINNING: usize = 2;
 /// Waiters listed in the donation ledger lend to this lock's owner.
 const DONATED: usize = 4;
-/// In the spinner slot: the registered spinner has been chosen as the next owner.
-const GRANTED: usize = 1;
+/// Sections published by `Mutex::run` may be waiting on the `requests` stack.
+const REQUESTS: usize = 8;
 /// Every flag bit. Must stay below the record alignment so an address never overlaps a flag.
-const FLAGS: usize = PARKED | SPINNING | DONATED;
-/// How long the sleepers of a Handoff lock may be passed over for spinners.
-const SLEEPER_PATIENCE_US: u32 = 1000;
+const FLAGS: usize = PARKED | SPINNING | DONATED | REQUESTS;
 const _: () = assert!(FLAGS < TASK_ALIGN);
 /// The word of a free lock nobody waits for.
 const UNLOCKED: usize = 0;
@@ -101,13 +108,15 @@ fn owner_of(word: usize) -> usize {
 /// ```
 ///
 /// Layout: `repr(C)` with the lock word last, so it sits next to what follows it in a `Mutex`
-/// (the poison flag and the data), and 24 bytes in all. A `Mutex<u64>` that straddled two cache
+/// (the poison flag and the data), and 32 bytes in all. A `Mutex<u64>` that straddled two cache
 /// lines measured 10-15% slower under contention than one that did not, and the smaller the
 /// struct, the rarer the straddle.
 #[repr(C)]
 pub struct RawMutex {
     /// The spinner slot; see the module docs.
     spinner: AtomicUsize,
+    /// Sections published by `Mutex::run`, newest first (`crate::proxy`).
+    requests: Requests,
     /// When the current sleepers started waiting, or when one was last served: the low 32 bits
     /// of `monotonic_us`, compared with wrapping arithmetic. Written by the waiter that sets
     /// `PARKED` and by unlockers; read by unlockers.
@@ -132,6 +141,7 @@ impl RawMutex {
             RawMutex {
                 word: AtomicUsize::new(UNLOCKED),
                 spinner: AtomicUsize::new(0),
+                requests: Requests::new(),
                 sleepers_since: AtomicU32::new(0),
                 handoffs_unchecked: AtomicU8::new(0),
                 policy,
@@ -205,8 +215,17 @@ impl RawMutex {
     #[inline]
     pub(crate) fn lock_as(&self, me: Me) {
         if !self.try_lock_fast(me) {
-            self.lock_slow(me, None);
+            self.lock_slow(me, None).unwrap_or_else(|d| d.raise());
         }
+    }
+
+    /// Takes the lock for `me`, or reports the deadlock cycle that makes that impossible (for
+    /// a `run` caller, which must withdraw its section before it panics).
+    pub(crate) fn lock_or_deadlock(&self, me: Me) -> Result<(), Deadlock> {
+        if self.try_lock_fast(me) {
+            return Ok(());
+        }
+        self.lock_slow(me, None).map(drop)
     }
 
     /// Takes the lock for `me` if that is possible without waiting.
@@ -215,10 +234,30 @@ impl RawMutex {
         self.try_lock_fast(me) || self.try_barge(me)
     }
 
+    /// Takes the lock for `me` if it is free, or becomes free while we spin briefly and
+    /// nobody waits or has published a section (a `run` caller: with tiny sections the
+    /// holder is gone within a few pauses, and running our own section beats having it run
+    /// for us, which moves the section's cache lines to the holder and back).
+    pub(crate) fn try_lock_spinning(&self, me: Me) -> bool {
+        let mut spin = SpinWait::with_budget(crate::loom::RUN_SPIN_ROUNDS);
+        loop {
+            if self.try_lock_as(me) {
+                return true;
+            }
+            // Relaxed: a hint; `try_lock_as` validates.
+            let word = self.word.load(Ordering::Relaxed);
+            // Queued or spinning guard waiters get the lock first, and published sections
+            // are served first: publishing is the faster way in then.
+            if word & (PARKED | SPINNING | REQUESTS) != 0 || !spin.spin() {
+                return false;
+            }
+        }
+    }
+
     /// Takes the lock for `me` unless `deadline` passes first.
     #[inline]
     pub(crate) fn lock_until_as(&self, me: Me, deadline: Option<Instant>) -> bool {
-        self.try_lock_fast(me) || self.lock_slow(me, deadline)
+        self.try_lock_fast(me) || self.lock_slow(me, deadline).unwrap_or_else(|d| d.raise())
     }
 
     /// Releases the lock `me` holds.
@@ -228,7 +267,17 @@ impl RawMutex {
     #[inline]
     pub(crate) unsafe fn unlock_as(&self, me: Me) {
         // SAFETY: forwarded.
-        unsafe { self.release(me, false) }
+        unsafe { self.release(me, false, true) }
+    }
+
+    /// Releases the lock `me` holds without running published sections: a Condvar parking
+    /// (inside the parking lot's `before_sleep`, where user code must not run) passes them on.
+    ///
+    /// # Safety
+    /// `me` holds this lock.
+    pub(crate) unsafe fn unlock_without_serving_as(&self, me: Me) {
+        // SAFETY: forwarded.
+        unsafe { self.release(me, false, false) }
     }
 
     /// Releases the lock `me` holds and, if anyone waits, hands it to the first waiter.
@@ -237,22 +286,21 @@ impl RawMutex {
     /// `me` holds this lock.
     pub(crate) unsafe fn unlock_fair_as(&self, me: Me) {
         // SAFETY: forwarded.
-        unsafe { self.release(me, true) }
+        unsafe { self.release(me, true, true) }
     }
 
     /// # Safety
     /// `me` holds this lock.
     #[inline]
-    unsafe fn release(&self, me: Me, fair: bool) {
+    unsafe fn release(&self, me: Me, fair: bool, serve: bool) {
         me.released();
         // Release: the critical section happens-before the next owner's acquiring CAS. Any
         // flag in the word makes the CAS fail and sends us to the slow path.
-        if self
-            .word
-            .compare_exchange(me.addr(), UNLOCKED, Ordering::Release, Ordering::Relaxed)
-            .is_err()
+        if let Err(word) =
+            self.word
+                .compare_exchange(me.addr(), UNLOCKED, Ordering::Release, Ordering::Relaxed)
         {
-            self.unlock_slow(me, fair);
+            self.unlock_slow(me, fair, serve, word);
         }
     }
 
@@ -312,6 +360,80 @@ impl RawMutex {
         self.word.fetch_and(!DONATED, Ordering::Relaxed);
     }
 
+    /// The stack of sections published on this lock.
+    pub(crate) fn requests(&self) -> &Requests {
+        &self.requests
+    }
+
+    /// Whether waiters lend to this lock's owner (a snapshot, for `donor::after_wait`).
+    pub(crate) fn is_donated(&self) -> bool {
+        // Relaxed: a routing hint; the ledger decides under its own lock.
+        self.word.load(Ordering::Relaxed) & DONATED != 0
+    }
+
+    /// Panics if `me` holds this lock (a `run` caller about to publish would wait for itself).
+    pub(crate) fn assert_not_held_by(&self, me: Me) {
+        // Relaxed: only `me` can make itself the owner, so this cannot change under us.
+        if owner_of(self.word.load(Ordering::Relaxed)) == me.addr() {
+            self_deadlock(me);
+        }
+    }
+
+    /// A `run` caller pushed a section: make sure it is served. True if the lock was free and
+    /// `me` took it (its unlock serves the stack); false if the holder will serve it.
+    pub(crate) fn flag_requests_or_take(&self, me: Me) -> bool {
+        // Relaxed load: every path below re-validates with a CAS.
+        let mut word = self.word.load(Ordering::Relaxed);
+        loop {
+            if owner_of(word) == 0 {
+                if self.try_barge(me) {
+                    // Our unlock must not take the fast path past our own section.
+                    self.set_requests_flag();
+                    return true;
+                }
+                // Relaxed: as above.
+                word = self.word.load(Ordering::Relaxed);
+                continue;
+            }
+            // An RMW even when the bit is set already, and Release: against the holder's
+            // Acquire clear-then-take (`clear_requests_flag`), either the holder's take sees our
+            // push or our RMW comes after its clear and sets the bit again (module docs of
+            // `proxy`). Acquire is not needed: we read nothing the holder wrote.
+            match self.word.compare_exchange_weak(
+                word,
+                word | REQUESTS,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return false,
+                Err(now) => word = now,
+            }
+        }
+    }
+
+    /// Runs the sections published on this lock, which `me` holds and keeps holding (up to the
+    /// budget; the rest are passed on).
+    pub(crate) fn serve_published(&self, me: Me) {
+        // Relaxed: a hint; `serve` clears the bit with Acquire before it looks.
+        if self.word.load(Ordering::Relaxed) & REQUESTS != 0 {
+            let mut wakes = Wakes::new();
+            let _ = crate::proxy::serve(self, me, &mut crate::proxy::budget(), &mut wakes);
+        }
+    }
+
+    /// The holder is about to take the request stack: clear `REQUESTS` first, so a section
+    /// pushed after the take sets it again.
+    pub(crate) fn clear_requests_flag(&self) {
+        // Acquire: pairs with a publisher's Release RMW, so its push is visible to our take.
+        self.word.fetch_and(!REQUESTS, Ordering::Acquire);
+    }
+
+    /// The holder put sections back on the stack: its release must not take the fast path.
+    pub(crate) fn set_requests_flag(&self) {
+        // Relaxed: only the holder's own unlock, later in its program order, reads it.
+        self.word.fetch_or(REQUESTS, Ordering::Relaxed);
+    }
+
     /// The parking-lot key of this lock.
     pub(crate) fn park_key(&self) -> usize {
         self.addr()
@@ -365,13 +487,13 @@ impl RawMutex {
 
     /// Spins while that may pay, then parks until the lock is ours or `deadline` passes.
     #[cold]
-    fn lock_slow(&self, me: Me, deadline: Option<Instant>) -> bool {
+    fn lock_slow(&self, me: Me, deadline: Option<Instant>) -> Result<bool, Deadlock> {
         let mut spin = SpinWait::default();
         // Handoff: whether this waiter has had its turn as the spinner since it last slept.
         let mut spun = false;
         loop {
             if self.try_barge(me) {
-                return true;
+                return Ok(true);
             }
             // Relaxed: only decides between spinning, flagging and parking; each of those
             // re-validates with a CAS or under the queue lock.
@@ -382,7 +504,7 @@ impl RawMutex {
             if owner_of(word) == me.addr() {
                 if deadline.is_some() {
                     // A timed lock on a lock we hold could only time out; say so at once.
-                    return false;
+                    return Ok(false);
                 }
                 self_deadlock(me);
             }
@@ -390,7 +512,7 @@ impl RawMutex {
                 if !spun {
                     spun = true;
                     if self.spin_for_handoff(me) {
-                        return true;
+                        return Ok(true);
                     }
                     continue;
                 }
@@ -402,7 +524,7 @@ impl RawMutex {
                 continue;
             }
             me.set_blocked_on(self.addr(), deadline.is_some());
-            crate::donor::before_sleep(me, self, deadline.is_some());
+            crate::donor::before_sleep(me, self, deadline.is_some())?;
             let parked = self.park(me, deadline);
             me.clear_blocked_on();
             // Relaxed: a routing hint; the ledger decides under its own lock.
@@ -411,9 +533,9 @@ impl RawMutex {
             match parked {
                 ParkResult::Unparked(TOKEN_HANDOFF) => {
                     me.acquired();
-                    return true;
+                    return Ok(true);
                 }
-                ParkResult::TimedOut => return false,
+                ParkResult::TimedOut => return Ok(false),
                 ParkResult::Unparked(_) | ParkResult::Invalid => {
                     spin = SpinWait::default();
                     spun = false;
@@ -436,154 +558,6 @@ impl RawMutex {
                 .store(monotonic_us() as u32, Ordering::Relaxed);
         }
         set
-    }
-
-    /// Handoff: registers `me` as the lock's spinner and spins until an unlocker hands it the
-    /// lock (true) or the budget runs out and it withdraws to sleep (false).
-    fn spin_for_handoff(&self, me: Me) -> bool {
-        // AcqRel on success: Release publishes nothing yet (the bit below does), Acquire orders
-        // us after the previous spinner's withdrawal. Relaxed on failure: we just go to sleep.
-        if self
-            .spinner
-            .compare_exchange(0, me.addr(), Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
-        {
-            return false; // another waiter spins already
-        }
-        // Release: an unlocker that sees the bit (Acquire) sees our slot entry.
-        self.word.fetch_or(SPINNING, Ordering::Release);
-        let mut spin = SpinWait::with_budget(HANDOFF_SPIN_ROUNDS);
-        loop {
-            // Acquire: pairs with the unlocker's Release that made us owner.
-            let word = self.word.load(Ordering::Acquire);
-            let owner = owner_of(word);
-            if owner == me.addr() {
-                me.acquired();
-                if word & DONATED != 0 {
-                    crate::donor::took_donated_lock(me);
-                }
-                return true;
-            }
-            // A free word (an unlock that raced our registration): withdraw and take it.
-            if owner == UNLOCKED || !spin.spin() {
-                break;
-            }
-        }
-        // Withdraw unless an unlocker claimed us first; the slot decides (module docs).
-        if self
-            .spinner
-            .compare_exchange(me.addr(), 0, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            // Relaxed: a stale or missing bit only changes which unlock path runs.
-            self.word.fetch_and(!SPINNING, Ordering::Relaxed);
-            return false;
-        }
-        // Claimed: the unlocker is writing us into the word right now. Only a preemption
-        // between its two steps makes this wait long; yield then, in case it shares our CPU.
-        let mut spin = SpinWait::default();
-        loop {
-            // Acquire: as above.
-            if owner_of(self.word.load(Ordering::Acquire)) == me.addr() {
-                me.acquired();
-                return true;
-            }
-            if !spin.spin() {
-                yield_now();
-            }
-        }
-    }
-
-    /// Handoff: makes the registered spinner the owner. False if no spinner is registered or
-    /// sleepers have waited long enough that one of them must go first.
-    fn hand_to_spinner(&self, check_sleepers: bool) -> Spinner {
-        // Acquire: pairs with the Release that set SPINNING, so the slot entry is visible.
-        let word = self.word.load(Ordering::Acquire);
-        if check_sleepers && word & PARKED != 0 && self.sleepers_waited_too_long() {
-            return Spinner::SleepersFirst;
-        }
-        if word & SPINNING == 0 {
-            return Spinner::None;
-        }
-        // Relaxed: ordered after the Acquire load above.
-        let spinner = self.spinner.load(Ordering::Relaxed);
-        let claimed = spinner != 0
-            && spinner & GRANTED == 0
-            && self
-                .spinner
-                .compare_exchange(
-                    spinner,
-                    spinner | GRANTED,
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                )
-                .is_ok();
-        if !claimed {
-            if spinner == 0 {
-                // Relaxed: the spinner left; drop its stale bit (see SPINNING).
-                self.word.fetch_and(!SPINNING, Ordering::Relaxed);
-            }
-            return Spinner::None;
-        }
-        // Release: our critical section happens-before the spinner's. A CAS loop: waiters
-        // may set PARKED, and the ledger DONATED, concurrently.
-        let _ = self
-            .word
-            .fetch_update(Ordering::Release, Ordering::Relaxed, |w| {
-                Some(spinner | (w & (PARKED | DONATED)))
-            });
-        crate::stats::count_handoff();
-        // Release: the next spinner's Acquire registration comes after this handoff.
-        self.spinner.store(0, Ordering::Release);
-        Spinner::Handed
-    }
-
-    /// Handoff: gives the lock to a running waiter if there is one, or one shows up within a
-    /// moment while only sleepers wait (unless the sleepers are owed their turn).
-    fn try_spinner_first(&self) -> bool {
-        match self.hand_to_spinner(true) {
-            Spinner::Handed => true,
-            Spinner::None => {
-                self.has_parked()
-                    && self.await_spinner()
-                    && self.hand_to_spinner(false) == Spinner::Handed
-            }
-            Spinner::SleepersFirst => false,
-        }
-    }
-
-    /// Handoff, with sleepers queued and no spinner: waits a moment (about 0.75 µs) for a
-    /// running waiter to register before a sleeper gets the lock. With sections shorter than
-    /// the gap between a thread's unlock and its next lock, the unlocker often finds only
-    /// sleepers, and waking one leaves the lock idle for a whole wake-up (35 µs across vCPUs
-    /// here); this wait took 8 threads on a counter from 11 µs to about 0.14 µs per section.
-    fn await_spinner(&self) -> bool {
-        let mut spin = SpinWait::with_budget(AWAIT_SPINNER_ROUNDS);
-        while spin.spin() {
-            // Relaxed: a hint; `hand_to_spinner` re-reads with Acquire.
-            if self.word.load(Ordering::Relaxed) & SPINNING != 0 {
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Whether the sleepers have been passed over for about `SLEEPER_PATIENCE_US`. Reads the
-    /// clock only on every `FAIRNESS_CHECK_EVERY`th call, so spinner handoffs stay cheap.
-    fn sleepers_waited_too_long(&self) -> bool {
-        // Relaxed load and store: only the lock holder touches the counter, and the lock
-        // orders holders.
-        let n = self.handoffs_unchecked.load(Ordering::Relaxed) + 1;
-        if n < FAIRNESS_CHECK_EVERY {
-            self.handoffs_unchecked.store(n, Ordering::Relaxed);
-            return false;
-        }
-        self.handoffs_unchecked.store(0, Ordering::Relaxed);
-        // Relaxed: a hint, see `sleepers_since`.
-        let since = self.sleepers_since.load(Ordering::Relaxed);
-        // Wrapping: the stamp keeps 32 bits (71 minutes); a stamp older than that is misread
-        // as recent once, which only delays one sleeper's turn.
-        (monotonic_us() as u32).wrapping_sub(since) >= SLEEPER_PATIENCE_US
     }
 
     fn park(&self, me: Me, deadline: Option<Instant>) -> ParkResult {
@@ -619,30 +593,75 @@ impl RawMutex {
         result
     }
 
+    /// The unlock slow path: first the published sections (`crate::proxy::serve`, up to its
+    /// budget), then the waiters (`pass_lock`). If sections were published while we released
+    /// and the word is free, we take it back and serve them: nobody else would.
+    /// `word` is what the failed fast-path CAS saw.
+    #[cold]
+    fn unlock_slow(&self, me: Me, force_fair: bool, serve: bool, mut word: usize) {
+        // A panicking thread passes sections on instead of running user code while it unwinds.
+        let mut budget = if serve && !std::thread::panicking() {
+            crate::proxy::budget()
+        } else {
+            0
+        };
+        // Callers whose sections ran are woken when `wakes` drops, after the lock is passed on.
+        let mut wakes = Wakes::new();
+        loop {
+            // A routing hint; `serve` clears the bit with Acquire before it looks.
+            let served = word & REQUESTS != 0;
+            let passed =
+                served && crate::proxy::serve(self, me, &mut budget, &mut wakes) == Served::Passed;
+            // With the sections served, the word may carry no flag any more: free it as the
+            // fast path would (Release: our sections and the ones we ran come first).
+            if served
+                && !passed
+                && self
+                    .word
+                    .compare_exchange(me.addr(), UNLOCKED, Ordering::Release, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return;
+            }
+            let freed_with_requests = self.pass_lock(me, force_fair);
+            // A holder that passed the sections on woke a caller to serve them. Otherwise a
+            // section pushed after our last take may sit behind the word we just freed.
+            if passed || !freed_with_requests || !self.try_barge(me) {
+                return;
+            }
+            // We hold it again (someone else holding it would serve on its own unlock).
+            me.released();
+            // Relaxed: a routing hint, as the fast path's failed CAS was.
+            word = self.word.load(Ordering::Relaxed);
+        }
+    }
+
     /// Passes the lock on: to a spinning waiter (Handoff), else by waking one sleeper and
     /// handing the lock over (Handoff, a fair unlock, or Adaptive's fairness timer), else by
-    /// freeing it for the woken sleeper to compete for (Spin, Adaptive otherwise).
-    #[cold]
-    fn unlock_slow(&self, me: Me, force_fair: bool) {
+    /// freeing it for the woken sleeper to compete for (Spin, Adaptive otherwise). True if it
+    /// freed the word while `REQUESTS` was set.
+    fn pass_lock(&self, me: Me, force_fair: bool) -> bool {
         // Relaxed: a routing hint; `unlock_to_donor` works under the queue lock.
         if self.word.load(Ordering::Relaxed) & DONATED != 0 {
-            if !self.unlock_to_donor(force_fair) {
-                // The donor is not queued yet (it is on its way to sleep, or was preempted
-                // on the way): serve whoever is.
-                self.unlock_to_queue(force_fair);
-            }
+            // The donor may not be queued yet (it is on its way to sleep, or was preempted on
+            // the way): then serve whoever is.
+            let freed_with_requests = self
+                .unlock_to_donor(force_fair)
+                .unwrap_or_else(|| self.unlock_to_queue(force_fair));
             crate::donor::step_aside_for_donor(me);
-            return;
+            return freed_with_requests;
         }
-        self.unlock_to_queue(force_fair);
+        self.unlock_to_queue(force_fair)
     }
 
     /// The unlock slow path without lenders: a spinner first (Handoff), else the first
-    /// sleeper, handed the lock or woken to compete for it as the policy says.
-    fn unlock_to_queue(&self, force_fair: bool) {
+    /// sleeper, handed the lock or woken to compete for it as the policy says. True if it
+    /// freed the word while `REQUESTS` was set.
+    fn unlock_to_queue(&self, force_fair: bool) -> bool {
         if self.policy == Policy::Handoff && !force_fair && self.try_spinner_first() {
-            return;
+            return false;
         }
+        let freed_with_requests = std::cell::Cell::new(false);
         // The filter runs before the callback, both under the queue lock.
         let first_waiter = std::cell::Cell::new(0);
         let filter = |token: ParkToken| {
@@ -675,24 +694,24 @@ impl RawMutex {
                 // Nobody was really asleep (a stale PARKED); a spinner takes the lock.
                 TOKEN_RETRY
             } else {
-                self.release_to(UNLOCKED, still_parked);
+                freed_with_requests.set(self.release_to(UNLOCKED, still_parked));
                 TOKEN_RETRY
             }
         };
         // SAFETY: the key is this lock's address; the callbacks do not panic.
         unsafe { unpark_filter(self.addr(), filter, callback) };
+        freed_with_requests.get()
     }
 
     /// Unlock of a lock with listed lenders: wake the best of them (`donor::preferred_waiter`,
     /// the kernel's `blocked_donor`) and, under Handoff and Adaptive or a fair unlock, hand it
     /// the lock; under Spin, free the lock for it to compete for. Spinners are passed over: the
-    /// lender outranks them. False if the preferred waiter is no longer queued (then the
-    /// ordinary path serves the queue) or none is listed.
+    /// lender outranks them. `None` if the preferred waiter is no longer queued (then the
+    /// ordinary path serves the queue) or none is listed; else whether it freed the word while
+    /// `REQUESTS` was set.
     #[cold]
-    fn unlock_to_donor(&self, force_fair: bool) -> bool {
-        let Some(preferred) = crate::donor::preferred_waiter(self) else {
-            return false;
-        };
+    fn unlock_to_donor(&self, force_fair: bool) -> Option<bool> {
+        let preferred = crate::donor::preferred_waiter(self)?;
         let hand_over = force_fair || self.policy != Policy::Spin;
         let filter = |token: ParkToken| {
             if token.0 == preferred {
@@ -701,18 +720,18 @@ impl RawMutex {
                 FilterOp::Skip
             }
         };
-        let served = std::cell::Cell::new(false);
+        let served = std::cell::Cell::new(None);
         let callback = |result: UnparkResult| {
             if result.unparked_threads == 0 {
                 return TOKEN_RETRY; // not queued (any more): the caller falls back
             }
-            served.set(true);
             let still_parked = if result.have_more_threads { PARKED } else { 0 };
             if hand_over {
+                served.set(Some(false));
                 // SAFETY: the token is the record of the thread we are unparking, still queued.
                 unsafe { self.hand_to_parked(preferred, still_parked) }
             } else {
-                self.release_to(UNLOCKED, still_parked);
+                served.set(Some(self.release_to(UNLOCKED, still_parked)));
                 TOKEN_RETRY
             }
         };
@@ -736,17 +755,20 @@ impl RawMutex {
         TOKEN_HANDOFF
     }
 
-    /// Stores `owner | parked` into the word, keeping `SPINNING` (and the spinner registered)
-    /// and `DONATED`. Called by the owner under the queue lock.
-    fn release_to(&self, owner: usize, parked: usize) {
+    /// Stores `owner | parked` into the word, keeping `SPINNING` (and the spinner registered),
+    /// `DONATED` and `REQUESTS`. Called by the owner under the queue lock. True if that freed
+    /// the word with `REQUESTS` set (the caller must see that the sections are served).
+    fn release_to(&self, owner: usize, parked: usize) -> bool {
         // Release: the critical section happens-before whoever takes the lock next. A CAS
-        // loop, not a store: a spinner may register or withdraw, and the ledger may set or
-        // clear DONATED, concurrently.
-        let _ = self
+        // loop, not a store: a spinner may register or withdraw, the ledger may set or clear
+        // DONATED, and a `run` caller may set REQUESTS, concurrently.
+        let before = self
             .word
             .fetch_update(Ordering::Release, Ordering::Relaxed, |w| {
-                Some(owner | parked | (w & (SPINNING | DONATED)))
-            });
+                Some(owner | parked | (w & (SPINNING | DONATED | REQUESTS)))
+            })
+            .unwrap_or_else(|w| w);
+        owner == UNLOCKED && before & REQUESTS != 0
     }
 }
 
@@ -757,17 +779,6 @@ fn self_deadlock(me: Me) -> ! {
         "proxy_lock: deadlock: thread {} tried to lock a mutex it already holds",
         me.task().tid()
     )
-}
-
-/// What `hand_to_spinner` did.
-#[derive(PartialEq, Eq)]
-enum Spinner {
-    /// The registered spinner is the owner now.
-    Handed,
-    /// No spinner is registered (or it withdrew first).
-    None,
-    /// Sleepers have been passed over long enough; one of them goes first.
-    SleepersFirst,
 }
 
 impl std::fmt::Debug for RawMutex {

@@ -14,13 +14,13 @@ use crate::loom::{SPIN_ROUNDS, spin_hint};
 /// (`examples/spin_budget.rs`, table in the README's benchmark section): with ~1 µs sections,
 /// 0 rounds more than doubled the time per section, 3-5 rounds cost 12%, and more than 7 gained
 /// nothing.
-pub(super) struct SpinWait {
+pub(crate) struct SpinWait {
     rounds: u32,
     budget: u32,
 }
 
 impl SpinWait {
-    pub(super) fn with_budget(budget: u32) -> SpinWait {
+    pub(crate) fn with_budget(budget: u32) -> SpinWait {
         SpinWait { rounds: 0, budget }
     }
 }
@@ -56,7 +56,7 @@ pub fn set_spin_budget_for_measurement(rounds: Option<u32>) {
 
 impl SpinWait {
     /// Spins one round; false once the budget is spent.
-    pub(super) fn spin(&mut self) -> bool {
+    pub(crate) fn spin(&mut self) -> bool {
         if self.rounds >= self.budget {
             return false;
         }

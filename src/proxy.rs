@@ -1,0 +1,533 @@
+//! Published critical sections: [`Mutex::run`] and execution by proxy.
+//!
+//! A caller of `run` that cannot take the lock at once (it spins briefly first, as long as
+//! nobody is queued and nothing is published: with tiny sections the holder is gone within a
+//! few pauses, and running a section on its own thread keeps its cache lines where they are)
+//! does not queue itself for the lock; it queues its critical section. Whichever thread holds the lock runs the queued sections before
+//! it lets the lock go, so a section never waits for its own thread to be woken and scheduled:
+//! the thread that is on a CPU and holds the lock does the work (the user-space form of the
+//! kernel's proxy execution). The caller sleeps only to be told that its section ran.
+//!
+//! # Request slots
+//!
+//! Every thread has one request [`Slot`] in its task record (a thread waits in at most one
+//! `run` at a time), so publishing allocates nothing. The slot points at the section itself,
+//! which lives on the caller's stack: the caller does not return before the section ran, so
+//! borrowed captures stay valid. A lock keeps its published slots on a lock-free stack
+//! ([`Requests`], a Treiber stack: push with one CAS, take everything with one swap), and the
+//! holder reverses what it takes, so sections run in publication order.
+//!
+//! # Slot states
+//!
+//! ```text
+//!            publish                 holder claims            holder ran it
+//!   IDLE/DONE -------> QUEUED ---------------------> RUNNING -------------> DONE
+//!                       |  ^                           ^
+//!         bound reached |  | caller takes the lock     | holder claims
+//!                       v  |                           |
+//!                      RETRY --------------------------+
+//!   QUEUED --(caller found a deadlock cycle)--> CANCELLED --(next holder skips it)--> IDLE
+//! ```
+//!
+//! `SLEEPER` is or-ed into `QUEUED` or `RUNNING` by a caller that parks (on its slot's address);
+//! only then does the holder pay for a wake-up. A slot is free for its thread's next `run` in
+//! `IDLE` or `DONE`; in any other state it is linked on some lock's stack, or being run.
+//!
+//! # Who serves, and the `REQUESTS` bit
+//!
+//! A publisher pushes its slot, then either finds the lock free and takes it (its own unlock
+//! serves the stack), or sets `REQUESTS` in the held word with a read-modify-write. The word's
+//! fast-path unlock then fails, and the holder's slow path clears `REQUESTS` and takes the
+//! stack, in that order, until the stack is empty (`serve`). Because the publisher's write to
+//! the word is an RMW (release) and the holder's clear is an RMW (acquire), either the holder's
+//! clear comes later and the holder's take sees the push, or the publisher's write comes later
+//! and finds `REQUESTS` clear, sets it, and the holder's unlock CAS fails again. Handovers keep
+//! `REQUESTS`; an unlock that frees the word with `REQUESTS` set takes the lock back and serves
+//! (`RawMutex::unlock_slow`). So a published section is never left behind a free lock.
+//!
+//! # The bound
+//!
+//! A holder runs at most [`COMBINE_BOUND`] sections per unlock. Then it pushes the rest back
+//! (they stay first in line), marks the oldest `RETRY` and wakes it: that caller takes the lock
+//! the ordinary way (queued, lending, as any waiter) and serves in its turn. So no thread
+//! serves forever, and guard users queued on the lock get their turn between rounds.
+//!
+//! [`Mutex::run`]: crate::Mutex::run
+
+mod section;
+
+use crate::chain::Deadlock;
+use crate::loom::{
+    AtomicU32, AtomicUsize, COMBINE_BOUND, FilterOp, Ordering, ParkResult, ParkToken,
+    RUN_SPIN_ROUNDS, UnparkToken, park, unpark_filter,
+};
+use crate::mutex::raw::RawMutex;
+use crate::mutex::spin::SpinWait;
+use crate::task::Me;
+
+/// Slot phase: not linked anywhere; free.
+const IDLE: u32 = 0;
+/// Slot phase: linked on a lock's stack, waiting for a holder.
+const QUEUED: u32 = 1;
+/// Slot phase: a holder claimed the section and is running it.
+const RUNNING: u32 = 2;
+/// Slot phase: the section ran and its outcome is written; free.
+const DONE: u32 = 3;
+/// Slot phase: still linked; a holder that reached the bound asks the caller to take the lock
+/// and serve.
+const RETRY: u32 = 4;
+/// Slot phase: the caller gave up (deadlock) and left; the next holder unlinks it unrun.
+const CANCELLED: u32 = 5;
+const PHASE: u32 = 7;
+/// Or-ed into `QUEUED`/`RUNNING`: the caller parks (or is about to) on the slot's address.
+const SLEEPER: u32 = 8;
+
+/// A thread's request slot, in its task record.
+pub(crate) struct Slot {
+    /// The next slot on the lock's stack (older), or 0. Written by the publisher before its
+    /// push, and afterwards only by the lock holder that took the stack.
+    next: AtomicUsize,
+    /// Phase and `SLEEPER`; see the module docs.
+    state: AtomicU32,
+    /// Address of the published [`SectionHead`]. Written before the push, read by the holder.
+    section: AtomicUsize,
+}
+
+impl Slot {
+    crate::loom::const_fn! {
+        pub(crate) fn new() -> Slot {
+            Slot {
+                next: AtomicUsize::new(0),
+                state: AtomicU32::new(IDLE),
+                section: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    fn addr(&self) -> usize {
+        self as *const Slot as usize
+    }
+
+    /// Whether the slot is still linked on a lock's stack (a cancelled request that no holder
+    /// has unlinked yet). Its task record must then outlive the thread.
+    pub(crate) fn is_linked(&self) -> bool {
+        // Relaxed: read by the slot's own thread at exit; a holder's later unlink only makes
+        // the answer conservative.
+        !matches!(self.state.load(Ordering::Relaxed) & PHASE, IDLE | DONE)
+    }
+}
+
+/// # Safety
+/// `addr` is a slot that is linked on a stack the caller owns (holds the lock of), or that the
+/// caller otherwise knows to be alive: a linked slot's thread is waiting for it, and a thread
+/// that exits with a cancelled slot still linked keeps its record forever.
+unsafe fn slot<'a>(addr: usize) -> &'a Slot {
+    // SAFETY: forwarded.
+    unsafe { &*(addr as *const Slot) }
+}
+
+/// The stack of published slots of one lock. Lives in `RawMutex`.
+pub(crate) struct Requests(AtomicUsize);
+
+impl Requests {
+    crate::loom::const_fn! {
+        pub(crate) fn new() -> Requests {
+            Requests(AtomicUsize::new(0))
+        }
+    }
+
+    /// Pushes the chain `first ..= last` (linked through `next`, `last.next` free to write).
+    fn push_chain(&self, first: usize, last: &Slot) {
+        // Relaxed load: the CAS validates.
+        let mut head = self.0.load(Ordering::Relaxed);
+        loop {
+            // Relaxed: published by the Release CAS below.
+            last.next.store(head, Ordering::Relaxed);
+            // Release: the slot's fields (and the section behind it) happen-before the
+            // holder's Acquire take.
+            match self
+                .0
+                .compare_exchange_weak(head, first, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(now) => head = now,
+            }
+        }
+    }
+
+    /// Puts a taken chain (newest first) back, if nothing was published meanwhile. Holder only.
+    fn restore(&self, chain: usize) -> bool {
+        // Release: as a push. Relaxed on failure: the caller takes the newer ones and retries.
+        self.0
+            .compare_exchange(0, chain, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Takes every published slot, newest first. Holder only.
+    fn take_all(&self) -> usize {
+        // Acquire: pairs with the pushes' Release.
+        self.0.swap(0, Ordering::Acquire)
+    }
+}
+
+/// The type-erased start of a section on the publisher's stack: how to run it.
+#[repr(C)]
+pub(crate) struct SectionHead {
+    /// Runs the section on the mutex's data and stores its outcome. Called once, by a thread
+    /// that holds the lock.
+    call: unsafe fn(*const SectionHead),
+}
+
+/// Publishes `head` in `me`'s slot on `raw` and returns once it ran. False, without publishing,
+/// if the slot is in use.
+pub(super) fn publish_and_wait(raw: &RawMutex, me: Me, head: *const SectionHead) -> bool {
+    let slot = &me.task().slot;
+    // Relaxed: only this thread makes its slot leave IDLE/DONE, and it reads its own writes.
+    // A holder's write of DONE was already seen with Acquire by the wait that ended the last
+    // request, and a holder's unlink of a cancelled slot is only read as "still busy" late.
+    if !matches!(slot.state.load(Ordering::Relaxed) & PHASE, IDLE | DONE) {
+        return false;
+    }
+    raw.assert_not_held_by(me);
+    // Relaxed: both published by the push's Release.
+    slot.section.store(head as usize, Ordering::Relaxed);
+    slot.state.store(QUEUED, Ordering::Relaxed);
+    raw.requests().push_chain(slot.addr(), slot);
+    if raw.flag_requests_or_take(me) {
+        // The lock was free and is ours: our unlock serves the stack, our section included.
+        // SAFETY: we hold the lock.
+        unsafe { raw.unlock_as(me) };
+    }
+    wait_until_served(raw, me, slot);
+    true
+}
+
+/// Waits until the slot's section ran: spins briefly, then parks (lending to the lock's
+/// owner, the thread that will run the section), and takes the lock itself when asked to.
+fn wait_until_served(raw: &RawMutex, me: Me, slot: &Slot) {
+    let mut spin = SpinWait::with_budget(RUN_SPIN_ROUNDS);
+    loop {
+        // Acquire: pairs with the holder's Release that wrote DONE after the outcome.
+        let state = slot.state.load(Ordering::Acquire);
+        match state & PHASE {
+            DONE => return,
+            RETRY => {
+                // Relaxed: the caller, not a holder, now answers for the slot; a holder that
+                // claims it first (RUNNING) makes this fail.
+                if slot
+                    .state
+                    .compare_exchange(state, QUEUED, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    take_over(raw, me, slot);
+                }
+            }
+            _ if spin.spin() => {}
+            _ => sleep_on_slot(raw, me, slot, state),
+        }
+    }
+}
+
+/// A holder reached the bound and asked us to serve: take the lock the ordinary way and unlock,
+/// which serves the stack (our section is in it unless someone ran it meanwhile).
+fn take_over(raw: &RawMutex, me: Me, slot: &Slot) {
+    match raw.lock_or_deadlock(me) {
+        // SAFETY: we hold the lock.
+        Ok(()) => unsafe { raw.unlock_as(me) },
+        Err(deadlock) => give_up(slot, deadlock),
+    }
+}
+
+/// Parks until a holder completes the slot or asks us to take over. `seen` is the state we
+/// last read (QUEUED or RUNNING).
+fn sleep_on_slot(raw: &RawMutex, me: Me, slot: &Slot, seen: u32) {
+    // Relaxed: the holder reads SLEEPER from its own RMW on the same word.
+    if seen & SLEEPER == 0
+        && slot
+            .state
+            .compare_exchange(seen, seen | SLEEPER, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return; // the state moved on: look again
+    }
+    me.set_blocked_on(raw.park_key(), false);
+    if let Err(deadlock) = crate::donor::before_sleep(me, raw, false) {
+        give_up(slot, deadlock);
+        return;
+    }
+    let validate = || {
+        // Relaxed: under the queue lock; a holder's state change comes before its unpark,
+        // which takes the same queue lock.
+        let state = slot.state.load(Ordering::Relaxed);
+        state & SLEEPER != 0 && matches!(state & PHASE, QUEUED | RUNNING)
+    };
+    // SAFETY: the key is our slot's address, which only this module parks on; the callbacks do
+    // not panic.
+    let _: ParkResult =
+        unsafe { park(slot.addr(), validate, || {}, |_, _| {}, ParkToken(0), None) };
+    me.clear_blocked_on();
+    crate::donor::after_wait(me, raw.is_donated());
+}
+
+/// We found a deadlock cycle through this wait. If the section has not been claimed, withdraw
+/// it and panic with the cycle; otherwise it is running or ran, so there is no deadlock to
+/// report and we go on waiting.
+fn give_up(slot: &Slot, deadlock: Deadlock) {
+    // Relaxed: a holder that sees CANCELLED touches nothing behind the slot.
+    let cancelled = slot
+        .state
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+            (s & PHASE == QUEUED).then_some(CANCELLED)
+        })
+        .is_ok();
+    if cancelled {
+        deadlock.raise();
+    }
+}
+
+/// What `serve` did.
+#[derive(PartialEq, Eq)]
+pub(crate) enum Served {
+    /// The stack was empty when last looked at.
+    All,
+    /// The budget ran out; the rest is back on the stack and its oldest was asked to take over.
+    Passed,
+}
+
+/// Runs published sections on `raw`, which `me` holds, oldest first, until none is left or
+/// `budget` sections ran (`budget` is decremented). A budget of 0 serves nothing and passes
+/// at once, for unlocks that must not run user code (a panicking thread, a Condvar's park).
+///
+/// Callers that sleep are not woken here but recorded in `wakes`, for the unlocker to wake
+/// once the lock is free: a futex wake costs microseconds, and made inside the loop it would
+/// hold the lock for every sleeper.
+pub(crate) fn serve(raw: &RawMutex, me: Me, budget: &mut u32, wakes: &mut Wakes) -> Served {
+    let mut proxied = 0;
+    let served = serve_counting(raw, me, budget, &mut proxied, wakes);
+    // One add per unlock, not per section: the counter is shared by every thread.
+    crate::stats::count_proxied(proxied);
+    served
+}
+
+/// Slots whose callers sleep and must be woken, collected while the lock is held.
+pub(crate) struct Wakes {
+    keys: [usize; WAKES_HELD],
+    len: usize,
+}
+
+/// How many wakes an unlock defers; beyond that they happen at once.
+const WAKES_HELD: usize = 16;
+
+impl Wakes {
+    pub(crate) fn new() -> Wakes {
+        Wakes {
+            keys: [0; WAKES_HELD],
+            len: 0,
+        }
+    }
+
+    fn add(&mut self, key: usize) {
+        if self.len == WAKES_HELD {
+            unpark_slot(key);
+        } else {
+            self.keys[self.len] = key;
+            self.len += 1;
+        }
+    }
+
+    /// Wakes every recorded caller. A caller that already saw its slot change (and maybe
+    /// published again) only wakes spuriously and parks again.
+    pub(crate) fn wake_all(&mut self) {
+        for &key in &self.keys[..self.len] {
+            unpark_slot(key);
+        }
+        self.len = 0;
+    }
+}
+
+impl Drop for Wakes {
+    fn drop(&mut self) {
+        self.wake_all();
+    }
+}
+
+fn serve_counting(
+    raw: &RawMutex,
+    me: Me,
+    budget: &mut u32,
+    proxied: &mut u64,
+    wakes: &mut Wakes,
+) -> Served {
+    loop {
+        raw.clear_requests_flag();
+        let mut next = reverse(raw.requests().take_all());
+        if next == 0 {
+            return Served::All;
+        }
+        while next != 0 {
+            if *budget == 0 {
+                if pass_on(raw, next, wakes) {
+                    return Served::Passed;
+                }
+                break; // all cancelled; look for newer ones
+            }
+            // SAFETY: linked on the stack we took while holding the lock.
+            let s = unsafe { slot(next) };
+            // Relaxed: we own the taken chain; read before the slot may be freed.
+            next = s.next.load(Ordering::Relaxed);
+            if run_slot(s, wakes) {
+                *budget -= 1;
+                *proxied += u64::from(!std::ptr::eq(s, &me.task().slot));
+            }
+        }
+    }
+}
+
+/// The default budget of one unlock; see [`COMBINE_BOUND`].
+pub(crate) fn budget() -> u32 {
+    // Relaxed: a tuning knob for measurements.
+    match BOUND_OVERRIDE.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => COMBINE_BOUND,
+        n => n,
+    }
+}
+
+static BOUND_OVERRIDE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// For measurements only: how many published sections one unlock may run (0 restores the
+/// default of 64). Process-wide.
+#[doc(hidden)]
+pub fn set_combine_bound_for_measurement(bound: u32) {
+    // Relaxed: as in `budget`.
+    BOUND_OVERRIDE.store(bound, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Reverses a chain taken from the stack (newest first) into publication order.
+fn reverse(mut newest: usize) -> usize {
+    let mut oldest_first = 0;
+    while newest != 0 {
+        // SAFETY: linked on the stack we took while holding the lock.
+        let s = unsafe { slot(newest) };
+        // Relaxed: we own the taken chain.
+        let next = s.next.load(Ordering::Relaxed);
+        s.next.store(oldest_first, Ordering::Relaxed);
+        oldest_first = newest;
+        newest = next;
+    }
+    oldest_first
+}
+
+/// Claims and runs one slot's section, completes it, and wakes its thread if it sleeps. False
+/// if the slot was cancelled (then it is unlinked and nothing runs).
+fn run_slot(s: &Slot, wakes: &mut Wakes) -> bool {
+    // Relaxed: the section behind the slot was published by the push (Release) and our take
+    // (Acquire); the claim only decides between us and a caller cancelling or retrying.
+    let claimed = s
+        .state
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |state| {
+            matches!(state & PHASE, QUEUED | RETRY).then_some(RUNNING | (state & SLEEPER))
+        });
+    if claimed.is_err() {
+        // Cancelled: its caller has left. Release: our read of `next` comes first; the
+        // thread may publish again once it sees IDLE.
+        s.state.store(IDLE, Ordering::Release);
+        return false;
+    }
+    // Relaxed: as the claim.
+    let head = s.section.load(Ordering::Relaxed) as *const SectionHead;
+    // SAFETY: the slot was QUEUED or RETRY, so its caller is waiting and the section is alive;
+    // our claim makes us its only runner; we hold the lock.
+    unsafe { ((*head).call)(head) };
+    // Release: the outcome happens-before the caller's Acquire load of DONE. After this the
+    // slot may be reused at once: only its address is used afterwards.
+    let before = s.state.swap(DONE, Ordering::Release);
+    if before & SLEEPER != 0 {
+        wakes.add(s.addr());
+    }
+    true
+}
+
+fn unpark_slot(key: usize) {
+    let mut first = true;
+    let filter = |_| {
+        if std::mem::take(&mut first) {
+            FilterOp::Unpark
+        } else {
+            FilterOp::Stop
+        }
+    };
+    // SAFETY: the key is a slot address, parked on only by this module; the callback does
+    // not panic. A thread woken by a stale unpark finds its state unchanged and parks again.
+    unsafe { unpark_filter(key, filter, |_| UnparkToken(0)) };
+}
+
+/// The budget ran out with `rest` (oldest first) still to run: ask the oldest live one to
+/// take over, and put all of them back on the stack, older than anything published since.
+/// False if every one of them was cancelled (they are unlinked, nothing is left to pass).
+fn pass_on(raw: &RawMutex, mut rest: usize, wakes: &mut Wakes) -> bool {
+    // The first slot that accepts RETRY (or already has it, from an earlier pass); cancelled
+    // ones on the way are unlinked.
+    let (target, before) = loop {
+        if rest == 0 {
+            return false;
+        }
+        // SAFETY: linked on the chain we own.
+        let s = unsafe { slot(rest) };
+        // Relaxed: as in `run_slot`.
+        let state = s.state.load(Ordering::Relaxed);
+        match state & PHASE {
+            RETRY => break (s, 0),
+            // SLEEPER is dropped: the caller is woken below, and looks.
+            QUEUED => {
+                if s.state
+                    .compare_exchange(state, RETRY, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    break (s, state);
+                }
+            }
+            _ => {
+                // Cancelled. Relaxed: we own the chain; Release: as in `run_slot`.
+                rest = s.next.load(Ordering::Relaxed);
+                s.state.store(IDLE, Ordering::Release);
+            }
+        }
+    };
+    push_back(raw, rest);
+    raw.set_requests_flag();
+    // The caller may already have seen RETRY and be on its way to the lock, which we still
+    // hold: it queues for it like any waiter, and a spare unpark only makes it look again.
+    if before & SLEEPER != 0 {
+        wakes.add(target.addr());
+    }
+    true
+}
+
+/// Puts the chain `oldest` (oldest first) back on the stack below anything published since.
+fn push_back(raw: &RawMutex, oldest: usize) {
+    // The stack is newest first: reverse the chain (`oldest` is then its bottom, with no
+    // next), and hang it under whatever was published since, until a CAS from empty succeeds.
+    let mut top = reverse(oldest);
+    loop {
+        let newer = raw.requests().take_all();
+        if newer != 0 {
+            let mut bottom = newer;
+            loop {
+                // SAFETY: taken from the stack while holding the lock.
+                let s = unsafe { slot(bottom) };
+                // Relaxed: we own the taken chain.
+                match s.next.load(Ordering::Relaxed) {
+                    0 => {
+                        s.next.store(top, Ordering::Relaxed);
+                        break;
+                    }
+                    n => bottom = n,
+                }
+            }
+            top = newer;
+        }
+        if raw.requests().restore(top) {
+            return;
+        }
+    }
+}
