@@ -62,5 +62,8 @@ done
 
 step "inversion demo smoke run"
 cargo run --quiet --release --example priority_inversion -- --seconds 0.3
+# --json: one object per (scenario, lock), five locks.
+lines=$(cargo run --quiet --release --example priority_inversion -- --json --scenario direct --seconds 0.2 | grep -c '"scenario":"direct"')
+[ "$lines" -eq 5 ] || { echo "priority_inversion --json printed $lines lines, expected 5"; exit 1; }
 
 step "done"

@@ -3,10 +3,12 @@
 //! A caller of `run` that cannot take the lock at once (it spins briefly first, as long as
 //! nobody is queued and nothing is published: with tiny sections the holder is gone within a
 //! few pauses, and running a section on its own thread keeps its cache lines where they are)
-//! does not queue itself for the lock; it queues its critical section. Whichever thread holds the lock runs the queued sections before
-//! it lets the lock go, so a section never waits for its own thread to be woken and scheduled:
-//! the thread that is on a CPU and holds the lock does the work (the user-space form of the
-//! kernel's proxy execution). The caller sleeps only to be told that its section ran.
+//! does not queue itself for the lock; it queues its critical section. Whichever thread holds
+//! the lock runs the queued sections before it lets the lock go, so a section never waits for
+//! its own thread to be woken and scheduled: the thread that is on a CPU and holds the lock
+//! does the work (the user-space form of the kernel's proxy execution). The caller sleeps only
+//! to be told that its section ran, and is woken once the lock has been passed on (`Wakes`):
+//! a futex wake inside the serving loop would hold the lock for microseconds per sleeper.
 //!
 //! # Request slots
 //!
@@ -315,8 +317,9 @@ pub(crate) struct Wakes {
     len: usize,
 }
 
-/// How many wakes an unlock defers; beyond that they happen at once.
-const WAKES_HELD: usize = 16;
+/// How many wakes an unlock defers (the default bound, so normally all of them); beyond that
+/// they happen at once. 512 bytes on the unlock slow path's stack.
+const WAKES_HELD: usize = 64;
 
 impl Wakes {
     pub(crate) fn new() -> Wakes {

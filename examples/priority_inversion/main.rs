@@ -1,314 +1,235 @@
-//! Priority inversion between ordinary threads, measured.
+//! Priority inversion between ordinary threads, measured, for five locks side by side.
 //!
-//! A background thread (SCHED_IDLE, pinned to CPU 0) takes a lock for 100 µs at a time. A nice-0
-//! hog on CPU 0 runs in 20 ms bursts, during which the background thread gets no CPU. A
-//! foreground thread on CPU 1 takes the same lock every millisecond and records how long each
-//! acquisition waited. Whenever the hog preempts the background thread inside its critical
-//! section, the foreground waits for the rest of the burst.
+//! In every scenario a background owner takes a lock over and over, a hog on the owner's CPU
+//! runs in 20 ms bursts that leave the owner without a CPU, and a foreground thread on the
+//! other CPU takes the same lock every millisecond, recording how long each acquisition
+//! waited. Whenever the hog preempts the owner inside its critical section, the foreground
+//! waits for the rest of the burst, unless the lock does something about it.
 //!
 //! ```text
-//! cargo run --release --example priority_inversion [-- --seconds N] [--scenario direct|chain]
+//! cargo run --release --example priority_inversion -- [--scenario direct|chain|cgroup|rt|all]
+//!     [--seconds N] [--section cpu|rename] [--json] [--svg PATH] [--cpu-donation move|union|off]
 //! ```
 //!
-//! Scenarios: `direct` (as above) and `chain` (the foreground waits on A, whose owner waits on
-//! B, whose owner the hog preempts). proxy-lock's waiter lends its scheduling attributes and
-//! its CPU to every owner on the chain, so the owner finishes its section on the CPU the
-//! foreground freed instead of waiting out the burst.
+//! Scenarios (`scenario.rs`): `direct` (a SCHED_IDLE owner), `chain` (the foreground waits on
+//! A, whose owner waits on B), `cgroup` (owner in a cgroup with cpu.shares 4, hog in one with
+//! 512; needs root and the cgroup v1 cpu controller), `rt` (SCHED_FIFO foreground, SCHED_OTHER
+//! owner, lower SCHED_FIFO hog; needs the right to use SCHED_FIFO). Locks (`locks.rs`): std,
+//! parking_lot, a pthread mutex with PTHREAD_PRIO_INHERIT, proxy-lock's guard API and its
+//! `Mutex::run`. Output: a table per scenario with the headline ratio last, a CDF chart of the
+//! waits (`target/priority_inversion.svg` unless `--svg` says otherwise), or with `--json` one
+//! JSON object per line and (scenario, lock).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+mod locks;
+mod report;
+mod scenario;
+mod setup;
 
-const SECTION: Duration = Duration::from_micros(100);
-const HOG_BURST: Duration = Duration::from_millis(20);
-const HOG_REST: Duration = Duration::from_millis(5);
-const PERIOD: Duration = Duration::from_millis(1);
+use locks::{LOCKS, PiMutex, RunLock};
+use report::Result;
+use scenario::{Scenario, Section, Stage};
+use std::time::Duration;
 
-/// The lock under test, as each library spells "run this under the lock".
-trait DemoLock: Send + Sync + 'static {
-    fn hold(&self, f: impl FnOnce());
+const USAGE: &str = "usage: priority_inversion [--scenario direct|chain|cgroup|rt|all] [--seconds N] \
+[--section cpu|rename] [--json] [--svg PATH] [--cpu-donation move|union|off]";
+
+struct Args {
+    scenarios: Vec<Scenario>,
+    seconds: f64,
+    rename: bool,
+    json: bool,
+    svg: String,
 }
 
-impl DemoLock for std::sync::Mutex<()> {
-    fn hold(&self, f: impl FnOnce()) {
-        let _g = self.lock().unwrap();
-        f()
-    }
-}
-
-impl DemoLock for parking_lot::Mutex<()> {
-    fn hold(&self, f: impl FnOnce()) {
-        let _g = self.lock();
-        f()
-    }
-}
-
-impl DemoLock for proxy_lock::Mutex<()> {
-    fn hold(&self, f: impl FnOnce()) {
-        let _g = self.lock().unwrap();
-        f()
-    }
-}
-
-fn busy(d: Duration) {
-    let end = Instant::now() + d;
-    while Instant::now() < end {
-        std::hint::spin_loop();
-    }
-}
-
-/// Pins the calling thread to `cpu`; false (with the reason printed once) if that fails.
-fn pin(cpu: usize) -> bool {
-    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: cpu < CPU_SETSIZE (checked by the caller against the CPU count).
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: valid set of the size passed; 0 is the calling thread.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
-    if rc != 0 {
-        eprintln!(
-            "cannot pin to CPU {cpu}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    rc == 0
-}
-
-/// Makes the calling thread SCHED_IDLE (no privilege needed to lower one's own policy).
-fn become_idle() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: valid param; 0 is the calling thread.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
-        eprintln!("cannot set SCHED_IDLE: {}", std::io::Error::last_os_error());
-    }
-}
-
-struct Waits {
-    n: usize,
-    p50: Duration,
-    p99: Duration,
-    max: Duration,
-}
-
-/// Which inversion to stage.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Scenario {
-    /// The foreground waits on a lock a SCHED_IDLE thread on the hog's CPU holds.
-    Direct,
-    /// The foreground waits on A; A's owner waits on B; B's owner is the one the hog preempts.
-    /// Both owners are SCHED_IDLE on the hog's CPU, so donation must be transitive.
-    Chain,
-}
-
-impl Scenario {
-    fn name(self) -> &'static str {
-        match self {
-            Scenario::Direct => "direct",
-            Scenario::Chain => "chain",
-        }
-    }
-}
-
-/// Sets up proxy-lock's per-thread state (task record, parking and epoch registration) before
-/// the measurement, in every thread and for every lock alike. A thread's first blocking lock
-/// otherwise goes through first-use paths that take process-wide locks, and a SCHED_IDLE
-/// thread preempted inside one while starting up made the foreground's very first wait last a
-/// whole hog burst in about one run in five (see the README's known limits).
-fn warm_up() {
-    let m = proxy_lock::Mutex::new(());
-    let cv = proxy_lock::Condvar::new();
-    let _ = cv.wait_timeout(m.lock().unwrap(), Duration::from_micros(1));
-    let _ = m.owner_tid();
-}
-
-/// A background thread: SCHED_IDLE, pinned to CPU 0 beside the hog, runs `body` until stopped.
-fn background(
-    pinned: bool,
-    stop: &Arc<AtomicBool>,
-    body: impl Fn() + Send + 'static,
-) -> std::thread::JoinHandle<()> {
-    let stop = stop.clone();
-    std::thread::spawn(move || {
-        if pinned {
-            pin(0);
-        }
-        warm_up();
-        become_idle();
-        while !stop.load(Ordering::Relaxed) {
-            body();
-        }
-    })
-}
-
-fn run<L: DemoLock + Default>(scenario: Scenario, seconds: f64, pinned: bool) -> Waits {
-    let (a, b) = (Arc::new(L::default()), Arc::new(L::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut threads = Vec::new();
-    match scenario {
-        Scenario::Direct => {
-            let a = a.clone();
-            threads.push(background(pinned, &stop, move || {
-                a.hold(|| busy(SECTION));
-                busy(SECTION);
-            }));
-        }
-        Scenario::Chain => {
-            // The middle owner holds A while it waits for B.
-            let (a, b1) = (a.clone(), b.clone());
-            threads.push(background(pinned, &stop, move || {
-                a.hold(|| b1.hold(|| busy(SECTION / 10)));
-                busy(SECTION);
-            }));
-            let b = b.clone();
-            threads.push(background(pinned, &stop, move || {
-                b.hold(|| busy(SECTION));
-                busy(SECTION);
-            }));
-        }
-    }
-    let s = stop.clone();
-    threads.push(std::thread::spawn(move || {
-        if pinned {
-            pin(0);
-        }
-        while !s.load(Ordering::Relaxed) {
-            busy(HOG_BURST);
-            std::thread::sleep(HOG_REST);
-        }
-    }));
-    let (l, s) = (a.clone(), stop.clone());
-    let foreground = std::thread::spawn(move || {
-        if pinned {
-            pin(1);
-        }
-        warm_up();
-        let mut waits = Vec::new();
-        let end = Instant::now() + Duration::from_secs_f64(seconds);
-        let mut next = Instant::now();
-        while Instant::now() < end {
-            let t0 = Instant::now();
-            l.hold(|| waits.push(t0.elapsed()));
-            next += PERIOD;
-            if let Some(d) = next.checked_duration_since(Instant::now()) {
-                std::thread::sleep(d);
+fn parse_args() -> std::result::Result<Args, String> {
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let mut a = Args {
+        scenarios: Scenario::ALL.to_vec(),
+        // 4 scenarios x 5 locks: the whole demo in under a minute.
+        seconds: 2.2,
+        rename: false,
+        json: false,
+        svg: format!("{target}/priority_inversion.svg"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--scenario" => {
+                let v = value()?;
+                a.scenarios = match v.as_str() {
+                    "all" => Scenario::ALL.to_vec(),
+                    name => vec![
+                        *Scenario::ALL
+                            .iter()
+                            .find(|s| s.name() == name)
+                            .ok_or(format!("unknown scenario {name}"))?,
+                    ],
+                }
             }
+            "--seconds" => {
+                let v = value()?;
+                a.seconds = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| *s > 0.0 && s.is_finite())
+                    .ok_or(format!("--seconds: not a positive number: {v}"))?
+            }
+            "--section" => match value()?.as_str() {
+                "cpu" => a.rename = false,
+                "rename" => a.rename = true,
+                other => return Err(format!("unknown section {other}")),
+            },
+            "--json" => a.json = true,
+            "--svg" => a.svg = value()?,
+            "--cpu-donation" => proxy_lock::set_cpu_donation(match value()?.as_str() {
+                "move" => proxy_lock::CpuDonation::Move,
+                "union" => proxy_lock::CpuDonation::Union,
+                "off" => proxy_lock::CpuDonation::Off,
+                other => return Err(format!("unknown --cpu-donation {other}")),
+            }),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0)
+            }
+            other => return Err(format!("unknown option {other}")),
         }
-        s.store(true, Ordering::Relaxed);
-        waits
-    });
-    let mut waits = foreground.join().unwrap();
-    for t in threads {
-        t.join().unwrap();
     }
-    waits.sort();
-    let at = |q: f64| waits[((waits.len() - 1) as f64 * q) as usize];
-    Waits {
-        n: waits.len(),
-        p50: at(0.5),
-        p99: at(0.99),
-        max: *waits.last().unwrap(),
+    Ok(a)
+}
+
+/// Runs the stage with every lock, in table order.
+fn run_all(stage: &Stage, progress: &mut impl FnMut(&str)) -> Vec<Result> {
+    let mut out = Vec::new();
+    for (i, (lock, label)) in LOCKS.iter().enumerate() {
+        progress(label);
+        let before = proxy_lock::counters();
+        let waits = match i {
+            0 => stage.run::<std::sync::Mutex<()>>(),
+            1 => stage.run::<parking_lot::Mutex<()>>(),
+            2 => stage.run::<PiMutex>(),
+            3 => stage.run::<proxy_lock::Mutex<()>>(),
+            _ => stage.run::<RunLock>(),
+        };
+        let after = proxy_lock::counters();
+        out.push(Result {
+            scenario: stage.scenario.name(),
+            lock,
+            label,
+            waits,
+            counted: lock.starts_with("proxy_lock").then(|| {
+                (
+                    after.donations - before.donations,
+                    after.proxied - before.proxied,
+                )
+            }),
+        });
     }
+    out
 }
 
 fn main() {
-    let mut seconds = 4.0;
-    let mut scenarios = vec![Scenario::Direct, Scenario::Chain];
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let value = args.next();
-        match (a.as_str(), value.as_deref()) {
-            ("--seconds", Some(v)) if v.parse::<f64>().is_ok_and(|s| s > 0.0) => {
-                seconds = v.parse().unwrap()
-            }
-            ("--scenario", Some("direct")) => scenarios = vec![Scenario::Direct],
-            ("--scenario", Some("chain")) => scenarios = vec![Scenario::Chain],
-            ("--cpu-donation", Some("move")) => {
-                proxy_lock::set_cpu_donation(proxy_lock::CpuDonation::Move)
-            }
-            ("--cpu-donation", Some("union")) => {
-                proxy_lock::set_cpu_donation(proxy_lock::CpuDonation::Union)
-            }
-            ("--cpu-donation", Some("off")) => {
-                proxy_lock::set_cpu_donation(proxy_lock::CpuDonation::Off)
-            }
-            _ => {
-                eprintln!(
-                    "usage: priority_inversion [--seconds N] [--scenario direct|chain] [--cpu-donation move|union|off]"
-                );
-                std::process::exit(2)
-            }
-        }
-    }
+    let args = parse_args().unwrap_or_else(|e| {
+        eprintln!("priority_inversion: {e}\n{USAGE}");
+        std::process::exit(2)
+    });
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pinned = cpus >= 2;
     if !pinned {
         eprintln!(
-            "only {cpus} CPU: the scenarios need the background owner and the foreground on different CPUs; running unpinned, which shows less"
+            "only {cpus} CPU: every scenario needs the owner and the foreground on different CPUs (the foreground's CPU is what the owner borrows); running unpinned, which shows less"
         );
     }
     let caps = proxy_lock::capabilities();
     if !caps.can_leave_idle {
-        eprintln!("{caps}\n(donation cannot lift the SCHED_IDLE owner here; CPU loans still work)");
+        eprintln!("{caps}\n(donation cannot lift a SCHED_IDLE owner here; CPU loans still work)");
     }
-    println!(
-        "background owner(s): SCHED_IDLE on CPU 0, holding the lock {} µs at a time",
-        SECTION.as_micros()
-    );
-    println!(
-        "hog: nice 0 on CPU 0, {} ms bursts; foreground: CPU 1, locks every 1 ms",
-        HOG_BURST.as_millis()
-    );
-    for scenario in scenarios {
+    let rename = args.rename.then(|| {
+        setup::RenameDir::create().unwrap_or_else(|e| {
+            eprintln!("priority_inversion: --section rename: {e}");
+            std::process::exit(1)
+        })
+    });
+    let section = match rename {
+        Some(dir) => Section::Rename(std::sync::Arc::new(dir)),
+        None => Section::Cpu(Duration::from_micros(100)),
+    };
+    if !args.json {
         println!(
-            "\n{}: {:<28} {:>6} {:>10} {:>10} {:>10}",
-            scenario.name(),
-            "lock",
-            "n",
-            "p50 µs",
-            "p99 µs",
-            "max µs"
+            "each owner's critical section: {}; {} s per lock",
+            section.describe(),
+            args.seconds
         );
-        let pad = " ".repeat(scenario.name().len() + 2);
-        let report = |name: &str, w: &Waits| {
-            println!(
-                "{pad}{name:<28} {:>6} {:>10} {:>10} {:>10}",
-                w.n,
-                w.p50.as_micros(),
-                w.p99.as_micros(),
-                w.max.as_micros()
-            )
+    }
+    let total = args.scenarios.len() * LOCKS.len();
+    let mut done = 0;
+    let mut all: Vec<Vec<Result>> = Vec::new();
+    for scenario in &args.scenarios {
+        let groups = match scenario.prepare() {
+            Ok(g) => g,
+            Err(why) => {
+                let line = format!("{}: skipped: {why}", scenario.name());
+                eprintln!("{line}");
+                if !args.json {
+                    println!("\n{line}");
+                }
+                done += LOCKS.len();
+                continue;
+            }
         };
-        let progress =
-            |lock: &str| eprintln!("{}: running {lock} for {seconds} s ...", scenario.name());
-        progress("std::sync::Mutex");
-        let std_waits = run::<std::sync::Mutex<()>>(scenario, seconds, pinned);
-        report("std::sync::Mutex", &std_waits);
-        progress("parking_lot::Mutex");
-        report(
-            "parking_lot::Mutex",
-            &run::<parking_lot::Mutex<()>>(scenario, seconds, pinned),
-        );
-        progress("proxy_lock::Mutex");
-        let before = proxy_lock::counters();
-        let ours = run::<proxy_lock::Mutex<()>>(scenario, seconds, pinned);
-        let after = proxy_lock::counters();
-        report("proxy_lock::Mutex", &ours);
+        let stage = Stage {
+            scenario: *scenario,
+            pinned,
+            section: section.clone(),
+            groups,
+            seconds: args.seconds,
+        };
+        let results = run_all(&stage, &mut |label| {
+            done += 1;
+            eprintln!(
+                "[{done}/{total}] {}: {label} for {} s ...",
+                scenario.name(),
+                args.seconds
+            );
+        });
+        // The groups go (are removed) once their threads have exited.
+        drop(stage);
+        if args.json {
+            for r in &results {
+                println!("{}", r.json());
+            }
+        } else {
+            println!("\n{}: {}", scenario.name(), scenario.describe());
+            println!("{}", Result::header());
+            for r in &results {
+                println!("{}", r.row());
+            }
+            let refs: Vec<&Result> = results.iter().collect();
+            println!("{}", report::headline(scenario.name(), &refs));
+        }
+        all.push(results);
+    }
+    if !args.json {
         println!(
-            "{pad}proxy_lock counters: donations {}, restores {}, skipped {}, failed {}",
-            after.donations - before.donations,
-            after.restores - before.restores,
-            after.skipped - before.skipped,
-            after.failed() - before.failed()
-        );
-        println!(
-            "{}: worst wait {:.1} ms with std, {:.2} ms with proxy_lock ({:.0}x)",
-            scenario.name(),
-            std_waits.max.as_secs_f64() * 1e3,
-            ours.max.as_secs_f64() * 1e3,
-            std_waits.max.as_secs_f64() / ours.max.as_secs_f64().max(1e-9)
+            "\nA max near the hog's {} ms burst is the inversion: the foreground waited for a thread the scheduler had set aside.",
+            scenario::HOG_BURST.as_millis()
         );
     }
-    println!(
-        "\nA max near the hog's burst is the inversion: the foreground waited for a thread the scheduler had set aside."
-    );
+    let panels: Vec<(&str, Vec<&Result>)> = all
+        .iter()
+        .map(|rs| (rs[0].scenario, rs.iter().collect()))
+        .collect();
+    if panels.is_empty() {
+        return;
+    }
+    if let Some(dir) = std::path::Path::new(&args.svg).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match report::chart(&args.svg, &panels) {
+        Ok(()) => eprintln!("wrote {}", args.svg),
+        Err(e) => {
+            eprintln!("priority_inversion: cannot draw {}: {e}", args.svg);
+            std::process::exit(1)
+        }
+    }
 }
