@@ -36,8 +36,7 @@ impl Flag {
     #[inline]
     pub(crate) fn done(&self, guard: &Guard) {
         if !guard.panicking && thread::panicking() {
-            // Relaxed: written while the lock is held; the unlock's Release publishes it.
-            self.0.store(true, Ordering::Relaxed);
+            self.set();
         }
     }
 
@@ -48,9 +47,10 @@ impl Flag {
         self.0.load(Ordering::Relaxed)
     }
 
-    /// Poisons the mutex: a section run by `Mutex::run` panicked. Called with the lock held.
+    /// Poisons the mutex: a guard dropped while panicking, or a section run by `Mutex::run`
+    /// panicked. Called with the lock held.
     pub(crate) fn set(&self) {
-        // Relaxed: as in `done`.
+        // Relaxed: written while the lock is held; the unlock's Release publishes it.
         self.0.store(true, Ordering::Relaxed);
     }
 

@@ -527,9 +527,7 @@ impl RawMutex {
             crate::donor::before_sleep(me, self, deadline.is_some())?;
             let parked = self.park(me, deadline);
             me.clear_blocked_on();
-            // Relaxed: a routing hint; the ledger decides under its own lock.
-            let donated = self.word.load(Ordering::Relaxed) & DONATED != 0;
-            crate::donor::after_wait(me, donated);
+            crate::donor::after_wait(me, self.is_donated());
             match parked {
                 ParkResult::Unparked(TOKEN_HANDOFF) => {
                     me.acquired();
@@ -599,19 +597,26 @@ impl RawMutex {
     /// `word` is what the failed fast-path CAS saw.
     #[cold]
     fn unlock_slow(&self, me: Me, force_fair: bool, serve: bool, mut word: usize) {
-        // A panicking thread passes sections on instead of running user code while it unwinds.
-        let mut budget = if serve && !std::thread::panicking() {
-            crate::proxy::budget()
-        } else {
-            0
-        };
-        // Callers whose sections ran are woken when `wakes` drops, after the lock is passed on.
-        let mut wakes = Wakes::new();
+        // The budget and the wake list, set up by the first pass that finds sections: most slow
+        // unlocks (guard waiters queued) have none, and need not fill a 512-byte buffer. Callers
+        // whose sections ran are woken when this drops, after the lock is passed on.
+        let mut serving: Option<(u32, Wakes)> = None;
         loop {
             // A routing hint; `serve` clears the bit with Acquire before it looks.
             let served = word & REQUESTS != 0;
-            let passed =
-                served && crate::proxy::serve(self, me, &mut budget, &mut wakes) == Served::Passed;
+            let passed = served && {
+                let (budget, wakes) = serving.get_or_insert_with(|| {
+                    // A panicking thread passes sections on instead of running user code
+                    // while it unwinds.
+                    let budget = if serve && !std::thread::panicking() {
+                        crate::proxy::budget()
+                    } else {
+                        0
+                    };
+                    (budget, Wakes::new())
+                });
+                crate::proxy::serve(self, me, budget, wakes) == Served::Passed
+            };
             // With the sections served, the word may carry no flag any more: free it as the
             // fast path would (Release: our sections and the ones we ran come first).
             if served

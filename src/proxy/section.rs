@@ -138,18 +138,16 @@ impl<T: ?Sized> Mutex<T> {
     {
         let section = Section::new(self, f);
         let me = task::current();
-        if self.raw.try_lock_spinning(me) {
+        let took = self.raw.try_lock_spinning(me);
+        if took || !publish_and_wait(&self.raw, me, section.erased()) {
+            if !took {
+                // Our slot is in use (a `run` inside a section this thread is running, or a
+                // request a deadlock left behind): take the lock as `lock()` would.
+                self.raw.lock_as(me);
+            }
             // SAFETY: we hold the lock.
             unsafe { section.run_here() };
             // SAFETY: we hold the lock; this unlock serves what others published meanwhile.
-            unsafe { self.raw.unlock_as(me) };
-        } else if !publish_and_wait(&self.raw, me, section.erased()) {
-            // Our slot is in use (a `run` inside a section this thread is running, or a request
-            // a deadlock left behind): run it with the lock, as `lock()` would.
-            self.raw.lock_as(me);
-            // SAFETY: we hold the lock.
-            unsafe { section.run_here() };
-            // SAFETY: as above.
             unsafe { self.raw.unlock_as(me) };
         }
         section.into_result()
