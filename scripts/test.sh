@@ -40,6 +40,7 @@ if command -v valgrind >/dev/null 2>&1; then
   memcheck std_api guard_forgotten_by_exiting_thread
   memcheck run returns_results_and_borrows_the_callers_stack
   memcheck run panic_in_a_proxied_section_reaches_its_caller_only
+  memcheck deadlock a_withdrawn_section_outlives_its_thread
 else
   echo "valgrind not installed: memcheck runs skipped"
 fi

@@ -173,3 +173,50 @@ fn a_cycle_through_run_is_reported_and_the_section_withdrawn() {
     locks[1].run(|_| ()).unwrap();
     drop(locks[0].lock().unwrap());
 }
+
+/// A `run` caller that withdrew its section on a deadlock exits while its slot is still linked
+/// on the other lock's request stack (that lock's holder has not unlocked yet). The holder's
+/// later unlock unlinks the slot, which must still be there: the exiting thread keeps its
+/// record (`scripts/test.sh` runs this under memcheck).
+#[test]
+fn a_withdrawn_section_outlives_its_thread() {
+    for _ in 0..50 {
+        let locks = Arc::new([Mutex::new(()), Mutex::new(())]);
+        let barrier = Arc::new(Barrier::new(2));
+        let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
+        let (l, b) = (Arc::clone(&locks), Arc::clone(&barrier));
+        let runner = thread::spawn(move || {
+            let first = l[0].lock().unwrap();
+            b.wait();
+            let reported = catch_unwind(AssertUnwindSafe(|| l[1].run(|_| ()))).is_err();
+            drop(first);
+            reported
+        });
+        let (l, b) = (Arc::clone(&locks), Arc::clone(&barrier));
+        let locker = thread::spawn(move || {
+            let first = l[1].lock().unwrap();
+            b.wait();
+            let reported = catch_unwind(AssertUnwindSafe(|| drop(l[0].lock()))).is_err();
+            if !reported {
+                // The runner withdrew and left lock 0: hold lock 1 until it has exited.
+                let _ = wait_for_go.recv();
+            }
+            drop(first); // this unlock unlinks a withdrawn section
+            reported
+        });
+        let run_reported = runner.join().unwrap();
+        // Let epoch reclamation free whatever the runner's exit retired, so that touching a
+        // freed record below is a real use-after-free (which memcheck reports).
+        for _ in 0..256 {
+            crossbeam_epoch::pin().flush();
+        }
+        let _ = go.send(());
+        let lock_reported = locker.join().unwrap();
+        locks[1].run(|_| ()).unwrap();
+        drop(locks[0].lock().unwrap());
+        if run_reported && !lock_reported {
+            return; // the runner exited with its withdrawn slot still linked
+        }
+    }
+    panic!("in 50 tries the run caller never reported the cycle alone");
+}

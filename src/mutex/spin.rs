@@ -12,8 +12,8 @@ use crate::loom::{SPIN_ROUNDS, spin_hint};
 /// to an unrelated thread and tripled the context switches in hackbench, which made yielding
 /// spinners 2-3x slower than pure pause loops. The budget was chosen by measurement
 /// (`examples/spin_budget.rs`, table in the README's benchmark section): with ~1 µs sections,
-/// 0 rounds more than doubled the time per section, 3-5 rounds cost 12%, and more than 7 gained
-/// nothing.
+/// 0 rounds more than doubled the time per section, 3 rounds cost 8% and 5 rounds 3%, and
+/// from 6 rounds on the budgets were within noise of each other.
 pub(crate) struct SpinWait {
     rounds: u32,
     budget: u32,
