@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's whole test run: what CI runs, and what the README calls "the test command".
 # Build, fmt and clippy (-D warnings), unit + doc + integration tests (std conformance, stress,
-# chains, donation with real attributes, deadlocks, Mutex::run), memcheck runs, the loom models with a
+# chains, donation with real attributes, deadlocks, Mutex::run, the torture test), memcheck runs, the loom models with a
 # bounded preemption count, bench compilation, and smoke runs of hackbench and the demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +22,8 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --all-targets -- -D warnings
 
-step "unit, doc and integration tests (release)"
-cargo test --release
+step "unit, doc and integration tests (release), with the torture test for TORTURE_SECS=${TORTURE_SECS:-120} s"
+TORTURE_SECS="${TORTURE_SECS:-120}" cargo test --release
 
 step "memcheck: task-record reclamation, thread-exit paths, sections run on borrowed stacks"
 if command -v valgrind >/dev/null 2>&1; then

@@ -4,6 +4,9 @@
 //!
 //! They need CAP_SYS_NICE (CI runs as root). Without it, each test says so and skips.
 
+mod common;
+
+use common::{cpus_of, nice_of, pin, sched_of, set_nice, set_policy};
 use proxy_lock::{Mutex, capabilities, counters, current_tid, thread_blocked_on};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, MutexGuard as StdGuard};
@@ -22,76 +25,6 @@ fn privileged(test: &str) -> bool {
     }
     eprintln!("SKIP {test}: needs CAP_SYS_NICE to lower nice and leave SCHED_IDLE");
     false
-}
-
-/// (policy, nice, rt_priority) of thread `tid`, from `/proc/self/task/<tid>/stat`.
-fn sched_of(tid: i32) -> (i32, i32, u32) {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
-    // Fields after the command name, which is parenthesised and may contain spaces.
-    let rest: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
-    // Field n of proc(5) is rest[n - 3]: nice is 19, rt_priority 40, policy 41.
-    (
-        rest[38].parse().unwrap(),
-        rest[16].parse().unwrap(),
-        rest[37].parse().unwrap(),
-    )
-}
-
-fn nice_of(tid: i32) -> i32 {
-    sched_of(tid).1
-}
-
-/// The CPUs thread `tid` may run on, from `Cpus_allowed_list` in its status file.
-fn cpus_of(tid: i32) -> Vec<u32> {
-    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
-    let list = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .unwrap()
-        .trim();
-    let mut cpus = Vec::new();
-    for part in list.split(',') {
-        match part.split_once('-') {
-            Some((a, b)) => cpus.extend(a.parse::<u32>().unwrap()..=b.parse().unwrap()),
-            None => cpus.push(part.parse().unwrap()),
-        }
-    }
-    cpus
-}
-
-fn set_nice(nice: i32) {
-    // SAFETY: setpriority on the calling thread's tid; no pointers.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, current_tid() as libc::id_t, nice) };
-    assert_eq!(rc, 0, "setpriority: {}", std::io::Error::last_os_error());
-}
-
-fn set_policy(tid: i32, policy: i32, priority: i32) {
-    let param = libc::sched_param {
-        sched_priority: priority,
-    };
-    // SAFETY: valid sched_param for the call.
-    let rc = unsafe { libc::sched_setscheduler(tid, policy, &param) };
-    assert_eq!(
-        rc,
-        0,
-        "sched_setscheduler: {}",
-        std::io::Error::last_os_error()
-    );
-}
-
-fn pin(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        let rc = libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
-        assert_eq!(
-            rc,
-            0,
-            "sched_setaffinity: {}",
-            std::io::Error::last_os_error()
-        );
-    }
 }
 
 /// Polls `cond` for up to 5 s.
@@ -224,15 +157,17 @@ fn idle_owner_leaves_idle_while_waited_on() {
     let m = Arc::new(Mutex::new(()));
     let owner = Owner::spawn(&m, || set_policy(0, libc::SCHED_IDLE, 0));
     assert_eq!(sched_of(owner.tid).0, libc::SCHED_IDLE);
-    let (_, waiter) = spawn_waiter(&m, || {}, None);
+    // A waiter at nice -5: the kernel keeps a SCHED_IDLE thread's nice across a change to
+    // SCHED_IDLE, so the restore must put the nice back separately (found by the torture test).
+    let (_, waiter) = spawn_waiter(&m, || set_nice(-5), None);
     assert_eq!(sched_of(owner.tid).0, libc::SCHED_OTHER);
-    assert_eq!(nice_of(owner.tid), 0);
+    assert_eq!(nice_of(owner.tid), -5);
     owner.release();
     waiter.join().unwrap();
     assert_eq!(
-        sched_of(owner.tid).0,
-        libc::SCHED_IDLE,
-        "back to SCHED_IDLE"
+        sched_of(owner.tid),
+        (libc::SCHED_IDLE, 0, 0),
+        "back to SCHED_IDLE at its own nice"
     );
     owner.finish();
 }

@@ -212,6 +212,12 @@ pub(crate) fn would_lend_to_owner(lock: &RawMutex, rank: usize) -> bool {
         .is_some_and(|owner| !owner.has_exited() && rank as u64 > fresh_hint(owner).0 & RANK_BITS)
 }
 
+/// Whether `me` would lend its policy or priority (not only a CPU) to `lock`'s owner: then a
+/// waiter does better to lend at once than to spin, as the owner may not be running at all.
+pub(crate) fn outranks_owner(me: Me, lock: &RawMutex) -> bool {
+    would_lend_to_owner(lock, waiter_rank(me))
+}
+
 /// The sched-rank part of `Attrs::hint`.
 const RANK_BITS: u64 = 0xFF_FFFF;
 

@@ -86,6 +86,10 @@ const _: () = assert!(FLAGS < TASK_ALIGN);
 /// The word of a free lock nobody waits for.
 const UNLOCKED: usize = 0;
 
+/// After how many spin rounds a waiter checks whether it outranks the owner (and then lends
+/// instead of spinning on); see `spin_once_more`. Three rounds are 14 spin hints.
+const LEND_CHECK_AFTER_ROUNDS: u32 = 3;
+
 /// Unpark token: the lock is free again, try to take it.
 const TOKEN_RETRY: UnparkToken = UnparkToken(0);
 /// Unpark token: the lock was handed to you; the word already names you as owner.
@@ -516,7 +520,7 @@ impl RawMutex {
                     }
                     continue;
                 }
-            } else if word & PARKED == 0 && spin.spin() {
+            } else if word & PARKED == 0 && self.spin_once_more(me, &mut spin) {
                 // Spinning pays only while nobody sleeps: with sleepers, the lock goes to them.
                 continue;
             }
@@ -540,6 +544,19 @@ impl RawMutex {
                 }
             }
         }
+    }
+
+    /// One more round of spinning, if the budget allows and spinning can still pay. After a
+    /// few short rounds a waiter that outranks the owner stops: its loan is what gets a
+    /// preempted or low-priority owner going, and the rest of the budget (about 6 µs) only
+    /// delayed it. Not at once, so that contention between equals, most of which the first
+    /// rounds settle, does not pay for the check.
+    fn spin_once_more(&self, me: Me, spin: &mut SpinWait) -> bool {
+        if spin.rounds() == LEND_CHECK_AFTER_ROUNDS && crate::donor::outranks_owner(me, self) {
+            spin.give_up();
+            return false;
+        }
+        spin.spin()
     }
 
     /// Sets `PARKED` on a held word, unless the word changed since `seen`.

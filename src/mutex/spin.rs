@@ -56,6 +56,16 @@ pub fn set_spin_budget_for_measurement(rounds: Option<u32>) {
 
 impl SpinWait {
     /// Spins one round; false once the budget is spent.
+    /// Rounds spun so far.
+    pub(crate) fn rounds(&self) -> u32 {
+        self.rounds
+    }
+
+    /// Spends the rest of the budget without spinning.
+    pub(crate) fn give_up(&mut self) {
+        self.rounds = self.budget;
+    }
+
     pub(crate) fn spin(&mut self) -> bool {
         if self.rounds >= self.budget {
             return false;

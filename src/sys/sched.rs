@@ -102,6 +102,24 @@ fn set_attr(tid: Tid, raw: &RawAttr) -> Result<(), Errno> {
 
 /// Sets thread `tid`'s policy and parameters.
 pub(crate) fn set_sched(tid: Tid, sched: &Sched) -> Result<(), Errno> {
+    set_policy_and_params(tid, sched)?;
+    if sched.policy == SchedPolicy::Idle {
+        // `sched_setattr` keeps a SCHED_IDLE thread's nice as it was (the kernel sets the
+        // static priority for SCHED_OTHER and SCHED_BATCH only), so a restore to SCHED_IDLE
+        // after a loan of a better nice would keep the lent nice: found by the torture test.
+        set_nice(tid, sched.nice)?;
+    }
+    Ok(())
+}
+
+/// Sets thread `tid`'s nice value (its static priority), whatever its policy.
+fn set_nice(tid: Tid, nice: i32) -> Result<(), Errno> {
+    // SAFETY: plain integer arguments.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    if rc == 0 { Ok(()) } else { Err(errno()) }
+}
+
+fn set_policy_and_params(tid: Tid, sched: &Sched) -> Result<(), Errno> {
     set_attr(
         tid,
         &RawAttr {

@@ -1,0 +1,532 @@
+//! A locktorture analog, sized for CI: writers at mixed policies and nice levels (one of them
+//! boosting itself to SCHED_FIFO and back now and then) take up to 8 nested locks in a
+//! consistent order, with guards and with `Mutex::run`, under all three policies; they hold
+//! long now and then, sleep at random, use a Condvar with timeouts, panic inside sections; a
+//! side thread keeps spawning threads that exit holding a forgotten guard, some of them while
+//! boosted. Invariants are checked all the time:
+//!
+//! * no two holders: each lock has a holder counter, raised and lowered inside every section;
+//! * no lost wake-up: a watchdog fails the run if a writer waits past a generous bound, and
+//!   prints the blocked_on chains;
+//! * no deadlock report: the lock order is consistent, so any panic other than the injected
+//!   ones fails the run;
+//! * every writer ends at its base attributes, read back from `/proc`;
+//! * the counters are plausible: donations, restores, sections run by proxy and handoffs all
+//!   happened, and (with CAP_SYS_NICE) no write failed for lack of privilege.
+//!
+//! `TORTURE_SECS` sets the length (default 20 s; `.ci/run` uses 120; see the README for a
+//! release run). The summary follows locktorture's: acquisitions per writer with max/min, a
+//! `???` starvation flag when max > 2x min (a flag, not a failure: a SCHED_IDLE writer on a
+//! busy machine gets fewer turns by design), failures, then `End of test: SUCCESS` or
+//! `FAILURE`.
+
+mod common;
+
+use common::{cpus_of, sched_of, set_nice, set_policy};
+use proxy_lock::{Condvar, Mutex, Policy, capabilities, counters, current_tid};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const LOCKS: usize = 8;
+const POLICIES: [Policy; 3] = [Policy::Spin, Policy::Handoff, Policy::Adaptive];
+/// A wait longer than this is a lost wake-up (or a donation that never landed). Generous:
+/// SCHED_IDLE writers on 2 busy CPUs, long holds, and sleeps inside sections.
+const STUCK_AFTER: Duration = Duration::from_secs(10);
+const INJECTED: &str = "torture: injected panic";
+
+/// What a writer is: how it sets itself up, and whether it boosts itself to SCHED_FIFO now and
+/// then (locktorture's `rt_boost`).
+#[derive(Clone, Copy)]
+struct Role {
+    name: &'static str,
+    policy: i32,
+    nice: i32,
+    rt_boost: bool,
+}
+
+const ROLES: [Role; 8] = [
+    Role {
+        name: "nice0",
+        policy: libc::SCHED_OTHER,
+        nice: 0,
+        rt_boost: false,
+    },
+    Role {
+        name: "nice10",
+        policy: libc::SCHED_OTHER,
+        nice: 10,
+        rt_boost: false,
+    },
+    Role {
+        name: "nice19",
+        policy: libc::SCHED_OTHER,
+        nice: 19,
+        rt_boost: false,
+    },
+    Role {
+        name: "idle",
+        policy: libc::SCHED_IDLE,
+        nice: 0,
+        rt_boost: false,
+    },
+    Role {
+        name: "batch5",
+        policy: libc::SCHED_BATCH,
+        nice: 5,
+        rt_boost: false,
+    },
+    Role {
+        name: "rt-boost",
+        policy: libc::SCHED_OTHER,
+        nice: 0,
+        rt_boost: true,
+    },
+    Role {
+        name: "nice-5",
+        policy: libc::SCHED_OTHER,
+        nice: -5,
+        rt_boost: false,
+    },
+    Role {
+        name: "nice5",
+        policy: libc::SCHED_OTHER,
+        nice: 5,
+        rt_boost: false,
+    },
+];
+
+/// One lock under test: the data, and a holder counter that only the holder touches.
+struct Lock {
+    data: Mutex<u64>,
+    holders: AtomicUsize,
+}
+
+/// Raises a lock's holder counter for as long as it lives, and records a failure if someone
+/// else was inside. Lowered on drop, so an injected panic unwinds it too.
+struct Inside<'a>(&'a Lock, &'a Shared);
+
+impl<'a> Inside<'a> {
+    fn enter(lock: &'a Lock, shared: &'a Shared) -> Inside<'a> {
+        let before = lock.holders.fetch_add(1, SeqCst);
+        if before != 0 {
+            shared.fail(format!("{before} other holder(s) inside a section"));
+        }
+        Inside(lock, shared)
+    }
+}
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        if self.0.holders.fetch_sub(1, SeqCst) != 1 {
+            self.1
+                .fail("holder counter changed under the holder".into());
+        }
+    }
+}
+
+struct Shared {
+    locks: Vec<Lock>,
+    mailbox: (Mutex<u64>, Condvar),
+    start: Instant,
+    stop: AtomicBool,
+    failures: AtomicUsize,
+    first_failure: std::sync::Mutex<Option<String>>,
+    /// Per writer: µs since `start` when its current wait began, 0 if not waiting.
+    waiting_since: Vec<AtomicU64>,
+    max_wait_us: AtomicU64,
+    acquisitions: Vec<AtomicU64>,
+    timeouts: AtomicU64,
+    injected: AtomicU64,
+    exits: AtomicU64,
+}
+
+impl Shared {
+    fn fail(&self, why: String) {
+        self.failures.fetch_add(1, SeqCst);
+        eprintln!("torture failure: {why}");
+        self.first_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(why);
+    }
+
+    fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64 + 1
+    }
+
+    /// Times one acquisition of writer `w`: marks it waiting for the watchdog.
+    fn waiting<R>(&self, w: usize, f: impl FnOnce() -> R) -> R {
+        let t0 = self.now_us();
+        self.waiting_since[w].store(t0, SeqCst);
+        let r = f();
+        self.waiting_since[w].store(0, SeqCst);
+        self.max_wait_us.fetch_max(self.now_us() - t0, SeqCst);
+        self.acquisitions[w].fetch_add(1, SeqCst);
+        r
+    }
+}
+
+/// xorshift64: reproducible per writer, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn seconds() -> f64 {
+    std::env::var("TORTURE_SECS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .unwrap_or(20.0)
+}
+
+/// The section every writer runs under its innermost lock: check exclusion, count, and now and
+/// then hold long or panic.
+fn section(lock: &Lock, data: &mut u64, shared: &Shared, rng: &mut Rng) {
+    let _inside = Inside::enter(lock, shared);
+    *data += 1;
+    match rng.below(1000) {
+        0..=4 => thread::sleep(Duration::from_millis(2)),
+        5 => {
+            shared.injected.fetch_add(1, SeqCst);
+            panic!("{INJECTED}");
+        }
+        _ => {}
+    }
+}
+
+/// Takes locks `from..to` in order with guards (some of them timed), then runs `innermost` on
+/// the last one, by guard or by `Mutex::run`.
+fn nested(w: usize, shared: &Shared, rng: &mut Rng, from: usize, to: usize) {
+    let mut guards = Vec::new();
+    for i in from..to - 1 {
+        let lock = &shared.locks[i];
+        let timed = rng.below(4) == 0;
+        let guard = shared.waiting(w, || {
+            if timed {
+                match lock.data.try_lock_for(Duration::from_micros(500)) {
+                    Ok(g) => Some(g),
+                    Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                    Err(std::sync::TryLockError::WouldBlock) => None,
+                }
+            } else {
+                Some(lock.data.lock().unwrap_or_else(|p| p.into_inner()))
+            }
+        });
+        match guard {
+            Some(g) => guards.push((Inside::enter(lock, shared), g)),
+            None => {
+                shared.timeouts.fetch_add(1, SeqCst);
+                return;
+            }
+        }
+    }
+    let last = &shared.locks[to - 1];
+    if rng.below(3) == 0 {
+        let mut seed = Rng(rng.next() | 1);
+        let _ = shared.waiting(w, || {
+            last.data
+                .run(move |data| section(last, data, shared, &mut seed))
+        });
+    } else {
+        let mut g = shared.waiting(w, || last.data.lock().unwrap_or_else(|p| p.into_inner()));
+        section(last, &mut g, shared, rng);
+    }
+    // Guards drop innermost first, each after its holder mark.
+    while let Some((inside, guard)) = guards.pop() {
+        drop(inside);
+        drop(guard);
+    }
+}
+
+/// Condvar traffic on the mailbox: post and notify, or wait (with a timeout) for a post.
+fn mailbox(w: usize, shared: &Shared, rng: &mut Rng) {
+    let (m, cv) = &shared.mailbox;
+    let mut g = shared.waiting(w, || m.lock().unwrap_or_else(|p| p.into_inner()));
+    if rng.below(2) == 0 {
+        *g += 1;
+        if rng.below(2) == 0 {
+            cv.notify_one();
+        } else {
+            cv.notify_all();
+        }
+    } else {
+        let seen = *g;
+        let timeout = Duration::from_micros(100 + rng.below(2000));
+        let (g2, _) = cv
+            .wait_timeout_while(g, timeout, |v| *v == seen)
+            .unwrap_or_else(|p| p.into_inner());
+        g = g2;
+    }
+    drop(g);
+}
+
+fn set_self(role: &Role) {
+    set_policy(current_tid(), role.policy, 0);
+    if role.policy != libc::SCHED_IDLE {
+        set_nice(role.nice);
+    }
+}
+
+/// What `sched_of` and `cpus_of` say about the calling thread.
+fn own_attrs() -> ((i32, i32, u32), Vec<u32>) {
+    let tid = current_tid();
+    (sched_of(tid), cpus_of(tid))
+}
+
+fn writer(w: usize, shared: Arc<Shared>, privileged: bool, done: Arc<Barrier>) {
+    let role = ROLES[w % ROLES.len()];
+    if privileged {
+        set_self(&role);
+    }
+    let base = own_attrs();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((w as u64 + 1) * 0x1000_0001));
+    let mut boosted_until: Option<Instant> = None;
+    while !shared.stop.load(SeqCst) {
+        if privileged && role.rt_boost {
+            rt_boost(&role, &mut boosted_until, &mut rng);
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| match rng.below(100) {
+            0..=79 => {
+                let from = rng.below(LOCKS as u64) as usize;
+                let depth = 1 + rng.below((LOCKS - from) as u64) as usize;
+                nested(w, &shared, &mut rng, from, from + depth);
+            }
+            80..=94 => mailbox(w, &shared, &mut rng),
+            _ => thread::sleep(Duration::from_micros(rng.below(500))),
+        }));
+        if let Err(payload) = result {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            if msg != INJECTED {
+                shared.fail(format!("writer {w} ({}) panicked: {msg}", role.name));
+            }
+            for lock in &shared.locks {
+                lock.data.clear_poison();
+            }
+        }
+    }
+    if privileged && role.rt_boost {
+        set_self(&role);
+    }
+    // Every writer has stopped locking before anyone reads its attributes back: a restore may
+    // be made by whichever thread reconciles last.
+    done.wait();
+    let end = own_attrs();
+    if end != base {
+        shared.fail(format!(
+            "writer {w} ({}) ended at {end:?}, not at its base {base:?}",
+            role.name
+        ));
+    }
+}
+
+/// The `rt-boost` writer: every ~50 ms, 5 ms at SCHED_FIFO 1, then back to its base.
+fn rt_boost(role: &Role, until: &mut Option<Instant>, rng: &mut Rng) {
+    let now = Instant::now();
+    match *until {
+        Some(t) if now >= t => {
+            set_self(role);
+            *until = None;
+        }
+        None if rng.below(50) == 0 => {
+            set_policy(current_tid(), libc::SCHED_FIFO, 1);
+            *until = Some(now + Duration::from_millis(5));
+        }
+        _ => {}
+    }
+}
+
+/// Keeps spawning short-lived threads that exit holding a forgotten guard: half of them while
+/// a better thread waits on that lock with a timeout (so they exit boosted, when privileged).
+fn exiter(shared: Arc<Shared>, privileged: bool) {
+    let mut rng = Rng(0xDEAD_BEEF);
+    while !shared.stop.load(SeqCst) {
+        let lock = Arc::new(Mutex::new(0u32));
+        let (taken_tx, taken_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let l = lock.clone();
+        let child = thread::spawn(move || {
+            if privileged {
+                set_nice(10);
+            }
+            let g = l.lock().unwrap();
+            taken_tx.send(()).unwrap();
+            let _ = go_rx.recv_timeout(Duration::from_millis(20));
+            std::mem::forget(g);
+        });
+        taken_rx.recv().unwrap();
+        if rng.below(2) == 0 {
+            // Lends to the child (nice 10) while it holds the lock, and it exits boosted.
+            let waiter = thread::spawn({
+                let lock = lock.clone();
+                move || lock.try_lock_for(Duration::from_millis(5)).is_err()
+            });
+            if !waiter.join().unwrap() {
+                shared.fail("a lock held by a forgotten guard was taken".into());
+            }
+        }
+        drop(go_tx);
+        child.join().unwrap();
+        if lock.try_lock().is_ok() {
+            shared.fail("a lock whose holder exited holding it was free".into());
+        }
+        shared.exits.fetch_add(1, SeqCst);
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Fails the run if any writer waits longer than `STUCK_AFTER`, printing the chains.
+fn watchdog(shared: Arc<Shared>) {
+    let mut reported = vec![false; shared.waiting_since.len()];
+    while !shared.stop.load(SeqCst) {
+        thread::sleep(Duration::from_millis(50));
+        let now = shared.now_us();
+        for (w, since) in shared.waiting_since.iter().enumerate() {
+            let t = since.load(SeqCst);
+            if t != 0 && now - t > STUCK_AFTER.as_micros() as u64 && !reported[w] {
+                reported[w] = true;
+                shared.fail(format!(
+                    "writer {w} waiting for {:.1} s; chains:\n{}",
+                    (now - t) as f64 / 1e6,
+                    proxy_lock::snapshot()
+                ));
+            }
+        }
+    }
+}
+
+#[test]
+fn torture() {
+    let secs = seconds();
+    let caps = capabilities();
+    let privileged = caps.cap_sys_nice;
+    if !privileged {
+        eprintln!(
+            "torture: no CAP_SYS_NICE: writers keep default attributes, no rt_boost ({caps})"
+        );
+    }
+    let writers = ROLES.len();
+    let shared = Arc::new(Shared {
+        locks: (0..LOCKS)
+            .map(|i| Lock {
+                data: Mutex::with_policy(0, POLICIES[i % 3]),
+                holders: AtomicUsize::new(0),
+            })
+            .collect(),
+        mailbox: (Mutex::new(0), Condvar::new()),
+        start: Instant::now(),
+        stop: AtomicBool::new(false),
+        failures: AtomicUsize::new(0),
+        first_failure: std::sync::Mutex::new(None),
+        waiting_since: (0..writers).map(|_| AtomicU64::new(0)).collect(),
+        max_wait_us: AtomicU64::new(0),
+        acquisitions: (0..writers).map(|_| AtomicU64::new(0)).collect(),
+        timeouts: AtomicU64::new(0),
+        injected: AtomicU64::new(0),
+        exits: AtomicU64::new(0),
+    });
+    // Injected panics are expected: keep their messages out of the log.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let injected =
+            info.payload().downcast_ref::<String>().map(String::as_str) == Some(INJECTED);
+        if !injected {
+            default_hook(info);
+        }
+    }));
+    let before = counters();
+    let done = Arc::new(Barrier::new(writers));
+    let mut threads: Vec<_> = (0..writers)
+        .map(|w| {
+            let (s, d) = (shared.clone(), done.clone());
+            thread::Builder::new()
+                .name(format!("writer-{w}"))
+                .spawn(move || writer(w, s, privileged, d))
+                .unwrap()
+        })
+        .collect();
+    threads.push(thread::spawn({
+        let s = shared.clone();
+        move || exiter(s, privileged)
+    }));
+    let dog = thread::spawn({
+        let s = shared.clone();
+        move || watchdog(s)
+    });
+    thread::sleep(Duration::from_secs_f64(secs));
+    shared.stop.store(true, SeqCst);
+    for t in threads {
+        if t.join().is_err() {
+            shared.fail("a torture thread died".into());
+        }
+    }
+    dog.join().unwrap();
+    let _ = std::panic::take_hook();
+    let c = counters();
+    let got = |f: fn(&proxy_lock::Counters) -> u64| f(&c) - f(&before);
+    let donations = got(|c| c.donations);
+    let restores = got(|c| c.restores);
+    let proxied = got(|c| c.proxied);
+    let handoffs = got(|c| c.handoffs);
+    let failed_permission = got(|c| c.failed_permission);
+    if proxied == 0 || handoffs == 0 {
+        shared.fail(format!(
+            "implausible counters: proxied {proxied}, handoffs {handoffs}"
+        ));
+    }
+    if privileged && (donations == 0 || restores == 0 || failed_permission != 0) {
+        shared.fail(format!(
+            "implausible donation counters: donations {donations}, restores {restores}, \
+             permission failures {failed_permission}"
+        ));
+    }
+    let counts: Vec<u64> = shared.acquisitions.iter().map(|a| a.load(SeqCst)).collect();
+    let (min, max) = (*counts.iter().min().unwrap(), *counts.iter().max().unwrap());
+    let total: u64 = counts.iter().sum();
+    let failures = shared.failures.load(SeqCst);
+    println!("torture: {secs} s, {writers} writers, {LOCKS} locks (Spin/Handoff/Adaptive)");
+    for (w, n) in counts.iter().enumerate() {
+        println!("  writer {w} ({:>8}): {n} acquisitions", ROLES[w].name);
+    }
+    println!(
+        "Writes: Total: {total} Max/Min: {max}/{min} {} Fail: {failures} {}",
+        if max > 2 * min { "???" } else { "" },
+        if failures != 0 { "!!!" } else { "" }
+    );
+    println!(
+        "donations {donations}, restores {restores}, proxied {proxied}, handoffs {handoffs}, \
+         timeouts {}, injected panics {}, exited holding a guard {}, max wait {:.2} ms",
+        shared.timeouts.load(SeqCst),
+        shared.injected.load(SeqCst),
+        shared.exits.load(SeqCst),
+        shared.max_wait_us.load(SeqCst) as f64 / 1000.0
+    );
+    println!("counters: {}", c);
+    let first = shared.first_failure.lock().unwrap().clone();
+    if failures == 0 {
+        println!("End of test: SUCCESS");
+    } else {
+        println!("End of test: FAILURE");
+        panic!(
+            "{failures} failure(s); first: {}",
+            first.unwrap_or_default()
+        );
+    }
+}
