@@ -47,55 +47,24 @@ struct Role {
     rt_boost: bool,
 }
 
+const fn role(name: &'static str, policy: i32, nice: i32, rt_boost: bool) -> Role {
+    Role {
+        name,
+        policy,
+        nice,
+        rt_boost,
+    }
+}
+
 const ROLES: [Role; 8] = [
-    Role {
-        name: "nice0",
-        policy: libc::SCHED_OTHER,
-        nice: 0,
-        rt_boost: false,
-    },
-    Role {
-        name: "nice10",
-        policy: libc::SCHED_OTHER,
-        nice: 10,
-        rt_boost: false,
-    },
-    Role {
-        name: "nice19",
-        policy: libc::SCHED_OTHER,
-        nice: 19,
-        rt_boost: false,
-    },
-    Role {
-        name: "idle",
-        policy: libc::SCHED_IDLE,
-        nice: 0,
-        rt_boost: false,
-    },
-    Role {
-        name: "batch5",
-        policy: libc::SCHED_BATCH,
-        nice: 5,
-        rt_boost: false,
-    },
-    Role {
-        name: "rt-boost",
-        policy: libc::SCHED_OTHER,
-        nice: 0,
-        rt_boost: true,
-    },
-    Role {
-        name: "nice-5",
-        policy: libc::SCHED_OTHER,
-        nice: -5,
-        rt_boost: false,
-    },
-    Role {
-        name: "nice5",
-        policy: libc::SCHED_OTHER,
-        nice: 5,
-        rt_boost: false,
-    },
+    role("nice0", libc::SCHED_OTHER, 0, false),
+    role("nice10", libc::SCHED_OTHER, 10, false),
+    role("nice19", libc::SCHED_OTHER, 19, false),
+    role("idle", libc::SCHED_IDLE, 0, false),
+    role("batch5", libc::SCHED_BATCH, 5, false),
+    role("rt-boost", libc::SCHED_OTHER, 0, true),
+    role("nice-5", libc::SCHED_OTHER, -5, false),
+    role("nice5", libc::SCHED_OTHER, 5, false),
 ];
 
 /// One lock under test: the data, and a holder counter that only the holder touches.

@@ -55,7 +55,6 @@ pub fn set_spin_budget_for_measurement(rounds: Option<u32>) {
 }
 
 impl SpinWait {
-    /// Spins one round; false once the budget is spent.
     /// Rounds spun so far.
     pub(crate) fn rounds(&self) -> u32 {
         self.rounds
@@ -66,6 +65,7 @@ impl SpinWait {
         self.rounds = self.budget;
     }
 
+    /// Spins one round; false once the budget is spent.
     pub(crate) fn spin(&mut self) -> bool {
         if self.rounds >= self.budget {
             return false;
