@@ -45,6 +45,18 @@ else
   echo "valgrind not installed: memcheck runs skipped"
 fi
 
+step "LeakSanitizer: the torture test for 20 s (needs a nightly toolchain: -Zsanitizer is unstable)"
+if command -v rustup >/dev/null 2>&1 && rustup toolchain list | grep -q '^nightly'; then
+  lsan_bin=$(RUSTFLAGS="-Zsanitizer=leak" CARGO_TARGET_DIR=target/lsan \
+    cargo +nightly test --release --target "$(rustc -vV | sed -n 's/^host: //p')" --test torture \
+    --no-run --message-format=json 2>/dev/null | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+  [ -n "$lsan_bin" ] || { echo "the LeakSanitizer build of the torture test failed"; exit 1; }
+  # A leak makes the run exit non-zero (23) with LeakSanitizer's report.
+  TORTURE_SECS=20 "$lsan_bin" --nocapture
+else
+  echo "no nightly toolchain here: LeakSanitizer run skipped (see the README's Reliability section)"
+fi
+
 step "loom: clippy on the loom build"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo clippy --lib --test loom -- -D warnings
 

@@ -6,12 +6,15 @@
 
 mod common;
 
-use common::{cpus_of, nice_of, pin, sched_of, set_nice, set_policy};
-use proxy_lock::{Mutex, capabilities, counters, current_tid, thread_blocked_on};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use common::{
+    Owner, asleep_on, cpus_of, eventually, nice_of, pin, sched_of, set_nice, set_policy,
+    spawn_waiter,
+};
+use proxy_lock::{Mutex, capabilities, counters, current_tid};
+use std::sync::mpsc::channel;
 use std::sync::{Arc, MutexGuard as StdGuard};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::thread;
+use std::time::Duration;
 
 /// The tests change process-wide counters and the CPU-lending mode; run them one at a time.
 fn serial() -> StdGuard<'static, ()> {
@@ -25,103 +28,6 @@ fn privileged(test: &str) -> bool {
     }
     eprintln!("SKIP {test}: needs CAP_SYS_NICE to lower nice and leave SCHED_IDLE");
     false
-}
-
-/// Polls `cond` for up to 5 s.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// Whether thread `tid` sleeps on `m`: it published blocked_on and the kernel shows it asleep.
-/// Donation happens before the sleep, so from then on the owner is boosted.
-fn asleep_on<T>(tid: i32, m: &Mutex<T>) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
-    let sleeping = stat
-        .rsplit_once(") ")
-        .is_some_and(|(_, r)| r.starts_with('S'));
-    thread_blocked_on(tid) == Some(m.id()) && sleeping
-}
-
-/// A thread that takes `m` after `setup`, reports its tid, holds the lock until told to
-/// release it, reports that, and stays alive until told to exit (so its attributes can be read
-/// after the release).
-struct Owner {
-    tid: i32,
-    release: Sender<()>,
-    released: Receiver<()>,
-    exit: Sender<()>,
-    handle: JoinHandle<()>,
-}
-
-impl Owner {
-    fn spawn(m: &Arc<Mutex<()>>, setup: impl FnOnce() + Send + 'static) -> Owner {
-        let (tid_tx, tid_rx) = channel();
-        let (release, release_rx) = channel::<()>();
-        let (released_tx, released) = channel();
-        let (exit, exit_rx) = channel::<()>();
-        let m = Arc::clone(m);
-        let handle = thread::Builder::new()
-            .name("owner".into())
-            .spawn(move || {
-                setup();
-                let guard = m.lock().unwrap();
-                tid_tx.send(current_tid()).unwrap();
-                release_rx.recv().unwrap();
-                drop(guard);
-                released_tx.send(()).unwrap();
-                let _ = exit_rx.recv();
-            })
-            .unwrap();
-        Owner {
-            tid: tid_rx.recv().unwrap(),
-            release,
-            released,
-            exit,
-            handle,
-        }
-    }
-
-    fn release(&self) {
-        self.release.send(()).unwrap();
-        self.released.recv().unwrap();
-    }
-
-    fn finish(self) {
-        self.exit.send(()).unwrap();
-        self.handle.join().unwrap();
-    }
-}
-
-/// A thread that runs `setup`, then takes `m` (or tries to, for `timeout`), and returns
-/// whether it got the lock.
-fn spawn_waiter(
-    m: &Arc<Mutex<()>>,
-    setup: impl FnOnce() + Send + 'static,
-    timeout: Option<Duration>,
-) -> (i32, JoinHandle<bool>) {
-    let (tid_tx, tid_rx) = channel();
-    let lock = Arc::clone(m);
-    let handle = thread::Builder::new()
-        .name("waiter".into())
-        .spawn(move || {
-            setup();
-            tid_tx.send(current_tid()).unwrap();
-            match timeout {
-                None => drop(lock.lock().unwrap()),
-                Some(t) => return lock.try_lock_for(t).is_ok(),
-            }
-            true
-        })
-        .unwrap();
-    let tid = tid_rx.recv().unwrap();
-    eventually("the waiter to sleep on the lock", || {
-        asleep_on(tid, m) || handle.is_finished()
-    });
-    (tid, handle)
 }
 
 #[test]

@@ -1,10 +1,21 @@
-//! Loom models of the lock-word and Condvar protocols.
+//! Loom models of every protocol in the crate, at least one each:
+//!
+//! | protocol | models |
+//! |---|---|
+//! | lock word, per policy | `mutual_exclusion_and_no_lost_wakeup`, `fair_unlock_and_bump_reach_the_waiter` |
+//! | handoff | `handoff_never_lets_a_barger_in`, `handoff_to_spinner_claim_races_withdrawal`, `owner_and_blocked_on_are_consistent` |
+//! | Condvar (requeue, wake-to-lend) | `condvar_notify_one_is_never_lost`, `condvar_notify_all_reaches_every_waiter`, `condvar_timeout_races_notify`, `condvar_wakes_a_better_waiter_to_lend` |
+//! | donation bookkeeping (recording backend) | `donation_is_lent_and_returned`, `a_timed_out_donor_withdraws_its_loan`, `two_donors_one_timed_end_at_base` |
+//! | chain walk under concurrent unlocks | `chain_walk_reports_no_false_deadlock`, `snapshot_walker_handshake` |
+//! | proxy publish / serve / complete | `run_sections_run_exactly_once`, `run_panic_reaches_its_caller` |
+//! | timeout withdrawal | `timed_out_waiter_withdraws`, `a_timed_out_donor_withdraws_its_loan`, `condvar_timeout_races_notify` |
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom` (LOOM_MAX_PREEMPTIONS bounds
-//! the search; `.ci/run` uses 3). Each model's doc says what it proves. Loom runs every
-//! interleaving (up to the preemption bound) and every weak-memory outcome it models, reports
-//! a deadlock if all threads sleep (a lost wake-up), and `loom::cell::UnsafeCell` inside the
-//! mutex reports any access not ordered by the lock (broken mutual exclusion).
+//! the search; `.ci/run` uses 3). Each model's doc says what it proves and its preemption
+//! bound. Loom runs every interleaving (up to the bound) and every weak-memory outcome it
+//! models, reports a deadlock if all threads sleep (a lost wake-up), and
+//! `loom::cell::UnsafeCell` inside the mutex reports any access not ordered by the lock (broken
+//! mutual exclusion).
 #![cfg(loom)]
 
 use loom::cell::UnsafeCell;
@@ -61,6 +72,8 @@ fn read(m: &Mutex<UnsafeCell<usize>>) -> usize {
 /// Mutual exclusion and no lost wake-up, per policy: three threads (two spawned and main) each
 /// take the lock and increment; every increment is ordered by the lock, nobody sleeps forever,
 /// and the final count is exact.
+///
+/// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
 #[test]
 fn mutual_exclusion_and_no_lost_wakeup() {
     for policy in POLICIES {
@@ -85,6 +98,8 @@ fn mutual_exclusion_and_no_lost_wakeup() {
 /// Handoff never lets a barger in: under `Handoff`, whenever the word shows the lock free, no
 /// thread is flagged as queued, at every point a third thread can look (and it keeps trying to
 /// barge with try_lock while the other two contend).
+///
+/// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
 #[test]
 fn handoff_never_lets_a_barger_in() {
     model(|| {
@@ -117,6 +132,8 @@ fn handoff_never_lets_a_barger_in() {
 /// the unlocker must clear the waiter's blocked_on before it publishes the waiter as owner. Main
 /// holds the lock until the waiter is asleep on it, an observer looks throughout, then main
 /// unlocks.
+///
+/// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
 #[test]
 fn owner_and_blocked_on_are_consistent() {
     for policy in POLICIES {
@@ -166,6 +183,8 @@ fn owner_and_blocked_on_are_consistent() {
 /// as the spinner) locks and another uses a timed lock (which may withdraw and give up). Every
 /// acquisition is exclusive, nobody is stranded, and nobody is handed a lock it stopped
 /// waiting for (that would leave the lock held forever, which the final checks catch).
+///
+/// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
 #[test]
 fn handoff_to_spinner_claim_races_withdrawal() {
     model(|| {
@@ -193,6 +212,8 @@ fn handoff_to_spinner_claim_races_withdrawal() {
 /// A fair unlock (`unlock_fair`, and `bump`'s first half) reaches the waiter wherever it is:
 /// registered as the Handoff spinner or asleep, under every policy, and then `bump` takes the
 /// lock back without losing anyone. The counter is exact and the lock ends free.
+///
+/// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
 #[test]
 fn fair_unlock_and_bump_reach_the_waiter() {
     for policy in POLICIES {
@@ -216,6 +237,8 @@ fn fair_unlock_and_bump_reach_the_waiter() {
 /// finishes its wait never deadlock (the waiter spins until walkers leave), and every edge the
 /// snapshot reports is consistent: the waiter is never reported waiting for a lock it owns,
 /// even across a handoff to it (Handoff and Adaptive) or a wake-up and retry (Spin).
+///
+/// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
 #[test]
 fn snapshot_walker_handshake() {
     for policy in POLICIES {
@@ -245,6 +268,8 @@ fn snapshot_walker_handshake() {
 /// A waiter that times out withdraws cleanly: it leaves no stale state that strands or lets
 /// in anyone, the holder's unlock still works, and the lock ends free. (Under loom a timed wait
 /// may time out at any point after it queued, unless it was woken first.)
+///
+/// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
 #[test]
 fn timed_out_waiter_withdraws() {
     for policy in POLICIES {
@@ -269,6 +294,8 @@ fn timed_out_waiter_withdraws() {
 /// Condvar cannot lose a notification: a waiter that checks its predicate under the lock and
 /// waits is always woken by a notifier that sets the predicate under the lock and notifies
 /// (with the lock held, which exercises requeue onto the mutex, or after unlocking).
+///
+/// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
 #[test]
 fn condvar_notify_one_is_never_lost() {
     for (policy, notify_locked) in [
@@ -303,6 +330,8 @@ fn condvar_notify_one_is_never_lost() {
 
 /// notify_all reaches every waiter: two waiters, one notifier holding the lock (everyone is
 /// requeued onto the mutex) under Handoff, so requeued waiters are woken by handoff.
+///
+/// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
 #[test]
 fn condvar_notify_all_reaches_every_waiter() {
     model(|| {
@@ -336,6 +365,8 @@ fn condvar_notify_all_reaches_every_waiter() {
 /// A timed condvar wait racing a notification: either it times out or it is notified, and in
 /// both cases it returns holding the lock, and the condvar is left with no stale mutex (a second
 /// round of wait/notify still works).
+///
+/// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
 #[test]
 fn condvar_timeout_races_notify() {
     model(|| {
@@ -397,6 +428,8 @@ fn donation_model(policy: Policy, waiters: &'static [(i32, u32, bool)], cap: usi
 /// CPU 0) is waited on by a better thread (nice 0 on CPU 1), which lends its nice and CPU.
 /// After every interleaving of lend, unlock (handoff to the donor under Handoff and Adaptive,
 /// free and wake under Spin) and withdrawal, both threads are exactly at their bases.
+///
+/// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
 #[test]
 fn donation_is_lent_and_returned() {
     for policy in POLICIES {
@@ -407,6 +440,8 @@ fn donation_is_lent_and_returned() {
 /// Timeout withdrawal of a loan: the better waiter uses a timed lock, which may time out at
 /// any point (before it lends, while lent, racing the unlock). The owner is restored either way
 /// and nobody is left with a loan.
+///
+/// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
 #[test]
 fn a_timed_out_donor_withdraws_its_loan() {
     for policy in POLICIES {
@@ -418,6 +453,8 @@ fn a_timed_out_donor_withdraws_its_loan() {
 /// goes to a donor, and after the dust settles all three threads are at their bases. Three
 /// threads make this the largest model; it runs at preemption bound 2 when the suite's bound
 /// is higher (see the README).
+///
+/// Preemption bound: the suite's, capped at 2.
 #[test]
 fn two_donors_one_timed_end_at_base() {
     donation_model(Policy::Adaptive, &[(0, 1, false), (5, 0, true)], 2);
@@ -428,6 +465,8 @@ fn two_donors_one_timed_end_at_base() {
 /// other thread takes A, releases it, then takes B. A single walk can see a cycle that never
 /// existed (main reads A's owner = the other thread, which then releases A and sleeps on B,
 /// held by main); the second, validating collect must reject it, so no interleaving panics.
+///
+/// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
 #[test]
 fn chain_walk_reports_no_false_deadlock() {
     model(|| {
@@ -452,6 +491,8 @@ fn chain_walk_reports_no_false_deadlock() {
 /// owner (recording backend: the waiter at nice 0, the notifier at nice 10): the waiter is
 /// never lost (notify_one and notify_all), it lends to the notifier while it waits for the
 /// mutex, and everyone ends at base.
+///
+/// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
 #[test]
 fn condvar_wakes_a_better_waiter_to_lend() {
     use proxy_lock::test_hooks::{attrs_of, set_base};
@@ -496,6 +537,8 @@ fn condvar_wakes_a_better_waiter_to_lend() {
 /// Handoff, whose unlock paths are the most involved, at the full preemption bound; Spin and
 /// Adaptive at bound 2, which keeps the suite within CI's time (about 500,000 interleavings
 /// per policy at bound 3).
+///
+/// Preemption bound: the suite's, capped at 3 for Handoff and at 2 for Spin and Adaptive.
 #[test]
 fn run_sections_run_exactly_once() {
     for policy in POLICIES {
@@ -528,6 +571,8 @@ fn run_sections_run_exactly_once() {
 /// A section that panics: its caller gets the original payload, the mutex is poisoned, the
 /// thread that ran it (maybe by proxy) carries on, and the other caller's section still runs
 /// and reports the poisoning. At preemption bound 2 (about 520,000 interleavings at 3).
+///
+/// Preemption bound: the suite's, capped at 2.
 #[test]
 fn run_panic_reaches_its_caller() {
     // The model panics on purpose in every interleaving: keep those (payload 7u8) quiet.

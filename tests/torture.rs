@@ -368,12 +368,15 @@ fn watchdog(shared: Arc<Shared>) {
         thread::sleep(Duration::from_millis(50));
         let now = shared.now_us();
         for (w, since) in shared.waiting_since.iter().enumerate() {
+            // A wait that began after `now` was read is a fresh one, not a long one (without
+            // the saturation it wrapped to 18 million seconds and failed a slow run).
             let t = since.load(SeqCst);
-            if t != 0 && now - t > STUCK_AFTER.as_micros() as u64 && !reported[w] {
+            let waited = now.saturating_sub(t);
+            if t != 0 && waited > STUCK_AFTER.as_micros() as u64 && !reported[w] {
                 reported[w] = true;
                 shared.fail(format!(
                     "writer {w} waiting for {:.1} s; chains:\n{}",
-                    (now - t) as f64 / 1e6,
+                    waited as f64 / 1e6,
                     proxy_lock::snapshot()
                 ));
             }

@@ -2,7 +2,11 @@
 //! readers of `/proc/self/task/<tid>/{stat,status}` and thin wrappers of the setters.
 #![allow(dead_code)] // each test crate uses its own subset
 
-use proxy_lock::current_tid;
+use proxy_lock::{Mutex, current_tid, thread_blocked_on};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 /// (policy, nice, rt_priority) of thread `tid`, from `/proc/self/task/<tid>/stat`.
 pub fn sched_of(tid: i32) -> (i32, i32, u32) {
@@ -72,4 +76,101 @@ pub fn pin(cpu: usize) {
             std::io::Error::last_os_error()
         );
     }
+}
+
+/// Polls `cond` for up to 5 s.
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Whether thread `tid` sleeps on `m`: it published blocked_on and the kernel shows it asleep.
+/// Donation happens before the sleep, so from then on the owner is boosted.
+pub fn asleep_on<T>(tid: i32, m: &Mutex<T>) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+    let sleeping = stat
+        .rsplit_once(") ")
+        .is_some_and(|(_, r)| r.starts_with('S'));
+    thread_blocked_on(tid) == Some(m.id()) && sleeping
+}
+
+/// A thread that takes `m` after `setup`, reports its tid, holds the lock until told to
+/// release it, reports that, and stays alive until told to exit (so its attributes can be read
+/// after the release).
+pub struct Owner {
+    pub tid: i32,
+    release: Sender<()>,
+    released: Receiver<()>,
+    exit: Sender<()>,
+    handle: JoinHandle<()>,
+}
+
+impl Owner {
+    pub fn spawn(m: &Arc<Mutex<()>>, setup: impl FnOnce() + Send + 'static) -> Owner {
+        let (tid_tx, tid_rx) = channel();
+        let (release, release_rx) = channel::<()>();
+        let (released_tx, released) = channel();
+        let (exit, exit_rx) = channel::<()>();
+        let m = Arc::clone(m);
+        let handle = thread::Builder::new()
+            .name("owner".into())
+            .spawn(move || {
+                setup();
+                let guard = m.lock().unwrap();
+                tid_tx.send(current_tid()).unwrap();
+                release_rx.recv().unwrap();
+                drop(guard);
+                released_tx.send(()).unwrap();
+                let _ = exit_rx.recv();
+            })
+            .unwrap();
+        Owner {
+            tid: tid_rx.recv().unwrap(),
+            release,
+            released,
+            exit,
+            handle,
+        }
+    }
+
+    pub fn release(&self) {
+        self.release.send(()).unwrap();
+        self.released.recv().unwrap();
+    }
+
+    pub fn finish(self) {
+        self.exit.send(()).unwrap();
+        self.handle.join().unwrap();
+    }
+}
+
+/// A thread that runs `setup`, then takes `m` (or tries to, for `timeout`), and returns
+/// whether it got the lock.
+pub fn spawn_waiter(
+    m: &Arc<Mutex<()>>,
+    setup: impl FnOnce() + Send + 'static,
+    timeout: Option<Duration>,
+) -> (i32, JoinHandle<bool>) {
+    let (tid_tx, tid_rx) = channel();
+    let lock = Arc::clone(m);
+    let handle = thread::Builder::new()
+        .name("waiter".into())
+        .spawn(move || {
+            setup();
+            tid_tx.send(current_tid()).unwrap();
+            match timeout {
+                None => drop(lock.lock().unwrap()),
+                Some(t) => return lock.try_lock_for(t).is_ok(),
+            }
+            true
+        })
+        .unwrap();
+    let tid = tid_rx.recv().unwrap();
+    eventually("the waiter to sleep on the lock", || {
+        asleep_on(tid, m) || handle.is_finished()
+    });
+    (tid, handle)
 }

@@ -1,0 +1,193 @@
+//! Donation in a process without CAP_SYS_NICE: the test re-runs itself in a child process,
+//! which sets RLIMIT_NICE and RLIMIT_RTPRIO to 0 and gives up root for every thread (glibc's
+//! `setresuid` applies to all threads, and leaving uid 0 clears their capabilities). In the
+//! child, loans the kernel refuses fail with EPERM and are counted, no owner gets a better
+//! policy, nice or priority than it had, the CPU loans an unprivileged process may still make
+//! are made and undone, and the locks keep working.
+//!
+//! Needs root to give up (CI runs as root). Without it, the test says so and skips.
+
+mod common;
+
+use common::{
+    Owner, asleep_on, cpus_of, eventually, pin, sched_of, set_nice, set_policy, spawn_waiter,
+};
+use proxy_lock::{Mutex, Policy, capabilities, counters, current_tid};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::mpsc::channel;
+use std::thread;
+
+/// Set in the child's environment: the test then runs the child's half.
+const CHILD: &str = "PROXY_LOCK_UNPRIVILEGED_CHILD";
+const TEST: &str = "donation_in_a_process_without_cap_sys_nice";
+/// The child prints this last; the parent requires it, so a child that ran no test fails.
+const PASSED: &str = "unprivileged child: every check passed";
+/// Where the child goes: `nobody`.
+const NOBODY: libc::uid_t = 65534;
+
+#[test]
+fn donation_in_a_process_without_cap_sys_nice() {
+    if std::env::var_os(CHILD).is_some() {
+        return child();
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP {TEST}: needs root, to give up its privileges in a child process");
+        return;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([TEST, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .expect("the test binary runs again as a child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    print!("{stdout}");
+    eprint!("{stderr}");
+    assert!(out.status.success(), "the child failed: {}", out.status);
+    assert!(stdout.contains(PASSED), "the child did not run its checks");
+}
+
+/// The child's half: drops privileges, then checks a nice loan, a realtime loan to a
+/// SCHED_IDLE owner, and contended use of all three policies.
+fn child() {
+    set_rlimit(libc::RLIMIT_NICE, 0);
+    set_rlimit(libc::RLIMIT_RTPRIO, 0);
+    let two_cpus = thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+
+    // Set up as root what an unprivileged process may not: a SCHED_FIFO waiter-to-be.
+    let m = Arc::new(Mutex::new(()));
+    let (go_tx, go_rx) = channel::<()>();
+    let (tid_tx, tid_rx) = channel();
+    let fifo_waiter = {
+        let m = Arc::clone(&m);
+        thread::spawn(move || {
+            set_policy(0, libc::SCHED_FIFO, 10);
+            if two_cpus {
+                pin(1);
+            }
+            tid_tx.send(current_tid()).unwrap();
+            go_rx.recv().unwrap();
+            drop(m.lock().unwrap());
+        })
+    };
+    let fifo_tid = tid_rx.recv().unwrap();
+
+    give_up_root();
+    let caps = capabilities();
+    assert!(!caps.cap_sys_nice, "still privileged: {caps}");
+    assert!(!caps.can_lower_nice && !caps.can_leave_idle && !caps.can_lend_realtime);
+    println!("{caps}");
+    let before = counters();
+
+    // A nice-0 waiter on CPU 1 and a nice-10 owner pinned to CPU 0: the nice loan is refused,
+    // the CPU loan (same user, so allowed) is made and undone.
+    let owner = Owner::spawn(&m, move || {
+        set_nice(10);
+        pin(0);
+    });
+    let owner_base = sched_of(owner.tid);
+    let (_, nice_waiter) = spawn_waiter(
+        &m,
+        move || {
+            if two_cpus {
+                pin(1);
+            }
+        },
+        None,
+    );
+    assert_eq!(
+        sched_of(owner.tid),
+        owner_base,
+        "no boost beyond what is allowed"
+    );
+    if two_cpus {
+        assert_eq!(cpus_of(owner.tid), [1], "the CPU loan is allowed and made");
+    }
+    owner.release();
+    assert!(nice_waiter.join().unwrap(), "the lock still works");
+    eventually("the owner's CPU to come back", || cpus_of(owner.tid) == [0]);
+    assert_eq!(sched_of(owner.tid), owner_base);
+    owner.finish();
+
+    // The FIFO waiter set up as root, and a SCHED_IDLE owner: the realtime loan is refused.
+    let owner = Owner::spawn(&m, || set_policy(0, libc::SCHED_IDLE, 0));
+    let (owner_base, owner_cpus) = (sched_of(owner.tid), cpus_of(owner.tid));
+    assert_eq!(owner_base.0, libc::SCHED_IDLE);
+    go_tx.send(()).unwrap();
+    eventually("the FIFO waiter to sleep on the lock", || {
+        asleep_on(fifo_tid, &m)
+    });
+    assert_eq!(
+        sched_of(owner.tid),
+        owner_base,
+        "no boost beyond what is allowed"
+    );
+    owner.release();
+    fifo_waiter.join().unwrap();
+    assert_eq!(sched_of(owner.tid), owner_base);
+    eventually("the owner's CPUs to come back", || {
+        cpus_of(owner.tid) == owner_cpus
+    });
+    owner.finish();
+
+    let after = counters();
+    assert!(
+        after.failed_permission >= before.failed_permission + 2,
+        "both refused loans counted: {after:?}"
+    );
+    assert_eq!(after.last_errno, libc::EPERM);
+    for policy in [Policy::Spin, Policy::Handoff, Policy::Adaptive] {
+        contended_use_still_works(policy);
+    }
+    println!("counters: {}", counters());
+    println!("{PASSED}");
+}
+
+/// Four threads at nice 0, 5, 10 and 19 add to one counter under `policy`: loans among them
+/// are refused, and the count is exact.
+fn contended_use_still_works(policy: Policy) {
+    const ADDS: usize = 20_000;
+    let m = Arc::new(Mutex::with_policy(0usize, policy));
+    let threads: Vec<_> = [0, 5, 10, 19]
+        .into_iter()
+        .map(|nice| {
+            let m = Arc::clone(&m);
+            thread::spawn(move || {
+                set_nice(nice);
+                let base = sched_of(current_tid());
+                for _ in 0..ADDS {
+                    *m.lock().unwrap() += 1;
+                }
+                assert_eq!(sched_of(current_tid()), base, "ends at its base");
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(*m.lock().unwrap(), 4 * ADDS, "{policy:?}");
+}
+
+fn set_rlimit(resource: libc::__rlimit_resource_t, value: libc::rlim_t) {
+    let lim = libc::rlimit {
+        rlim_cur: value,
+        rlim_max: value,
+    };
+    // SAFETY: a valid rlimit for the call.
+    let rc = unsafe { libc::setrlimit(resource, &lim) };
+    assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
+}
+
+/// Leaves root for `nobody`, in every thread of the process, and clears every capability.
+fn give_up_root() {
+    // SAFETY: plain syscalls on ids; glibc applies them to every thread of the process.
+    unsafe {
+        assert_eq!(libc::setresgid(NOBODY, NOBODY, NOBODY), 0, "setresgid");
+        assert_eq!(libc::setresuid(NOBODY, NOBODY, NOBODY), 0, "setresuid");
+        // Leaving root makes the process non-dumpable, which hides parts of /proc; the checks
+        // read /proc, so make it dumpable again (this grants nothing).
+        assert_eq!(libc::prctl(libc::PR_SET_DUMPABLE, 1), 0, "PR_SET_DUMPABLE");
+    }
+}
