@@ -341,6 +341,18 @@ mod model {
             .unwrap();
         }
 
+        /// Whether thread `tid` is listed in the ledger as a waiter: it lent, and its loan
+        /// stands until its wait ends.
+        pub fn is_listed(tid: crate::Tid) -> bool {
+            crate::task::with_live_tasks(|tasks| {
+                let mut listed = false;
+                for t in tasks {
+                    listed |= t.tid() == tid && with_ledger(|ledger| ledger.is_listed(t));
+                }
+                listed
+            })
+        }
+
         /// (nice, CPUs 0..64 as bits) the backend holds for `tid`.
         pub fn attrs_of(tid: crate::Tid) -> (i32, u64) {
             let a = read_attrs(tid).unwrap();

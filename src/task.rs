@@ -157,6 +157,12 @@ impl Me {
         held.set(held.get() + 1);
     }
 
+    /// Whether this thread holds no lock (a forgotten guard counts as held forever).
+    #[inline]
+    pub(crate) fn holds_no_lock(self) -> bool {
+        self.task().held.get() == 0
+    }
+
     /// Records that this thread released a lock.
     #[inline]
     pub(crate) fn released(self) {

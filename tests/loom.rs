@@ -5,7 +5,7 @@
 //! | lock word, per policy | `mutual_exclusion_and_no_lost_wakeup`, `fair_unlock_and_bump_reach_the_waiter` |
 //! | handoff | `handoff_never_lets_a_barger_in`, `handoff_to_spinner_claim_races_withdrawal`, `owner_and_blocked_on_are_consistent` |
 //! | Condvar (requeue, wake-to-lend) | `condvar_notify_one_is_never_lost`, `condvar_notify_all_reaches_every_waiter`, `condvar_timeout_races_notify`, `condvar_wakes_a_better_waiter_to_lend` |
-//! | donation bookkeeping (recording backend) | `donation_is_lent_and_returned`, `a_timed_out_donor_withdraws_its_loan`, `two_donors_one_timed_end_at_base` |
+//! | donation bookkeeping (recording backend) | `donation_is_lent_and_returned`, `a_timed_out_donor_withdraws_its_loan`, `two_donors_one_timed_end_at_base`, `self_restore_waits_until_no_lock_is_held` |
 //! | chain walk under concurrent unlocks | `chain_walk_reports_no_false_deadlock`, `snapshot_walker_handshake` |
 //! | proxy publish / serve / complete | `run_sections_run_exactly_once`, `run_panic_reaches_its_caller` |
 //! | timeout withdrawal | `timed_out_waiter_withdraws`, `a_timed_out_donor_withdraws_its_loan`, `condvar_timeout_races_notify` |
@@ -458,6 +458,58 @@ fn a_timed_out_donor_withdraws_its_loan() {
 #[test]
 fn two_donors_one_timed_end_at_base() {
     donation_model(Policy::Adaptive, &[(0, 1, false), (5, 0, true)], 2);
+}
+
+/// An owner restores itself only when it holds no lock: main (nice 10, CPU 0) holds B and A;
+/// a nice-0 waiter on A and a nice-5 waiter on B lend to it. Main releases A (the nice-0 loan
+/// ends, but main still owes B's waiter its loan, so it must not restore itself), then B
+/// (now it holds nothing and restores itself, off the woken waiter's path). Checked: while
+/// B's waiter is listed as a lender, main has at least its nice (a self-restore made while B
+/// is held could land after that loan and drop it), and all three end exactly at base.
+///
+/// Preemption bound: the suite's, capped at 2 (three threads).
+#[test]
+fn self_restore_waits_until_no_lock_is_held() {
+    use proxy_lock::test_hooks::{attrs_of, is_listed, set_base};
+    model_capped(2, || {
+        let a = Arc::new(Mutex::with_policy(UnsafeCell::new(0), Policy::Handoff));
+        let b = Arc::new(Mutex::with_policy(UnsafeCell::new(0), Policy::Handoff));
+        let b_waiter = Arc::new(AtomicUsize::new(0));
+        set_base(10, 0);
+        let gb = b.lock().unwrap();
+        let ga = a.lock().unwrap();
+        let waiters: Vec<_> = [(a.clone(), 0), (b.clone(), 5)]
+            .into_iter()
+            .map(|(m, nice)| {
+                let b_waiter = b_waiter.clone();
+                thread::spawn(move || {
+                    set_base(nice, 1);
+                    if nice == 5 {
+                        b_waiter.store(current_tid() as usize, SeqCst);
+                    }
+                    bump(&m);
+                    (current_tid(), nice)
+                })
+            })
+            .collect();
+        thread::yield_now();
+        drop(ga);
+        thread::yield_now();
+        let tid = b_waiter.load(SeqCst);
+        if tid != 0 && is_listed(tid as proxy_lock::Tid) {
+            assert!(
+                attrs_of(current_tid()).0 <= 5,
+                "a loan still owed was dropped"
+            );
+        }
+        drop(gb);
+        for w in waiters {
+            let (tid, nice) = w.join().unwrap();
+            assert_eq!(attrs_of(tid), (nice, 1 << 1), "waiter back at base");
+        }
+        assert_eq!(attrs_of(current_tid()), (10, 1), "owner back at base");
+        assert_eq!(read(&a) + read(&b), 2);
+    });
 }
 
 /// The chain walk under concurrent unlocks reports no false deadlock. Lock order is

@@ -107,6 +107,24 @@ pub(super) fn preferred_waiter(lock: usize) -> Option<usize> {
     })
 }
 
+/// `me`, boosted, has passed its lock on and holds none: the ledger lets go of it, and it
+/// writes its own base back outside the ledger lock (it may be preempted as soon as it is
+/// lower; nobody waits for it then). Nothing else writes to it meanwhile: once the ledger has
+/// let go, no reconcile looks at it, no waiter can lend to a thread that holds no lock, and it
+/// takes none before this returns.
+pub(super) fn restore_self(me: Me) {
+    let task = me.task();
+    let Some((current, base)) = with_ledger(|ledger| ledger.let_go_of(me)) else {
+        return;
+    };
+    let applied = write(task, current, base, base, true);
+    if applied != base {
+        // The kernel refused part of the restore: the ledger keeps the thread as boosted, and
+        // the next reconcile tries again.
+        with_ledger(|ledger| ledger.record(task, base, applied, None));
+    }
+}
+
 /// The exit hook of a possible target: drop it, so no later reconcile writes to its tid.
 pub(super) fn forget(task: &Task) {
     with_ledger(|ledger| ledger.boosted.retain(|b| !std::ptr::eq(b.task, task)));
@@ -128,7 +146,8 @@ fn own_attrs(ledger: &Ledger, task: &Task) -> Attrs {
 }
 
 impl Ledger {
-    fn is_listed(&self, task: &Task) -> bool {
+    /// Whether `task` is listed as a waiter (it lent, or was found asleep down a chain).
+    pub(crate) fn is_listed(&self, task: &Task) -> bool {
         self.listed.iter().any(|l| std::ptr::eq(l.task, task))
     }
 
@@ -241,7 +260,14 @@ impl Ledger {
         if idx.is_none() && target == current {
             return;
         }
-        let applied = write(task, current, target, base, me.task());
+        let lower_ok = !std::ptr::eq(task, me.task());
+        let applied = write(task, current, target, base, lower_ok);
+        self.record(task, base, applied, idx);
+    }
+
+    /// Records that `task` (entry `idx` of `boosted`, if it has one) now has `applied` over
+    /// `base`, and refreshes its caches for the quick check.
+    fn record(&mut self, task: &Task, base: Attrs, applied: Attrs, idx: Option<usize>) {
         let d = &task.donor;
         // Relaxed: caches for the quick check (see `TaskDonor`).
         d.hint.store(base.hint(), Ordering::Relaxed);
@@ -265,6 +291,31 @@ impl Ledger {
                 None => self.boosted.push(entry),
             }
         }
+    }
+
+    /// `restore_self`'s part under the ledger lock: forgets `me` as boosted, and returns what
+    /// it has now and its base, for it to write. `None` if the woken donor restored it first,
+    /// or if something is lent to it after all (it would have to hold a lock): then it settles
+    /// as any owner does.
+    fn let_go_of(&mut self, me: Me) -> Option<(Attrs, Attrs)> {
+        let task = me.task();
+        let i = self
+            .boosted
+            .iter()
+            .position(|b| std::ptr::eq(b.task, task))?;
+        let pin = crate::loom::pin();
+        if let Some(loan) = self.loans_to(task, 0, &pin) {
+            self.settle(task, Some(loan), me);
+            return None;
+        }
+        let current = crate::loom::read_attrs(task.tid())
+            .map_err(report::count_failure)
+            .ok()?;
+        let b = self.boosted.swap_remove(i);
+        let base = adopt_changes(b.base, b.applied, current);
+        // The writes are as good as made: nothing else will write to the thread before them.
+        self.record(task, base, base, None);
+        Some((current, base))
     }
 }
 
@@ -302,27 +353,26 @@ fn adopt_changes(base: Attrs, applied: Attrs, current: Attrs) -> Attrs {
 }
 
 /// Writes the parts of `target` that differ from `current` to `task`, and returns what the
-/// thread has afterwards. A part going back to `base` is a restore; the calling thread (`me`)
-/// never restores itself here (module docs of `donor`).
-fn write(task: &Task, current: Attrs, target: Attrs, base: Attrs, me: &Task) -> Attrs {
-    let is_me = std::ptr::eq(task, me);
+/// thread has afterwards. A part going back to `base` is a restore, skipped unless `lower_ok`:
+/// the calling thread never restores itself under the ledger lock (module docs of `donor`).
+fn write(task: &Task, current: Attrs, target: Attrs, base: Attrs, lower_ok: bool) -> Attrs {
     let tid = task.tid();
     let mut now = current;
     if target.sched != current.sched {
         let restore = target.sched == base.sched;
-        if !(is_me && restore) && record(crate::loom::write_sched(tid, &target.sched), restore) {
+        if (lower_ok || !restore) && count(crate::loom::write_sched(tid, &target.sched), restore) {
             now.sched = target.sched;
         }
     }
     if target.util != current.util {
         let restore = target.util == base.util;
-        if !(is_me && restore) && record(crate::loom::write_util(tid, target.util), restore) {
+        if (lower_ok || !restore) && count(crate::loom::write_util(tid, target.util), restore) {
             now.util = target.util;
         }
     }
     if target.cpus != current.cpus {
         let restore = target.cpus == base.cpus;
-        if !(is_me && restore) && record(crate::loom::write_cpus(tid, &target.cpus), restore) {
+        if (lower_ok || !restore) && count(crate::loom::write_cpus(tid, &target.cpus), restore) {
             now.cpus = target.cpus;
         }
     }
@@ -330,7 +380,7 @@ fn write(task: &Task, current: Attrs, target: Attrs, base: Attrs, me: &Task) -> 
 }
 
 /// Counts one write's outcome; true if it succeeded.
-fn record(result: Result<(), crate::loom::Errno>, restore: bool) -> bool {
+fn count(result: Result<(), crate::loom::Errno>, restore: bool) -> bool {
     match result {
         Ok(()) => {
             if restore {

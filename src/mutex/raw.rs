@@ -645,10 +645,14 @@ impl RawMutex {
             {
                 return;
             }
-            let freed_with_requests = self.pass_lock(me, force_fair);
+            let (freed_with_requests, to_donor) = self.pass_lock(force_fair);
             // A holder that passed the sections on woke a caller to serve them. Otherwise a
             // section pushed after our last take may sit behind the word we just freed.
             if passed || !freed_with_requests || !self.try_barge(me) {
+                if to_donor {
+                    // Passed on for good: now we may give our loans back.
+                    crate::donor::after_passing_to_donor(me);
+                }
                 return;
             }
             // We hold it again (someone else holding it would serve on its own unlock).
@@ -660,9 +664,9 @@ impl RawMutex {
 
     /// Passes the lock on: to a spinning waiter (Handoff), else by waking one sleeper and
     /// handing the lock over (Handoff, a fair unlock, or Adaptive's fairness timer), else by
-    /// freeing it for the woken sleeper to compete for (Spin, Adaptive otherwise). True if it
-    /// freed the word while `REQUESTS` was set.
-    fn pass_lock(&self, me: Me, force_fair: bool) -> bool {
+    /// freeing it for the woken sleeper to compete for (Spin, Adaptive otherwise). Returns
+    /// whether it freed the word while `REQUESTS` was set, and whether donors waited.
+    fn pass_lock(&self, force_fair: bool) -> (bool, bool) {
         // Relaxed: a routing hint; `unlock_to_donor` works under the queue lock.
         if self.word.load(Ordering::Relaxed) & DONATED != 0 {
             // The donor may not be queued yet (it is on its way to sleep, or was preempted on
@@ -670,10 +674,9 @@ impl RawMutex {
             let freed_with_requests = self
                 .unlock_to_donor(force_fair)
                 .unwrap_or_else(|| self.unlock_to_queue(force_fair));
-            crate::donor::step_aside_for_donor(me);
-            return freed_with_requests;
+            return (freed_with_requests, true);
         }
-        self.unlock_to_queue(force_fair)
+        (self.unlock_to_queue(force_fair), false)
     }
 
     /// The unlock slow path without lenders: a spinner first (Handoff), else the first
