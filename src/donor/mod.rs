@@ -178,18 +178,23 @@ pub(crate) fn took_donated_lock(me: Me) {
 /// holds no lock, and `me` takes none before this returns, so its writes cannot land after a
 /// newer loan. If the woken donor reconciles first, it restores `me` as before.
 ///
+/// Not when `me` is a Condvar waiter releasing its mutex (`may_restore_self` false): it is
+/// already queued on the Condvar, and a notifier may requeue it onto a mutex and hand it that
+/// mutex before it sleeps, so loans can reach it while its writes are in flight. (The torture
+/// test found this: a SCHED_IDLE writer, half restored, was taken at nice 10 for its base.)
+///
 /// Otherwise (it still holds a lock others may wait on) its restore is left to the woken
 /// donor, and it steps aside with `sched_yield`: until the donor runs, `me` has the donor's
 /// attributes, on the donor's own CPU when a CPU was lent. Without this, a donor that `me` had
 /// preempted on its way to sleep (or that `me` just woke) waited for `me`'s time slice to end:
 /// 3-5 ms worst waits in the inversion demo (seen with `perf sched`).
-pub(crate) fn after_passing_to_donor(me: Me) {
+pub(crate) fn after_passing_to_donor(me: Me, may_restore_self: bool) {
     // Relaxed: a cache read of our own boost state; a stale answer costs or saves one
     // ledger visit or one yield.
     if me.task().donor.lent_hint.load(Ordering::Relaxed) == 0 {
         return;
     }
-    if me.holds_no_lock() {
+    if may_restore_self && me.holds_no_lock() {
         ledger::restore_self(me);
     } else {
         crate::loom::yield_now();

@@ -650,8 +650,9 @@ impl RawMutex {
             // section pushed after our last take may sit behind the word we just freed.
             if passed || !freed_with_requests || !self.try_barge(me) {
                 if to_donor {
-                    // Passed on for good: now we may give our loans back.
-                    crate::donor::after_passing_to_donor(me);
+                    // Passed on for good: now we may give our loans back. Not while parking
+                    // on a Condvar (`serve` false): see `after_passing_to_donor`.
+                    crate::donor::after_passing_to_donor(me, serve);
                 }
                 return;
             }
