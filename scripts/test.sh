@@ -8,6 +8,16 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Builds integration test $1 (with toolchain $2, e.g. +nightly, and further `cargo test`
+# arguments after it) and prints its executable's path.
+test_binary() {
+  local name=$1 toolchain=${2:-}
+  shift $(($# < 2 ? $# : 2))
+  # shellcheck disable=SC2086 # an empty toolchain must vanish
+  cargo $toolchain test --release --test "$name" "$@" --no-run --message-format=json 2>/dev/null |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1
+}
+
 step "toolchain components"
 if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || echo "rustup could not add rustfmt/clippy; using what is installed"
@@ -32,8 +42,7 @@ step "memcheck: task-record reclamation, thread-exit paths, sections run on borr
 if command -v valgrind >/dev/null 2>&1; then
   memcheck() { # test-binary-name filter
     local bin
-    bin=$(cargo test --release --test "$1" --no-run --message-format=json 2>/dev/null |
-      sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+    bin=$(test_binary "$1")
     valgrind --error-exitcode=9 --leak-check=no -q "$bin" "$2" --test-threads=1
   }
   memcheck stress records_survive_readers_while_threads_exit
@@ -50,9 +59,9 @@ fi
 
 step "LeakSanitizer: the torture test for 20 s (needs a nightly toolchain: -Zsanitizer is unstable)"
 if command -v rustup >/dev/null 2>&1 && rustup toolchain list | grep -q '^nightly'; then
+  # --target: instrument the test, not the build scripts and proc macros.
   lsan_bin=$(RUSTFLAGS="-Zsanitizer=leak" CARGO_TARGET_DIR=target/lsan \
-    cargo +nightly test --release --target "$(rustc -vV | sed -n 's/^host: //p')" --test torture \
-    --no-run --message-format=json 2>/dev/null | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+    test_binary torture +nightly --target "$(rustc -vV | sed -n 's/^host: //p')")
   [ -n "$lsan_bin" ] || { echo "the LeakSanitizer build of the torture test failed"; exit 1; }
   # A leak makes the run exit non-zero (23) with LeakSanitizer's report.
   TORTURE_SECS=20 "$lsan_bin" --nocapture
