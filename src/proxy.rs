@@ -253,7 +253,7 @@ fn sleep_on_slot(raw: &RawMutex, me: Me, slot: &Slot, seen: u32) {
         return; // the state moved on: look again
     }
     me.set_blocked_on(raw.park_key(), false);
-    if let Err(deadlock) = crate::donor::before_sleep(me, raw, false) {
+    if let Err(deadlock) = crate::donor::before_sleep(me, raw, false, true) {
         give_up(slot, deadlock);
         return;
     }

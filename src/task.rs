@@ -197,14 +197,15 @@ impl Me {
     }
 }
 
-/// Clears `blocked_on` of the parked thread whose record is at `addr`, which an unlocker is
+/// Clears `blocked_on` of the waiting thread whose record is at `addr`, which an unlocker is
 /// about to make the owner.
 ///
 /// # Safety
-/// `addr` is the park token of a thread still in the parking lot's queue (so alive), read under
-/// the queue lock.
-pub(crate) unsafe fn clear_blocked_on_of_parked(addr: usize) {
-    // SAFETY: a parked thread's record is alive until the thread wakes and later exits.
+/// `addr` is the record of a thread that cannot leave its wait before the lock word names it:
+/// the park token of a thread still in the parking lot's queue, read under the queue lock, or
+/// the spinner the unlocker claimed in the lock's spinner slot.
+pub(crate) unsafe fn clear_blocked_on_of_waiter(addr: usize) {
+    // SAFETY: such a thread's record is alive until the thread is the owner and later exits.
     let task = unsafe { &*(addr as *const Task) };
     // Relaxed: the unlocker's Release store of the lock word follows and publishes it.
     task.blocked_on.store(0, Ordering::Relaxed);

@@ -86,7 +86,8 @@ fn fifo_priority_is_lent_to_an_ordinary_owner() {
     }
     let m = Arc::new(Mutex::new(()));
     let owner = Owner::spawn(&m, || set_nice(5));
-    // The waiter only sleeps at FIFO; it never spins there (see DESIGN: RT busy loops).
+    // The owner is asleep holding the lock, so the real-time waiter, which spins only while
+    // the owner runs (about 5 µs to see it does not), lends and sleeps.
     let (_, waiter) = spawn_waiter(&m, || set_policy(0, libc::SCHED_FIFO, 10), None);
     // (The kernel keeps an RT thread's nice as it was; only policy and priority matter.)
     let (policy, _, priority) = sched_of(owner.tid);
@@ -199,6 +200,76 @@ fn a_change_made_while_boosted_becomes_the_new_base() {
         "the application's change is kept, not undone"
     );
     owner.finish();
+}
+
+/// The calling thread's voluntary context switches so far: it went to sleep that many times.
+fn voluntary_switches() -> u64 {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("voluntary_ctxt_switches:"))
+        .unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A SCHED_FIFO waiter spins while the owner runs, and is handed the lock without going to
+/// sleep (as an rt_mutex waiter spins while its owner is on a CPU). The owner, pinned to CPU 0,
+/// holds the lock and computes for 300 µs after the waiter (pinned to CPU 1) starts to wait.
+/// Before real-time spinning, such a waiter lent and slept every time. Noise may preempt the
+/// owner for long enough that the waiter sleeps once in a while, so 3 of 5 rounds must see no
+/// sleep at all.
+#[test]
+fn a_real_time_waiter_spins_while_the_owner_runs() {
+    let _s = serial();
+    if !privileged("a_real_time_waiter_spins_while_the_owner_runs") {
+        return;
+    }
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("SKIP a_real_time_waiter_spins_while_the_owner_runs: needs 2 CPUs");
+        return;
+    }
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let mut slept = Vec::new();
+    for _ in 0..5 {
+        let m = Arc::new(Mutex::new(()));
+        let (held, waiting) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (m2, h2, w2) = (m.clone(), held.clone(), waiting.clone());
+        let owner = thread::spawn(move || {
+            pin(0);
+            let g = m2.lock().unwrap();
+            h2.store(true, SeqCst);
+            while !w2.load(SeqCst) {
+                std::hint::spin_loop();
+            }
+            let end = std::time::Instant::now() + Duration::from_micros(300);
+            while std::time::Instant::now() < end {
+                std::hint::spin_loop();
+            }
+            drop(g);
+        });
+        let (m3, h3, w3) = (m.clone(), held.clone(), waiting.clone());
+        let waiter = thread::spawn(move || {
+            pin(1);
+            set_policy(0, libc::SCHED_FIFO, 10);
+            while !h3.load(SeqCst) {
+                thread::yield_now();
+            }
+            let before = voluntary_switches();
+            w3.store(true, SeqCst);
+            drop(m3.lock().unwrap());
+            voluntary_switches() - before
+        });
+        owner.join().unwrap();
+        slept.push(waiter.join().unwrap());
+    }
+    let awake = slept.iter().filter(|&&n| n == 0).count();
+    assert!(
+        awake >= 3,
+        "the waiter slept in most rounds (voluntary switches per round: {slept:?})"
+    );
 }
 
 #[test]

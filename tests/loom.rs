@@ -4,6 +4,7 @@
 //! |---|---|
 //! | lock word, per policy | `mutual_exclusion_and_no_lost_wakeup`, `fair_unlock_and_bump_reach_the_waiter` |
 //! | handoff | `handoff_never_lets_a_barger_in`, `handoff_to_spinner_claim_races_withdrawal`, `owner_and_blocked_on_are_consistent` |
+//! | real-time waiter spinning while the owner runs (spinner slot, every policy) | `real_time_waiter_spins_while_the_owner_runs` |
 //! | Condvar (requeue, wake-to-lend) | `condvar_notify_one_is_never_lost`, `condvar_notify_all_reaches_every_waiter`, `condvar_timeout_races_notify`, `condvar_wakes_a_better_waiter_to_lend` |
 //! | donation bookkeeping (recording backend) | `donation_is_lent_and_returned`, `a_timed_out_donor_withdraws_its_loan`, `two_donors_one_timed_end_at_base`, `self_restore_waits_until_no_lock_is_held` |
 //! | chain walk under concurrent unlocks | `chain_walk_reports_no_false_deadlock`, `snapshot_walker_handshake` |
@@ -510,6 +511,62 @@ fn self_restore_waits_until_no_lock_is_held() {
         assert_eq!(attrs_of(current_tid()), (10, 1), "owner back at base");
         assert_eq!(read(&a) + read(&b), 2);
     });
+}
+
+/// A real-time waiter spins in the spinner slot while the owner runs, before and after it
+/// lends, and may be handed the lock there, under every policy. Main (nice 10, CPU 0) holds
+/// the lock; a SCHED_FIFO 10 waiter (CPU 1) takes it; an observer reads the owner and the
+/// owner's blocked_on throughout. Checked: every acquisition is exclusive and nobody is
+/// stranded (a claim racing the spinner's withdrawal, a free word while it spins, its second
+/// lend of the CPU before it parks); the observer never sees the waiter own the lock while
+/// still blocked on it (a spinner handed the lock has its wait ended first, as a sleeper
+/// does); and both threads end exactly at their bases. Under loom an owner always "runs", and
+/// the fake clock ends each spin after a probe or two.
+///
+/// Preemption bound: the suite's, capped at 2 (three threads).
+#[test]
+fn real_time_waiter_spins_while_the_owner_runs() {
+    use proxy_lock::test_hooks::{attrs_of, fifo_priority_of, set_base, set_base_fifo};
+    for policy in POLICIES {
+        model_capped(2, move || {
+            let m = Arc::new(Mutex::with_policy(UnsafeCell::new(0), policy));
+            set_base(10, 0);
+            let g = m.lock().unwrap();
+            let m2 = m.clone();
+            let waiter = thread::spawn(move || {
+                set_base_fifo(10, 1);
+                bump(&m2);
+                current_tid()
+            });
+            let m3 = m.clone();
+            let observer = thread::spawn(move || {
+                for _ in 0..2 {
+                    if let Some(owner) = m3.owner_tid() {
+                        assert_ne!(
+                            thread_blocked_on(owner),
+                            Some(m3.id()),
+                            "owner {owner} waits on its own lock"
+                        );
+                    }
+                    thread::yield_now();
+                }
+            });
+            thread::yield_now();
+            drop(g);
+            let tid = waiter.join().unwrap();
+            observer.join().unwrap();
+            assert_eq!(fifo_priority_of(tid), 10, "waiter keeps its policy");
+            assert_eq!(attrs_of(tid).1, 1 << 1, "waiter keeps its CPU");
+            assert_eq!(
+                fifo_priority_of(current_tid()),
+                0,
+                "owner back to SCHED_OTHER"
+            );
+            assert_eq!(attrs_of(current_tid()), (10, 1 << 0), "owner back at base");
+            assert_eq!(read(&m), 1);
+            assert!(!m.raw().is_locked());
+        });
+    }
 }
 
 /// The chain walk under concurrent unlocks reports no false deadlock. Lock order is

@@ -152,11 +152,19 @@ impl Ledger {
     }
 
     fn list(&mut self, task: &Task, lock: &RawMutex, own: Attrs, cpu: Option<u32>) {
+        let addr = lock.id().addr();
+        let again = self.listed.iter_mut().find(|l| std::ptr::eq(l.task, task));
+        if let Some(l) = again.filter(|l| l.lock == addr) {
+            // Listed again on the same lock (a real-time waiter adding its CPU before it
+            // sleeps): it keeps its place among equals.
+            (l.own, l.cpu) = (own, cpu);
+            return;
+        }
         self.unlist(task);
         self.next_order += 1;
         self.listed.push(Listed {
             task,
-            lock: lock.id().addr(),
+            lock: addr,
             own,
             cpu,
             order: self.next_order,
@@ -237,6 +245,9 @@ impl Ledger {
         if loan.is_none() && idx.is_none() {
             return;
         }
+        if loan.is_none() && super::leave_restore_to(task) {
+            return; // it is passing on its last lock and restores itself (`restore_self`)
+        }
         if !claim_target(task) {
             if let Some(i) = idx {
                 self.boosted.swap_remove(i);
@@ -293,10 +304,11 @@ impl Ledger {
         }
     }
 
-    /// `restore_self`'s part under the ledger lock: forgets `me` as boosted, and returns what
-    /// it has now and its base, for it to write. `None` if the woken donor restored it first,
-    /// or if something is lent to it after all (it would have to hold a lock): then it settles
-    /// as any owner does.
+    /// `restore_self`'s part under the ledger lock: forgets `me` as boosted (reconciles may look
+    /// at it again), and returns what it has now and its base, for it to write. `None` if it
+    /// was restored already (a reconcile that ran before it said it would restore itself), or
+    /// if something is lent to it after all (it would have to hold a lock): then it settles as
+    /// any owner does.
     fn let_go_of(&mut self, me: Me) -> Option<(Attrs, Attrs)> {
         let task = me.task();
         let i = self

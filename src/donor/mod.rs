@@ -20,8 +20,9 @@
 //!    timeout). A lock with `DONATED` never unlocks on the fast path; its unlock hands the lock
 //!    to the best listed waiter (`preferred_waiter`, the kernel's `blocked_donor`), and the
 //!    woken thread reconciles. An unlocker that holds no other lock restores itself right
-//!    after the wake-up (as the kernel's PI unlock does), off the woken thread's path, unless
-//!    the woken thread got there first; otherwise the woken thread restores it.
+//!    after the wake-up (as the kernel's PI unlock does), off the woken thread's path: it says
+//!    so before it passes the lock on, and reconciles leave it alone. Otherwise the woken
+//!    thread restores it.
 //!
 //! Every syscall on another thread happens under the ledger lock, and a thread that exits
 //! takes that lock before it goes if it may be a target (`on_thread_exit`). So no syscall
@@ -30,7 +31,7 @@
 //! A thread never lowers its own attributes under the ledger lock: a thread that has just
 //! dropped to SCHED_IDLE is preempted at once, and would hold up every other donation while it
 //! waits for a CPU. It lowers itself only after it passed a donated lock on for good while
-//! holding no other (`after_passing_to_donor`): the ledger lets go of it first, and no loan can
+//! holding no other (`after_passing_on`): the ledger lets go of it first, and no loan can
 //! reach it until it takes a lock again, after its writes. In every other case its restore is
 //! left to the next reconcile by another thread, which every unlock of a donated lock triggers
 //! (the woken waiter reconciles).
@@ -44,7 +45,7 @@ pub(crate) use attrs::{Attrs, CpuMask, Sched, SchedPolicy};
 pub(crate) use ledger::Ledger;
 pub use report::{Capabilities, capabilities};
 
-use crate::loom::{AtomicBool, CacheU64, HINT_TTL_US, Ordering, coarse_us};
+use crate::loom::{AtomicBool, AtomicU8, CacheU64, HINT_TTL_US, Ordering, coarse_us};
 use crate::mutex::raw::RawMutex;
 use crate::task::{Me, Task};
 use attrs::hint_better;
@@ -66,7 +67,22 @@ pub(crate) struct TaskDonor {
     hint_stamp: CacheU64,
     /// `Attrs::hint` of what the thread has while boosted, 0 when it is not boosted.
     lent_hint: CacheU64,
+    /// Whether the thread, passing on its last lock, restores itself afterwards
+    /// (`before_passing_on`): `NOT_RESTORING`, `WILL_RESTORE`, or `SKIPPED` once a reconcile
+    /// that found nothing lent to it left it alone on that promise. The thread sets
+    /// `WILL_RESTORE` and takes the value back with a swap when it is done; reconciles turn
+    /// `WILL_RESTORE` into `SKIPPED`. Of the swap and a reconcile's RMW, one comes first in the
+    /// atomic's order: either the reconcile restores the thread, or the thread sees `SKIPPED`
+    /// and restores itself.
+    restores_self: AtomicU8,
 }
+
+/// `TaskDonor::restores_self`: the thread is not passing on its last lock.
+const NOT_RESTORING: u8 = 0;
+/// `TaskDonor::restores_self`: it is, and will restore itself if it is boosted.
+const WILL_RESTORE: u8 = 1;
+/// `TaskDonor::restores_self`: a reconcile left its restore to it.
+const SKIPPED: u8 = 2;
 
 impl TaskDonor {
     crate::loom::const_fn! {
@@ -79,6 +95,7 @@ impl TaskDonor {
                 cpus_hint: CacheU64::new(0),
                 hint_stamp: CacheU64::new(0),
                 lent_hint: CacheU64::new(0),
+                restores_self: AtomicU8::new(NOT_RESTORING),
             }
         }
     }
@@ -112,11 +129,14 @@ fn cpu_donation() -> CpuDonation {
 
 /// The waiter `me` published `blocked_on = lock` and is about to park: detect a deadlock cycle
 /// (`Err`, with the wait already left), and lend to the chain if any owner on it is worse than
-/// `me`.
+/// `me`. With `with_cpu` false, the CPU `me` runs on is not lent (yet): a real-time waiter
+/// spins on it first, and an owner could not use it meanwhile (`mutex::raw`); it lends it
+/// with a second call if it goes to sleep after all.
 pub(crate) fn before_sleep(
     me: Me,
     lock: &RawMutex,
     deadline: bool,
+    with_cpu: bool,
 ) -> Result<(), crate::chain::Deadlock> {
     // The CPU this thread frees, unless it only runs there on a loan itself: passing a borrowed
     // CPU on made owners chase each other's loans (a SCHED_IDLE owner moved onto the
@@ -125,7 +145,7 @@ pub(crate) fn before_sleep(
     // everyone down the chain directly anyway.
     // Relaxed: a cache read of our own boost state.
     let boosted = me.task().donor.lent_hint.load(Ordering::Relaxed) != 0;
-    let cpu = if boosted {
+    let cpu = if boosted || !with_cpu {
         None
     } else {
         crate::loom::current_cpu()
@@ -168,37 +188,74 @@ pub(crate) fn took_donated_lock(me: Me) {
     ledger::unlist_and_reconcile(me);
 }
 
-/// `me` has passed on a lock that donors wait on, for good (it will not take it back to serve
-/// sections): it woke (or handed the lock to) the best of them, or that donor is not asleep
-/// yet.
+/// `me` is about to pass a lock on (the unlock slow path). Returns whether it will give back
+/// whatever loans it has itself, afterwards (`after_passing_on`), and if so marks it
+/// (`restores_self`), so that the donor that takes the lock leaves that restore to it. With a
+/// real-time donor spinning for the lock, the donor always got to the ledger first, and the
+/// restore (a `sched_setattr` that demotes a running thread, 10-40 µs) was part of its wait.
+/// Marked whether or not `me` is boosted yet: a loan may still reach it while it unlocks.
 ///
-/// If `me` is still boosted and holds no other lock, it gives its loans back itself, now, as
-/// the kernel's PI unlock does (`ledger::restore_self`): off the woken donor's path (that
-/// restore was 10-30 µs of every handoff's wait, measured). No waiter can lend to a thread that
-/// holds no lock, and `me` takes none before this returns, so its writes cannot land after a
-/// newer loan. If the woken donor reconciles first, it restores `me` as before.
-///
-/// Not when `me` is a Condvar waiter releasing its mutex (`may_restore_self` false): it is
-/// already queued on the Condvar, and a notifier may requeue it onto a mutex and hand it that
-/// mutex before it sleeps, so loans can reach it while its writes are in flight. (The torture
-/// test found this: a SCHED_IDLE writer, half restored, was taken at nice 10 for its base.)
-///
-/// Otherwise (it still holds a lock others may wait on) its restore is left to the woken
-/// donor, and it steps aside with `sched_yield`: until the donor runs, `me` has the donor's
-/// attributes, on the donor's own CPU when a CPU was lent. Without this, a donor that `me` had
-/// preempted on its way to sleep (or that `me` just woke) waited for `me`'s time slice to end:
-/// 3-5 ms worst waits in the inversion demo (seen with `perf sched`).
-pub(crate) fn after_passing_to_donor(me: Me, may_restore_self: bool) {
-    // Relaxed: a cache read of our own boost state; a stale answer costs or saves one
-    // ledger visit or one yield.
-    if me.task().donor.lent_hint.load(Ordering::Relaxed) == 0 {
-        return;
+/// Only when `me` will hold no lock, and is not a Condvar waiter releasing its mutex (`serve`
+/// false): that one is already queued on the Condvar, and a notifier may requeue it onto a
+/// mutex and hand it that mutex before it sleeps, so loans could reach it while its writes
+/// are in flight. (The torture test found this: a SCHED_IDLE writer, half restored, was taken
+/// at nice 10 for its base.)
+pub(crate) fn before_passing_on(me: Me, serve: bool) -> bool {
+    let restoring = serve && me.holds_no_lock();
+    if restoring {
+        // Relaxed: a donor reads it after it took the lock, which our Release handoff or unlock
+        // orders after this store; other readers read it under the ledger lock, and a stale
+        // "false" only makes one of them restore us, as happened before this existed.
+        me.task()
+            .donor
+            .restores_self
+            .store(WILL_RESTORE, Ordering::Relaxed);
     }
-    if may_restore_self && me.holds_no_lock() {
+    restoring
+}
+
+/// `me` has passed its lock on; `restoring` is what `before_passing_on` said, `to_donor`
+/// whether the lock went to its lenders.
+///
+/// Restoring and boosted, it gives its loans back now, as the kernel's PI unlock does
+/// (`ledger::restore_self`). No waiter can lend to a thread that holds no lock, and `me` takes
+/// none before this returns, so its writes cannot land after a newer loan.
+///
+/// Otherwise, if it is still boosted and the lock went to its lenders (it holds another lock
+/// others may wait on, or is a Condvar waiter), its restore is left to the woken donor, and it
+/// steps aside with `sched_yield`: until the donor runs, `me` has the donor's attributes, on
+/// the donor's own CPU when a CPU was lent. Without this, a donor that `me` had preempted on
+/// its way to sleep (or that `me` just woke) waited for `me`'s time slice to end: 3-5 ms worst
+/// waits in the inversion demo (seen with `perf sched`).
+pub(crate) fn after_passing_on(me: Me, restoring: bool, to_donor: bool) {
+    let donor = &me.task().donor;
+    // Relaxed: the atomic's own order decides between us and a skipping reconcile (see
+    // `TaskDonor::restores_self`); `restore_self` then takes the ledger lock, which orders the
+    // rest.
+    let skipped =
+        restoring && donor.restores_self.swap(NOT_RESTORING, Ordering::Relaxed) == SKIPPED;
+    // Relaxed: a cache read of our own boost state. A loan recorded after this read, and not
+    // skipped, is restored by the reconcile of its lender's next step, which finds us marked
+    // NOT_RESTORING.
+    let boosted = donor.lent_hint.load(Ordering::Relaxed) != 0;
+    if restoring && (boosted || skipped) {
         ledger::restore_self(me);
-    } else {
+    } else if !restoring && to_donor && boosted {
         crate::loom::yield_now();
     }
+}
+
+/// Whether a reconcile that finds nothing lent to `task` should leave it alone: it is passing
+/// on its last lock and will restore itself (marks it `SKIPPED`, see `TaskDonor`). Under the
+/// ledger lock.
+pub(super) fn leave_restore_to(task: &Task) -> bool {
+    // Relaxed: see `after_passing_on`.
+    task.donor
+        .restores_self
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+            (s != NOT_RESTORING).then_some(SKIPPED)
+        })
+        .is_ok()
 }
 
 /// The listed waiter of `lock` that should get it next: the best lender, first listed among
@@ -241,6 +298,16 @@ pub(crate) fn would_lend_to_owner(lock: &RawMutex, rank: usize) -> bool {
 pub(crate) fn outranks_owner(me: Me, lock: &RawMutex) -> bool {
     would_lend_to_owner(lock, waiter_rank(me))
 }
+
+/// Whether `me` waits as a real-time thread (FIFO, RR or DEADLINE, its own policy or one it
+/// was lent): it then spins while the owner runs before it sleeps (`mutex::raw`), as the
+/// kernel's rt_mutex waiters do.
+pub(crate) fn waits_real_time(me: Me) -> bool {
+    effective_hint(me.task()) & RANK_BITS >= REAL_TIME_RANK
+}
+
+/// The lowest real-time sched rank in `Attrs::hint` (class 2, FIFO and RR priority 0).
+const REAL_TIME_RANK: u64 = 2 << 16;
 
 /// The sched-rank part of `Attrs::hint`.
 const RANK_BITS: u64 = 0xFF_FFFF;

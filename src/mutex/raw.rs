@@ -18,9 +18,10 @@
 //!   queue become empty (an unlocker that woke the last waiter, or the last waiter timing out).
 //!   A stale `PARKED` with an empty queue is harmless: it only sends the next unlock down the
 //!   slow path.
-//! * `SPINNING` (`Handoff` only): a waiter may be spinning on a CPU, registered in the
-//!   `spinner` slot, ready to be handed the lock. It only sends unlocks to the slow path, which
-//!   looks at the slot; a stale bit costs one slow unlock, never correctness.
+//! * `SPINNING`: a waiter may be spinning on a CPU, registered in the `spinner` slot, ready to
+//!   be handed the lock: a `Handoff` waiter before it sleeps, or under any policy a real-time
+//!   waiter while the owner runs. It only sends unlocks to the slow path, which looks at the
+//!   slot; a stale bit costs one slow unlock, never correctness.
 //! * `DONATED`: some waiter on this lock is listed in the donation ledger (`donor`), so the
 //!   owner may be boosted. Set and cleared only under the ledger lock, and kept across owners.
 //!   While it is set, no unlock takes the fast path: the slow path hands the lock to the best
@@ -31,7 +32,7 @@
 //!   left free with it set and nobody on the way to serve: an unlock that freed such a word
 //!   takes it back, and a holder that ran out of budget woke a caller to come and serve.
 //!
-//! # The spinner slot (`Handoff`)
+//! # The spinner slot
 //!
 //! `spinner` is 0, a waiter's record address `A` (A spins), or `A | GRANTED` (an unlocker chose
 //! A and is writing A into the word). The slot, not the word, arbitrates: the spinner withdraws
@@ -528,8 +529,20 @@ impl RawMutex {
                 continue;
             }
             me.set_blocked_on(self.addr(), deadline.is_some());
-            crate::donor::before_sleep(me, self, deadline.is_some())?;
-            let parked = self.park(me, deadline);
+            // A real-time waiter lends its policy at once, as a PI futex boosts at once (an
+            // owner left unboosted while it ran was preempted by a lower real-time thread
+            // and lost the waiter 20-40 µs more), then spins while the owner runs, and lends
+            // the CPU it spun on only if it goes to sleep.
+            let real_time = crate::donor::waits_real_time(me);
+            crate::donor::before_sleep(me, self, deadline.is_some(), !real_time)?;
+            let parked = if real_time && self.spin_while_owner_runs(me, deadline) {
+                ParkResult::Unparked(TOKEN_HANDOFF)
+            } else {
+                if real_time {
+                    crate::donor::before_sleep(me, self, deadline.is_some(), true)?;
+                }
+                self.park(me, deadline)
+            };
             me.clear_blocked_on();
             crate::donor::after_wait(me, self.is_donated());
             match parked {
@@ -608,12 +621,22 @@ impl RawMutex {
         result
     }
 
-    /// The unlock slow path: first the published sections (`crate::proxy::serve`, up to its
-    /// budget), then the waiters (`pass_lock`). If sections were published while we released
-    /// and the word is free, we take it back and serve them: nobody else would.
-    /// `word` is what the failed fast-path CAS saw.
+    /// The unlock slow path: passes the lock on (`pass_on`), and around that gives back the
+    /// loans of a boosted unlocker that will hold no lock (`donor::before_passing_on`).
     #[cold]
-    fn unlock_slow(&self, me: Me, force_fair: bool, serve: bool, mut word: usize) {
+    fn unlock_slow(&self, me: Me, force_fair: bool, serve: bool, word: usize) {
+        // Decided before the lock passes: the donor that takes it must know whether to leave
+        // our restore to us.
+        let restoring = crate::donor::before_passing_on(me, serve);
+        let to_donor = self.pass_on(me, force_fair, serve, word);
+        crate::donor::after_passing_on(me, restoring, to_donor);
+    }
+
+    /// First the published sections (`crate::proxy::serve`, up to its budget), then the
+    /// waiters (`pass_lock`). If sections were published while we released and the word is
+    /// free, we take it back and serve them: nobody else would. `word` is what the failed
+    /// fast-path CAS saw. Returns whether the lock went to its lenders (`pass_lock`).
+    fn pass_on(&self, me: Me, force_fair: bool, serve: bool, mut word: usize) -> bool {
         // The budget and the wake list, set up by the first pass that finds sections: most slow
         // unlocks (guard waiters queued) have none, and need not fill a 512-byte buffer. Callers
         // whose sections ran are woken when this drops, after the lock is passed on.
@@ -643,18 +666,13 @@ impl RawMutex {
                     .compare_exchange(me.addr(), UNLOCKED, Ordering::Release, Ordering::Relaxed)
                     .is_ok()
             {
-                return;
+                return false;
             }
             let (freed_with_requests, to_donor) = self.pass_lock(force_fair);
             // A holder that passed the sections on woke a caller to serve them. Otherwise a
             // section pushed after our last take may sit behind the word we just freed.
             if passed || !freed_with_requests || !self.try_barge(me) {
-                if to_donor {
-                    // Passed on for good: now we may give our loans back. Not while parking
-                    // on a Condvar (`serve` false): see `after_passing_to_donor`.
-                    crate::donor::after_passing_to_donor(me, serve);
-                }
-                return;
+                return to_donor;
             }
             // We hold it again (someone else holding it would serve on its own unlock).
             me.released();
@@ -715,7 +733,8 @@ impl RawMutex {
                 }
                 // SAFETY: the token is the record of the thread we are unparking, still queued.
                 unsafe { self.hand_to_parked(first_waiter.get(), still_parked) }
-            } else if result.unparked_threads == 0 && self.hand_to_spinner(false) == Spinner::Handed
+            } else if result.unparked_threads == 0
+                && self.hand_to_spinner(false, None) == Spinner::Handed
             {
                 // Nobody was really asleep (a stale PARKED); a spinner takes the lock.
                 TOKEN_RETRY
@@ -739,6 +758,11 @@ impl RawMutex {
     fn unlock_to_donor(&self, force_fair: bool) -> Option<bool> {
         let preferred = crate::donor::preferred_waiter(self)?;
         let hand_over = force_fair || self.policy != Policy::Spin;
+        // A real-time donor spinning while we ran (`spin_while_owner_runs`) takes the lock
+        // where it is, without a wake-up.
+        if hand_over && self.hand_to_spinner(false, Some(preferred)) == Spinner::Handed {
+            return Some(false);
+        }
         let filter = |token: ParkToken| {
             if token.0 == preferred {
                 FilterOp::Unpark
@@ -771,11 +795,11 @@ impl RawMutex {
     /// Returns the token that tells it so.
     ///
     /// # Safety
-    /// As `task::clear_blocked_on_of_parked`: `waiter` is the token of a thread being unparked
+    /// As `task::clear_blocked_on_of_waiter`: `waiter` is the token of a thread being unparked
     /// from this lock's queue, under the queue lock.
     unsafe fn hand_to_parked(&self, waiter: usize, parked: usize) -> UnparkToken {
         // SAFETY: forwarded.
-        unsafe { crate::task::clear_blocked_on_of_parked(waiter) };
+        unsafe { crate::task::clear_blocked_on_of_waiter(waiter) };
         self.release_to(waiter, parked);
         crate::stats::count_handoff();
         TOKEN_HANDOFF

@@ -1,6 +1,10 @@
-//! Bounded spinning before a waiter parks, and the knob that measured its budget.
+//! Bounded spinning before a waiter parks, the knob that measured its budget, and the watch
+//! that tells whether the thread a waiter spins for is running.
 
-use crate::loom::{SPIN_ROUNDS, spin_hint};
+use crate::Tid;
+use crate::loom::{
+    ON_CPU_PROBE_SPINS, OWNER_SPIN_CAP_US, SPIN_ROUNDS, monotonic_us, spin_hint, thread_cpu_time_ns,
+};
 
 /// Bounded spinning before a waiter parks.
 ///
@@ -75,5 +79,57 @@ impl SpinWait {
             spin_hint();
         }
         true
+    }
+}
+
+/// Reads in a row that must see the CPU time unchanged before the thread counts as off a CPU:
+/// one read can land inside an update the kernel has not made yet.
+const OFF_CPU_PROBES: u32 = 3;
+
+/// Spinning for as long as another thread runs: the kernel's "spin while the owner is on a
+/// CPU", from user space. The thread counts as running while its CPU time grows
+/// (`thread_cpu_time_ns`, read every `ON_CPU_PROBE_SPINS` spins, about 1.6 µs); a thread
+/// preempted or asleep shows up after three reads (about 5 µs). Spinning past
+/// `OWNER_SPIN_CAP_US` stops whatever it sees.
+pub(crate) struct OnCpuWatch {
+    tid: Tid,
+    last: Option<u64>,
+    still: u32,
+    spins: u32,
+    start_us: u64,
+}
+
+impl OnCpuWatch {
+    pub(crate) fn new(tid: Tid) -> OnCpuWatch {
+        OnCpuWatch {
+            tid,
+            last: thread_cpu_time_ns(tid),
+            still: 0,
+            spins: 0,
+            start_us: monotonic_us(),
+        }
+    }
+
+    /// Spins once, and every `ON_CPU_PROBE_SPINS` spins reads the thread's CPU time: says
+    /// whether it still looks like it runs (false also past the cap, or if its clock cannot be
+    /// read: a tid that is no thread of ours). One spin at a time, so that the caller sees what
+    /// it waits for (a handoff, a free word) within a spin of it happening.
+    pub(crate) fn still_running(&mut self) -> bool {
+        spin_hint();
+        self.spins += 1;
+        if self.spins < ON_CPU_PROBE_SPINS {
+            return true;
+        }
+        self.spins = 0;
+        if monotonic_us().saturating_sub(self.start_us) >= OWNER_SPIN_CAP_US {
+            return false;
+        }
+        let now = thread_cpu_time_ns(self.tid);
+        if now.is_some() && now != self.last {
+            (self.last, self.still) = (now, 0);
+        } else {
+            self.still += 1;
+        }
+        self.still < OFF_CPU_PROBES
     }
 }

@@ -193,6 +193,23 @@ pub(crate) fn current_cpu() -> Option<u32> {
     u32::try_from(cpu).ok()
 }
 
+/// CPU time thread `tid` of this process has used so far, in nanoseconds: its per-thread CPU
+/// clock (`clock_gettime` with the clock id glibc's `pthread_getcpuclockid` would build). For a
+/// thread that is on a CPU right now the kernel brings the figure up to date before answering,
+/// so two reads a microsecond apart differ exactly when the thread ran in between. One syscall,
+/// about 0.3 µs (thread off a CPU) to 0.6 µs (on one) on these machines. `None` if `tid` is no
+/// thread of this process (the kernel refuses other processes' thread clocks, so a reused tid
+/// can only answer for a thread of ours, and the read changes nothing).
+pub(crate) fn thread_cpu_time_ns(tid: Tid) -> Option<u64> {
+    // The kernel's encoding of a per-thread clock id: the inverted tid above three bits, then
+    // CPUCLOCK_PERTHREAD (4) | CPUCLOCK_SCHED (2).
+    let clock = (!(tid as libc::clockid_t) << 3) | 6;
+    // SAFETY: timespec is plain data; all-zero is valid.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer; an unknown clock id is answered with EINVAL.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    (rc == 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
 /// Whether the calling thread has CAP_SYS_NICE in its effective set.
 pub(crate) fn has_cap_sys_nice() -> bool {
     #[repr(C)]

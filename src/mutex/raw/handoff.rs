@@ -1,14 +1,16 @@
-//! `Handoff`'s spinner: one waiter that stays on a CPU, registered in the spinner slot, to
-//! which an unlock hands the lock before it considers the sleepers (see the parent module's
-//! docs for the slot's states and why a spinner goes first).
+//! The spinner slot: one waiter that stays on a CPU, registered in the slot, to which an
+//! unlock hands the lock before it considers the sleepers (see the parent module's docs for the
+//! slot's states and why a spinner goes first). `Handoff`'s waiters spin there for a budget
+//! before they sleep; under every policy, a real-time waiter spins there while the owner runs.
 
 use super::{DONATED, PARKED, REQUESTS, RawMutex, SPINNING, UNLOCKED, owner_of};
 use crate::loom::{
-    AWAIT_SPINNER_ROUNDS, FAIRNESS_CHECK_EVERY, HANDOFF_SPIN_ROUNDS, Ordering, monotonic_us,
-    yield_now,
+    AWAIT_SPINNER_ROUNDS, FAIRNESS_CHECK_EVERY, HANDOFF_SPIN_ROUNDS, Ordering, deadline_passed,
+    monotonic_us, yield_now,
 };
-use crate::mutex::spin::SpinWait;
-use crate::task::Me;
+use crate::mutex::spin::{OnCpuWatch, SpinWait};
+use crate::task::{Me, Task};
+use std::time::Instant;
 
 /// In the spinner slot: the registered spinner has been chosen as the next owner.
 const GRANTED: usize = 1;
@@ -19,6 +21,52 @@ impl RawMutex {
     /// Handoff: registers `me` as the lock's spinner and spins until an unlocker hands it the
     /// lock (true) or the budget runs out and it withdraws to sleep (false).
     pub(super) fn spin_for_handoff(&self, me: Me) -> bool {
+        let mut spin = SpinWait::with_budget(HANDOFF_SPIN_ROUNDS);
+        let handed = self.spin_in_slot(me, |_| spin.spin());
+        if handed {
+            me.acquired();
+            // Relaxed: we own the word now; the bit was set under the ledger lock, which
+            // `took_donated_lock` takes.
+            if self.word.load(Ordering::Relaxed) & DONATED != 0 {
+                // The waiters' loans now belong to us.
+                crate::donor::took_donated_lock(me);
+            }
+        }
+        handed
+    }
+
+    /// A real-time waiter spins in the spinner slot while the owner runs (`OnCpuWatch`), as
+    /// the kernel's rt_mutex waiters spin while the owner is on a CPU: an owner that runs will
+    /// unlock soon, and a waiter that sleeps instead pays for its wake-up on top (20-80 µs when
+    /// its CPU went idle, measured in the inversion demo's `rt` scenario, where PI futexes spin
+    /// and did not pay it). It has lent and published `blocked_on` (`lock_slow`).
+    ///
+    /// It also stops when the lock changes hands or is freed, and when `deadline` passes. True
+    /// if an unlocker handed it the lock in the slot. False: the caller lends its CPU and parks
+    /// (the park's validation sends it round again if the lock was freed meanwhile).
+    pub(super) fn spin_while_owner_runs(&self, me: Me, deadline: Option<Instant>) -> bool {
+        let (owner, mut watch) = {
+            let pin = crate::loom::pin();
+            match self.owner_record(&pin) {
+                // A record reused by another thread after we read it only makes us watch the
+                // wrong clock, which is harmless: the word check below ends the spin.
+                Some(task) => (task as *const Task as usize, OnCpuWatch::new(task.tid())),
+                None => return false,
+            }
+        };
+        self.spin_in_slot(me, |word| {
+            owner_of(word) == owner
+                && !deadline.is_some_and(deadline_passed)
+                && watch.still_running()
+        })
+    }
+
+    /// Registers `me` in the spinner slot and spins while `keep_spinning(word)` says so, until
+    /// an unlocker hands it the lock (true) or it withdraws (false). False at once if another
+    /// waiter holds the slot. A free word ends the spin too: an unlock raced the registration,
+    /// and the caller goes and takes the lock its own way. The caller does the bookkeeping of a
+    /// lock it was handed.
+    fn spin_in_slot(&self, me: Me, mut keep_spinning: impl FnMut(usize) -> bool) -> bool {
         // AcqRel on success: Release publishes nothing yet (the bit below does), Acquire orders
         // us after the previous spinner's withdrawal. Relaxed on failure: we just go to sleep.
         if self
@@ -30,20 +78,14 @@ impl RawMutex {
         }
         // Release: an unlocker that sees the bit (Acquire) sees our slot entry.
         self.word.fetch_or(SPINNING, Ordering::Release);
-        let mut spin = SpinWait::with_budget(HANDOFF_SPIN_ROUNDS);
         loop {
             // Acquire: pairs with the unlocker's Release that made us owner.
             let word = self.word.load(Ordering::Acquire);
             let owner = owner_of(word);
             if owner == me.addr() {
-                me.acquired();
-                if word & DONATED != 0 {
-                    crate::donor::took_donated_lock(me);
-                }
                 return true;
             }
-            // A free word (an unlock that raced our registration): withdraw and take it.
-            if owner == UNLOCKED || !spin.spin() {
+            if owner == UNLOCKED || !keep_spinning(word) {
                 break;
             }
         }
@@ -63,7 +105,6 @@ impl RawMutex {
         loop {
             // Acquire: as above.
             if owner_of(self.word.load(Ordering::Acquire)) == me.addr() {
-                me.acquired();
                 return true;
             }
             if !spin.spin() {
@@ -72,9 +113,10 @@ impl RawMutex {
         }
     }
 
-    /// Handoff: makes the registered spinner the owner. False if no spinner is registered or
-    /// sleepers have waited long enough that one of them must go first.
-    pub(super) fn hand_to_spinner(&self, check_sleepers: bool) -> Spinner {
+    /// Makes the registered spinner the owner (only if it is `only`, when given). None if no
+    /// such spinner is registered; SleepersFirst if sleepers have waited long enough that one
+    /// of them must go first (checked when `check_sleepers`, Handoff only).
+    pub(super) fn hand_to_spinner(&self, check_sleepers: bool, only: Option<usize>) -> Spinner {
         // Acquire: pairs with the Release that set SPINNING, so the slot entry is visible.
         let word = self.word.load(Ordering::Acquire);
         if check_sleepers && word & PARKED != 0 && self.sleepers_waited_too_long() {
@@ -87,6 +129,7 @@ impl RawMutex {
         let spinner = self.spinner.load(Ordering::Relaxed);
         let claimed = spinner != 0
             && spinner & GRANTED == 0
+            && only.is_none_or(|o| o == spinner)
             && self
                 .spinner
                 .compare_exchange(
@@ -103,6 +146,11 @@ impl RawMutex {
             }
             return Spinner::None;
         }
+        // A real-time spinner still shows as blocked on this lock: its wait ends before the
+        // word names it, as a parked waiter's does (`hand_to_parked`).
+        // SAFETY: we claimed the spinner, so it cannot withdraw: it stays in its spin loop,
+        // and alive, until the word below names it.
+        unsafe { crate::task::clear_blocked_on_of_waiter(spinner) };
         // Release: our critical section happens-before the spinner's. A CAS loop: waiters
         // may set PARKED, and the ledger DONATED, concurrently.
         let _ = self
@@ -119,12 +167,12 @@ impl RawMutex {
     /// Handoff: gives the lock to a running waiter if there is one, or one shows up within a
     /// moment while only sleepers wait (unless the sleepers are owed their turn).
     pub(super) fn try_spinner_first(&self) -> bool {
-        match self.hand_to_spinner(true) {
+        match self.hand_to_spinner(true, None) {
             Spinner::Handed => true,
             Spinner::None => {
                 self.has_parked()
                     && self.await_spinner()
-                    && self.hand_to_spinner(false) == Spinner::Handed
+                    && self.hand_to_spinner(false, None) == Spinner::Handed
             }
             Spinner::SleepersFirst => false,
         }
