@@ -30,6 +30,18 @@ fn privileged(test: &str) -> bool {
     false
 }
 
+/// `privileged`, and at least two CPUs (the test pins its threads to CPUs 0 and 1).
+fn privileged_on_two_cpus(test: &str) -> bool {
+    if !privileged(test) {
+        return false;
+    }
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("SKIP {test}: needs 2 CPUs");
+        return false;
+    }
+    true
+}
+
 #[test]
 fn nice_is_lent_and_restored() {
     let _s = serial();
@@ -145,11 +157,7 @@ fn a_two_deep_chain_boosts_and_restores_both_owners() {
 #[test]
 fn a_pinned_owner_may_run_on_the_waiters_cpu_and_gets_its_affinity_back() {
     let _s = serial();
-    if !privileged("a_pinned_owner_may_run_on_the_waiters_cpu") {
-        return;
-    }
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        eprintln!("SKIP a_pinned_owner_may_run_on_the_waiters_cpu: needs 2 CPUs");
+    if !privileged_on_two_cpus("a_pinned_owner_may_run_on_the_waiters_cpu") {
         return;
     }
     for mode in [
@@ -221,11 +229,7 @@ fn voluntary_switches() -> u64 {
 #[test]
 fn a_real_time_waiter_spins_while_the_owner_runs() {
     let _s = serial();
-    if !privileged("a_real_time_waiter_spins_while_the_owner_runs") {
-        return;
-    }
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        eprintln!("SKIP a_real_time_waiter_spins_while_the_owner_runs: needs 2 CPUs");
+    if !privileged_on_two_cpus("a_real_time_waiter_spins_while_the_owner_runs") {
         return;
     }
     use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -450,11 +454,7 @@ fn drop_cap_sys_nice() {
 #[test]
 fn the_new_owner_inherits_the_loans_of_waiters_still_queued() {
     let _s = serial();
-    if !privileged("the_new_owner_inherits_the_loans_of_waiters_still_queued") {
-        return;
-    }
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        eprintln!("SKIP the_new_owner_inherits_the_loans: needs 2 CPUs");
+    if !privileged_on_two_cpus("the_new_owner_inherits_the_loans_of_waiters_still_queued") {
         return;
     }
     let m = Arc::new(Mutex::with_policy((), proxy_lock::Policy::Handoff));

@@ -210,6 +210,7 @@ pub(crate) fn thread_cpu_time_ns(tid: Tid) -> Option<u64> {
     let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
     (rc == 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
+
 /// Whether the calling thread has CAP_SYS_NICE in its effective set.
 pub(crate) fn has_cap_sys_nice() -> bool {
     #[repr(C)]
