@@ -316,6 +316,64 @@ fn a_timed_out_waiter_withdraws_its_donation() {
     owner.finish();
 }
 
+/// A timed SCHED_FIFO waiter whose owner computes the whole time (so the waiter spins while
+/// it runs) still times out at its deadline, not at the end of the owner's section, and the
+/// owner, boosted meanwhile, is back at SCHED_OTHER while it still holds the lock.
+#[test]
+fn a_spinning_real_time_waiter_times_out_and_withdraws() {
+    let _s = serial();
+    if !privileged_on_two_cpus("a_spinning_real_time_waiter_times_out_and_withdraws") {
+        return;
+    }
+    use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::SeqCst};
+    use std::time::Instant;
+    let m = Arc::new(Mutex::new(()));
+    let (held, stop, tid) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicI32::new(0)),
+    );
+    let (m2, h2, s2, t2) = (m.clone(), held.clone(), stop.clone(), tid.clone());
+    let owner = thread::spawn(move || {
+        pin(0);
+        set_nice(5);
+        t2.store(current_tid(), SeqCst);
+        let g = m2.lock().unwrap();
+        h2.store(true, SeqCst);
+        while !s2.load(SeqCst) {
+            std::hint::spin_loop();
+        }
+        let policy_while_held = sched_of(current_tid());
+        drop(g);
+        policy_while_held
+    });
+    let (m3, h3) = (m.clone(), held.clone());
+    let waiter = thread::spawn(move || {
+        pin(1);
+        set_policy(0, libc::SCHED_FIFO, 10);
+        while !h3.load(SeqCst) {
+            thread::yield_now();
+        }
+        let t0 = Instant::now();
+        let got = m3.try_lock_for(Duration::from_millis(20)).is_ok();
+        (got, t0.elapsed())
+    });
+    let (got, waited) = waiter.join().unwrap();
+    stop.store(true, SeqCst);
+    let policy_while_held = owner.join().unwrap();
+    assert!(!got, "the owner never released: the wait must time out");
+    assert!(
+        waited < Duration::from_secs(1),
+        "timed out after {waited:?}, not near its 20 ms deadline"
+    );
+    assert_eq!(
+        policy_while_held,
+        (libc::SCHED_OTHER, 5, 0),
+        "restored while it still held the lock (owner tid {})",
+        tid.load(SeqCst)
+    );
+}
+
 #[test]
 fn an_owner_that_exits_while_boosted_is_never_touched_again() {
     let _s = serial();
