@@ -274,6 +274,17 @@ pub(crate) fn walk(first: &RawMutex, mut visit: impl FnMut(&RawMutex, &Task) -> 
     }
 }
 
+/// The tid of the last owner on the chain from `first` (see `walk`): the thread whose running
+/// moves the whole chain on. `None` if `first` is free or `me` owns a lock on the chain.
+pub(crate) fn last_owner(first: &RawMutex, me: Me) -> Option<Tid> {
+    let mut last = None;
+    walk(first, |_, owner| {
+        last = (!owner.is(me)).then(|| owner.tid());
+        last.is_some()
+    });
+    last
+}
+
 /// One hop of a cycle as one collect saw it.
 #[derive(PartialEq, Eq)]
 struct Hop {

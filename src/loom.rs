@@ -137,7 +137,7 @@ mod real {
             // little without a watch and look again, but not for long (it may be preempted
             // right there).
             let spinning = match watch.as_mut() {
-                Some((_, w)) if holder != 0 => w.still_running(),
+                Some((_, w)) if holder != 0 => w.still_running(|| Some(holder)),
                 _ => {
                     spin_hint();
                     unnamed_rounds += 1;

@@ -220,59 +220,87 @@ fn voluntary_switches() -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// One round of "a waiter that outranks the owner waits while the owner runs": the owner,
+/// pinned to CPU 0 after `owner_setup`, holds the lock and computes for 300 µs after the
+/// waiter (pinned to CPU 1 after `waiter_setup`) starts to wait. Returns the waiter's voluntary
+/// context switches during `lock()`, and the owner's nice as it read it just before unlocking.
+fn wait_on_a_running_owner(owner_setup: fn(), waiter_setup: fn()) -> (u64, i32) {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let m = Arc::new(Mutex::new(()));
+    let (held, waiting) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (m2, h2, w2) = (m.clone(), held.clone(), waiting.clone());
+    let owner = thread::spawn(move || {
+        pin(0);
+        owner_setup();
+        let g = m2.lock().unwrap();
+        h2.store(true, SeqCst);
+        while !w2.load(SeqCst) {
+            std::hint::spin_loop();
+        }
+        let end = std::time::Instant::now() + Duration::from_micros(300);
+        while std::time::Instant::now() < end {
+            std::hint::spin_loop();
+        }
+        let nice = nice_of(proxy_lock::current_tid());
+        drop(g);
+        nice
+    });
+    let (m3, h3, w3) = (m.clone(), held.clone(), waiting.clone());
+    let waiter = thread::spawn(move || {
+        pin(1);
+        waiter_setup();
+        while !h3.load(SeqCst) {
+            thread::yield_now();
+        }
+        let before = voluntary_switches();
+        w3.store(true, SeqCst);
+        drop(m3.lock().unwrap());
+        voluntary_switches() - before
+    });
+    let nice = owner.join().unwrap();
+    (waiter.join().unwrap(), nice)
+}
+
 /// A SCHED_FIFO waiter spins while the owner runs, and is handed the lock without going to
-/// sleep (as an rt_mutex waiter spins while its owner is on a CPU). The owner, pinned to CPU 0,
-/// holds the lock and computes for 300 µs after the waiter (pinned to CPU 1) starts to wait.
-/// Before real-time spinning, such a waiter lent and slept every time. Noise may preempt the
-/// owner for long enough that the waiter sleeps once in a while, so 3 of 5 rounds must see no
-/// sleep at all.
+/// sleep (as an rt_mutex waiter spins while its owner is on a CPU). Before real-time spinning,
+/// such a waiter lent and slept every time. Noise may preempt the owner for long enough that
+/// the waiter sleeps once in a while, so 3 of 5 rounds must see no sleep at all.
 #[test]
 fn a_real_time_waiter_spins_while_the_owner_runs() {
     let _s = serial();
     if !privileged_on_two_cpus("a_real_time_waiter_spins_while_the_owner_runs") {
         return;
     }
-    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-    let mut slept = Vec::new();
-    for _ in 0..5 {
-        let m = Arc::new(Mutex::new(()));
-        let (held, waiting) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicBool::new(false)),
-        );
-        let (m2, h2, w2) = (m.clone(), held.clone(), waiting.clone());
-        let owner = thread::spawn(move || {
-            pin(0);
-            let g = m2.lock().unwrap();
-            h2.store(true, SeqCst);
-            while !w2.load(SeqCst) {
-                std::hint::spin_loop();
-            }
-            let end = std::time::Instant::now() + Duration::from_micros(300);
-            while std::time::Instant::now() < end {
-                std::hint::spin_loop();
-            }
-            drop(g);
-        });
-        let (m3, h3, w3) = (m.clone(), held.clone(), waiting.clone());
-        let waiter = thread::spawn(move || {
-            pin(1);
-            set_policy(0, libc::SCHED_FIFO, 10);
-            while !h3.load(SeqCst) {
-                thread::yield_now();
-            }
-            let before = voluntary_switches();
-            w3.store(true, SeqCst);
-            drop(m3.lock().unwrap());
-            voluntary_switches() - before
-        });
-        owner.join().unwrap();
-        slept.push(waiter.join().unwrap());
-    }
+    let slept: Vec<u64> = (0..5)
+        .map(|_| wait_on_a_running_owner(|| {}, || set_policy(0, libc::SCHED_FIFO, 10)).0)
+        .collect();
     let awake = slept.iter().filter(|&&n| n == 0).count();
     assert!(
         awake >= 3,
         "the waiter slept in most rounds (voluntary switches per round: {slept:?})"
+    );
+}
+
+/// An ordinary waiter that outranks the owner (nice 0 against nice 10) spins while the owner
+/// runs too, and lends nothing meanwhile: the owner still has its own nice 10 when it unlocks,
+/// and the waiter is handed the lock without sleeping. Before, it lent at once (nice and its
+/// CPU, moving a running owner) and slept every time. As above, 3 of 5 rounds must show it.
+#[test]
+fn an_ordinary_lender_spins_and_lends_nothing_while_the_owner_runs() {
+    let _s = serial();
+    if !privileged_on_two_cpus("an_ordinary_lender_spins_and_lends_nothing_while_the_owner_runs") {
+        return;
+    }
+    let rounds: Vec<(u64, i32)> = (0..5)
+        .map(|_| wait_on_a_running_owner(|| set_nice(10), || {}))
+        .collect();
+    let unlent = rounds.iter().filter(|&&r| r == (0, 10)).count();
+    assert!(
+        unlent >= 3,
+        "the waiter slept or lent in most rounds ((voluntary switches, owner's nice) per round: {rounds:?})"
     );
 }
 

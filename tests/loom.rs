@@ -426,9 +426,11 @@ fn donation_model(policy: Policy, waiters: &'static [(i32, u32, bool)], cap: usi
 }
 
 /// Donation bookkeeping, with the recording scheduler backend: the owner (main, nice 10 on
-/// CPU 0) is waited on by a better thread (nice 0 on CPU 1), which lends its nice and CPU.
-/// After every interleaving of lend, unlock (handoff to the donor under Handoff and Adaptive,
-/// free and wake under Spin) and withdrawal, both threads are exactly at their bases.
+/// CPU 0) is waited on by a better thread (nice 0 on CPU 1), which spins in the spinner slot
+/// while the owner runs (the fake clock ends that spin after a probe or two), then lends its
+/// nice and CPU and sleeps. After every interleaving of spin, lend, unlock (to the spinner in
+/// the slot, handoff to the donor under Handoff and Adaptive, free and wake under Spin) and
+/// withdrawal, both threads are exactly at their bases.
 ///
 /// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
 #[test]

@@ -9,6 +9,10 @@
 //!    affinity. If no owner is strictly worse, nothing happens (counted as skipped). Between
 //!    equal threads, as in hackbench, donation costs this walk and nothing else. The same walk
 //!    detects deadlock cycles (`chain::check_deadlock`).
+//!    A waiter that finds a worse owner does not lend yet ([`worse_owner_ahead`]): it spins
+//!    while the chain's last owner runs (`mutex::raw`), and lends only once that thread stops
+//!    running, CPU included, and goes to sleep. A real-time waiter lends all but its CPU
+//!    before it spins, as a PI futex boosts at once.
 //! 2. **Lend** (`ledger`). Under the ledger lock, the waiter lists itself, and every sleeping
 //!    owner further down, as a waiter of the lock it sleeps on, sets `DONATED` on those locks,
 //!    and reconciles.
@@ -130,14 +134,55 @@ fn cpu_donation() -> CpuDonation {
 /// The waiter `me` published `blocked_on = lock` and is about to park: detect a deadlock cycle
 /// (`Err`, with the wait already left), and lend to the chain if any owner on it is worse than
 /// `me`. With `with_cpu` false, the CPU `me` runs on is not lent (yet): a real-time waiter
-/// spins on it first, and an owner could not use it meanwhile (`mutex::raw`); it lends it
-/// with a second call if it goes to sleep after all.
+/// spins on it first while the owner runs, and an owner could not use it meanwhile
+/// (`mutex::raw`); it lends it with a second call if it goes to sleep after all.
+///
+/// Returns whether some owner on the chain is worse than `me`, its CPU counted even when not
+/// lent.
 pub(crate) fn before_sleep(
     me: Me,
     lock: &RawMutex,
     deadline: bool,
     with_cpu: bool,
-) -> Result<(), crate::chain::Deadlock> {
+) -> Result<bool, crate::chain::Deadlock> {
+    let survey = survey(me, lock, deadline)?;
+    if survey.sched || (with_cpu && survey.cpu) {
+        ledger::lend(me, lock, survey.here.filter(|_| with_cpu));
+    } else {
+        crate::stats::count_skipped();
+    }
+    Ok(survey.sched || survey.cpu)
+}
+
+/// `before_sleep` without the lending: whether some owner on the chain is worse than `me`,
+/// which then spins while the owner runs and lends only if it goes to sleep (`mutex::raw`).
+/// Counted as skipped if none is.
+pub(crate) fn worse_owner_ahead(
+    me: Me,
+    lock: &RawMutex,
+    deadline: bool,
+) -> Result<bool, crate::chain::Deadlock> {
+    let survey = survey(me, lock, deadline)?;
+    let worse = survey.sched || survey.cpu;
+    if !worse {
+        crate::stats::count_skipped();
+    }
+    Ok(worse)
+}
+
+/// What the waiter's walk down its chain found.
+struct Survey {
+    /// Some owner would gain the waiter's policy or priority.
+    sched: bool,
+    /// Some owner may not run on the CPU the waiter frees.
+    cpu: bool,
+    /// The CPU the waiter frees, if it is one it may lend.
+    here: Option<u32>,
+}
+
+/// Walks the chain from `lock` comparing each owner with `me` (`owner_gap`), and checks a
+/// cycle for a deadlock.
+fn survey(me: Me, lock: &RawMutex, deadline: bool) -> Result<Survey, crate::chain::Deadlock> {
     // The CPU this thread frees, unless it only runs there on a loan itself: passing a borrowed
     // CPU on made owners chase each other's loans (a SCHED_IDLE owner moved onto the
     // foreground's CPU lent that CPU on to the next SCHED_IDLE owner, which then stayed on the
@@ -145,31 +190,27 @@ pub(crate) fn before_sleep(
     // everyone down the chain directly anyway.
     // Relaxed: a cache read of our own boost state.
     let boosted = me.task().donor.lent_hint.load(Ordering::Relaxed) != 0;
-    let cpu = if boosted || !with_cpu {
+    let here = if boosted {
         None
     } else {
         crate::loom::current_cpu()
     };
     let mine = effective_hint(me.task());
-    let mut worse_owner = false;
+    let (mut sched, mut cpu) = (false, false);
     let mut cycle = false;
     crate::chain::walk(lock, |_, owner| {
         if owner.is(me) {
             cycle = true;
             return false;
         }
-        worse_owner |= owner_is_worse(owner, mine, cpu);
+        let gap = owner_gap(owner, mine, here);
+        (sched, cpu) = (sched || gap.sched, cpu || gap.cpu);
         true
     });
     if cycle {
         crate::chain::check_deadlock(me, lock, deadline)?;
     }
-    if worse_owner {
-        ledger::lend(me, lock, cpu);
-    } else {
-        crate::stats::count_skipped();
-    }
-    Ok(())
+    Ok(Survey { sched, cpu, here })
 }
 
 /// The wait of `me` on `lock` ended (any way). Unlists `me` if it was listed and reconciles if
@@ -320,14 +361,27 @@ fn effective_hint(task: &Task) -> u64 {
     if hint_better(lent, hint) { lent } else { hint }
 }
 
-/// Whether `owner` would gain from `mine` or from the CPU `cpu`.
-fn owner_is_worse(owner: &Task, mine: u64, cpu: Option<u32>) -> bool {
+/// What an owner would gain from a waiter.
+struct Gap {
+    /// The waiter's policy or priority.
+    sched: bool,
+    /// The CPU the waiter runs on, which the owner may not use.
+    cpu: bool,
+}
+
+/// What `owner` would gain from `mine` and from the CPU `cpu`.
+fn owner_gap(owner: &Task, mine: u64, cpu: Option<u32>) -> Gap {
     if owner.has_exited() {
-        return false;
+        return Gap {
+            sched: false,
+            cpu: false,
+        };
     }
     let (hint, cpus) = fresh_hint(owner);
-    let cpu_missing = cpu_lending() && cpu.is_some_and(|c| c >= 64 || cpus & (1 << c) == 0);
-    hint_better(mine, hint) || cpu_missing
+    Gap {
+        sched: hint_better(mine, hint),
+        cpu: cpu_lending() && cpu.is_some_and(|c| c >= 64 || cpus & (1 << c) == 0),
+    }
 }
 
 fn cpu_lending() -> bool {

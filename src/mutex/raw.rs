@@ -529,16 +529,28 @@ impl RawMutex {
                 continue;
             }
             me.set_blocked_on(self.addr(), deadline.is_some());
-            // A real-time waiter lends its policy at once, as a PI futex boosts at once (an
-            // owner left unboosted while it ran was preempted by a lower real-time thread
-            // and lost the waiter 20-40 µs more), then spins while the owner runs, and lends
-            // the CPU it spun on only if it goes to sleep.
+            // A waiter that would lend spins while the owner runs, as does every real-time
+            // waiter, and lends its CPU only if it goes to sleep, when the owner it moves has
+            // stopped running: an owner moved while it runs makes the lender wait in the
+            // syscall for the owner's CPU to stop it (0.3-4 ms traced in the demo's `direct`
+            // scenario). A real-time waiter lends its policy at once, as a PI futex boosts at
+            // once (an owner left unboosted while it ran was preempted by a lower real-time
+            // thread and lost the waiter 20-40 µs more). Any other lends nothing until then:
+            // an owner boosted to its level competed on its own CPU, was preempted inside the
+            // ledger, and held up the lend that would have moved it (3 ms waits in `direct`).
             let real_time = crate::donor::waits_real_time(me);
-            crate::donor::before_sleep(me, self, deadline.is_some(), !real_time)?;
-            let parked = if real_time && self.spin_while_owner_runs(me, deadline) {
+            let lender = if real_time {
+                crate::donor::before_sleep(me, self, deadline.is_some(), false)?
+            } else {
+                crate::donor::worse_owner_ahead(me, self, deadline.is_some())?
+            };
+            let spins = lender || real_time;
+            let parked = if spins && self.spin_while_owner_runs(me, deadline) {
                 ParkResult::Unparked(TOKEN_HANDOFF)
             } else {
-                if real_time {
+                // Looked at again after a spin: the lock may have a new owner by now. Relaxed:
+                // a free word only spares us a lend; `park` validates again.
+                if spins && owner_of(self.word.load(Ordering::Relaxed)) != UNLOCKED {
                     crate::donor::before_sleep(me, self, deadline.is_some(), true)?;
                 }
                 self.park(me, deadline)
@@ -758,8 +770,8 @@ impl RawMutex {
     fn unlock_to_donor(&self, force_fair: bool) -> Option<bool> {
         let preferred = crate::donor::preferred_waiter(self)?;
         let hand_over = force_fair || self.policy != Policy::Spin;
-        // A real-time donor spinning while we ran (`spin_while_owner_runs`) takes the lock
-        // where it is, without a wake-up.
+        // A donor spinning while we ran (`spin_while_owner_runs`) takes the lock where it is,
+        // without a wake-up.
         if hand_over && self.hand_to_spinner(false, Some(preferred)) == Spinner::Handed {
             return Some(false);
         }

@@ -110,11 +110,12 @@ impl OnCpuWatch {
         }
     }
 
-    /// Spins once, and every `ON_CPU_PROBE_SPINS` spins reads the thread's CPU time: says
+    /// Spins once, and every `ON_CPU_PROBE_SPINS` spins reads the CPU time of the thread `who`
+    /// names (`None`: stop; a new one starts with a fresh count of unchanged reads): says
     /// whether it still looks like it runs (false also past the cap, or if its clock cannot be
     /// read: a tid that is no thread of ours). One spin at a time, so that the caller sees what
     /// it waits for (a handoff, a free word) within a spin of it happening.
-    pub(crate) fn still_running(&mut self) -> bool {
+    pub(crate) fn still_running(&mut self, who: impl FnOnce() -> Option<Tid>) -> bool {
         spin_hint();
         self.spins += 1;
         if self.spins < ON_CPU_PROBE_SPINS {
@@ -124,12 +125,17 @@ impl OnCpuWatch {
         if monotonic_us().saturating_sub(self.start_us) >= OWNER_SPIN_CAP_US {
             return false;
         }
-        let now = thread_cpu_time_ns(self.tid);
-        if now.is_some() && now != self.last {
+        let Some(tid) = who() else {
+            return false;
+        };
+        let now = thread_cpu_time_ns(tid);
+        if tid != self.tid {
+            (self.tid, self.last, self.still) = (tid, now, 0);
+        } else if now.is_some() && now != self.last {
             (self.last, self.still) = (now, 0);
         } else {
             self.still += 1;
         }
-        self.still < OFF_CPU_PROBES
+        now.is_some() && self.still < OFF_CPU_PROBES
     }
 }

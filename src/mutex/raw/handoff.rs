@@ -1,7 +1,8 @@
 //! The spinner slot: one waiter that stays on a CPU, registered in the slot, to which an
 //! unlock hands the lock before it considers the sleepers (see the parent module's docs for the
 //! slot's states and why a spinner goes first). `Handoff`'s waiters spin there for a budget
-//! before they sleep; under every policy, a real-time waiter spins there while the owner runs.
+//! before they sleep; under every policy, a lender or real-time waiter spins there while the
+//! owner runs.
 
 use super::{DONATED, PARKED, REQUESTS, RawMutex, SPINNING, UNLOCKED, owner_of};
 use crate::loom::{
@@ -9,7 +10,7 @@ use crate::loom::{
     monotonic_us, yield_now,
 };
 use crate::mutex::spin::{OnCpuWatch, SpinWait};
-use crate::task::{Me, Task};
+use crate::task::Me;
 use std::time::Instant;
 
 /// In the spinner slot: the registered spinner has been chosen as the next owner.
@@ -35,29 +36,33 @@ impl RawMutex {
         handed
     }
 
-    /// A real-time waiter spins in the spinner slot while the owner runs (`OnCpuWatch`), as
-    /// the kernel's rt_mutex waiters spin while the owner is on a CPU: an owner that runs will
-    /// unlock soon, and a waiter that sleeps instead pays for its wake-up on top (20-80 µs when
-    /// its CPU went idle, measured in the inversion demo's `rt` scenario, where PI futexes spin
-    /// and did not pay it). It has lent and published `blocked_on` (`lock_slow`).
+    /// A waiter that lends, or waits at a real-time priority, spins in the spinner slot while
+    /// the owner runs (`OnCpuWatch`), as the kernel's rt_mutex waiters spin while the owner is
+    /// on a CPU: an owner that runs will unlock soon, and a waiter that sleeps instead pays for
+    /// its wake-up on top (20-80 µs when its CPU went idle, measured in the inversion demo's
+    /// `rt` scenario, where PI futexes spin and did not pay it). It has lent all but its CPU
+    /// and published `blocked_on` (`lock_slow`). The thread watched is the last owner on the
+    /// chain (`chain::last_owner`), looked up again at every read of its clock: when the lock's
+    /// owner itself waits, its wait ends only when that one runs, and once that one passes its
+    /// lock on, it is the next one up the chain that must run (in the demo's `chain` scenario,
+    /// a waiter that kept watching the old end spun for its whole cap).
     ///
     /// It also stops when the lock changes hands or is freed, and when `deadline` passes. True
     /// if an unlocker handed it the lock in the slot. False: the caller lends its CPU and parks
     /// (the park's validation sends it round again if the lock was freed meanwhile).
     pub(super) fn spin_while_owner_runs(&self, me: Me, deadline: Option<Instant>) -> bool {
-        let (owner, mut watch) = {
-            let pin = crate::loom::pin();
-            match self.owner_record(&pin) {
-                // A record reused by another thread after we read it only makes us watch the
-                // wrong clock, which is harmless: the word check below ends the spin.
-                Some(task) => (task as *const Task as usize, OnCpuWatch::new(task.tid())),
-                None => return false,
-            }
+        // Relaxed: only tells when the lock changes hands; the slot's own loads order a handoff.
+        let owner = owner_of(self.word.load(Ordering::Relaxed));
+        // A tid reused by another thread after we read it only makes us watch the wrong clock,
+        // which is harmless: the word check below ends the spin.
+        let Some(runner) = crate::chain::last_owner(self, me) else {
+            return false;
         };
+        let mut watch = OnCpuWatch::new(runner);
         self.spin_in_slot(me, |word| {
             owner_of(word) == owner
                 && !deadline.is_some_and(deadline_passed)
-                && watch.still_running()
+                && watch.still_running(|| crate::chain::last_owner(self, me))
         })
     }
 
