@@ -19,9 +19,9 @@
 //!   A stale `PARKED` with an empty queue is harmless: it only sends the next unlock down the
 //!   slow path.
 //! * `SPINNING`: a waiter may be spinning on a CPU, registered in the `spinner` slot, ready to
-//!   be handed the lock: a `Handoff` waiter before it sleeps, or under any policy a real-time
-//!   waiter while the owner runs. It only sends unlocks to the slow path, which looks at the
-//!   slot; a stale bit costs one slow unlock, never correctness.
+//!   be handed the lock: a `Handoff` waiter before it sleeps, or under any policy a waiter that
+//!   would lend or is real-time, while the owner runs. It only sends unlocks to the slow
+//!   path, which looks at the slot; a stale bit costs one slow unlock, never correctness.
 //! * `DONATED`: some waiter on this lock is listed in the donation ledger (`donor`), so the
 //!   owner may be boosted. Set and cleared only under the ledger lock, and kept across owners.
 //!   While it is set, no unlock takes the fast path: the slow path hands the lock to the best

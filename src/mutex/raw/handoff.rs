@@ -40,8 +40,9 @@ impl RawMutex {
     /// the owner runs (`OnCpuWatch`), as the kernel's rt_mutex waiters spin while the owner is
     /// on a CPU: an owner that runs will unlock soon, and a waiter that sleeps instead pays for
     /// its wake-up on top (20-80 µs when its CPU went idle, measured in the inversion demo's
-    /// `rt` scenario, where PI futexes spin and did not pay it). It has lent all but its CPU
-    /// and published `blocked_on` (`lock_slow`). The thread watched is the last owner on the
+    /// `rt` scenario, where PI futexes spin and did not pay it). It has published `blocked_on`
+    /// and, if real-time, lent all but its CPU; any other waiter has lent nothing yet
+    /// (`lock_slow`). The thread watched is the last owner on the
     /// chain (`chain::last_owner`), looked up again at every read of its clock: when the lock's
     /// owner itself waits, its wait ends only when that one runs, and once that one passes its
     /// lock on, it is the next one up the chain that must run (in the demo's `chain` scenario,
@@ -151,8 +152,8 @@ impl RawMutex {
             }
             return Spinner::None;
         }
-        // A real-time spinner still shows as blocked on this lock: its wait ends before the
-        // word names it, as a parked waiter's does (`hand_to_parked`).
+        // A spinner waiting while the owner runs still shows as blocked on this lock: its wait
+        // ends before the word names it, as a parked waiter's does (`hand_to_parked`).
         // SAFETY: we claimed the spinner, so it cannot withdraw: it stays in its spin loop,
         // and alive, until the word below names it.
         unsafe { crate::task::clear_blocked_on_of_waiter(spinner) };
