@@ -233,8 +233,8 @@ mod real {
     /// of the spin.
     pub(crate) const ON_CPU_PROBE_SPINS: u32 = 64;
 
-    /// How long a real-time waiter spins at most while the owner runs (`mutex::raw`): about
-    /// a scheduler tick. A section that runs longer makes the wake-up it saves (20-80 µs
+    /// How long a lender or real-time waiter spins at most while the owner runs (`mutex::raw`):
+    /// about a scheduler tick. A section that runs longer makes the wake-up it saves (20-80 µs
     /// here) a small part of the wait.
     pub(crate) const OWNER_SPIN_CAP_US: u64 = 1000;
 
