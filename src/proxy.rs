@@ -64,7 +64,7 @@ use crate::loom::{
     RUN_SPIN_ROUNDS, UnparkToken, park, unpark_filter,
 };
 use crate::mutex::raw::RawMutex;
-use crate::mutex::spin::SpinWait;
+use crate::mutex::spin::{ChainEndWatch, SpinWait};
 use crate::task::Me;
 
 /// Slot phase: not linked anywhere; free.
@@ -204,8 +204,9 @@ pub(super) fn publish_and_wait(raw: &RawMutex, me: Me, head: *const SectionHead)
     true
 }
 
-/// Waits until the slot's section ran: spins briefly, then parks (lending to the lock's
-/// owner, the thread that will run the section), and takes the lock itself when asked to.
+/// Waits until the slot's section ran: spins briefly, then waits for the lock's owner, the
+/// thread that will run the section, as a lock waiter does (`sleep_on_slot`), and takes the
+/// lock itself when asked to.
 fn wait_until_served(raw: &RawMutex, me: Me, slot: &Slot) {
     let mut spin = SpinWait::with_budget(RUN_SPIN_ROUNDS);
     loop {
@@ -225,7 +226,7 @@ fn wait_until_served(raw: &RawMutex, me: Me, slot: &Slot) {
                 }
             }
             _ if spin.spin() => {}
-            _ => sleep_on_slot(raw, me, slot, state),
+            _ => sleep_on_slot(raw, me, slot),
         }
     }
 }
@@ -240,35 +241,61 @@ fn take_over(raw: &RawMutex, me: Me, slot: &Slot) {
     }
 }
 
-/// Parks until a holder completes the slot or asks us to take over. `seen` is the state we
-/// last read (QUEUED or RUNNING).
-fn sleep_on_slot(raw: &RawMutex, me: Me, slot: &Slot, seen: u32) {
-    // Relaxed: the holder reads SLEEPER from its own RMW on the same word.
-    if seen & SLEEPER == 0
-        && slot
-            .state
-            .compare_exchange(seen, seen | SLEEPER, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-    {
-        return; // the state moved on: look again
-    }
+/// Waits as a lock waiter does (`RawMutex::lock_slow`) until a holder completes the slot or
+/// asks us to take over: publishes the wait, spins while the chain's last owner runs if it
+/// would lend (`donor::before_spinning`: that owner runs our section, or passes the lock to
+/// one that will), then lends and parks.
+fn sleep_on_slot(raw: &RawMutex, me: Me, slot: &Slot) {
     me.set_blocked_on(raw.park_key(), false);
-    if let Err(deadlock) = crate::donor::before_sleep(me, raw, false, true) {
-        give_up(slot, deadlock);
-        return;
+    match park_on_slot(raw, me, slot) {
+        Ok(()) => {
+            me.clear_blocked_on();
+            crate::donor::after_wait(me, raw.is_donated());
+        }
+        // The wait was left when the cycle was found.
+        Err(deadlock) => give_up(slot, deadlock),
+    }
+}
+
+/// The wait of `sleep_on_slot`, with `blocked_on` published.
+fn park_on_slot(raw: &RawMutex, me: Me, slot: &Slot) -> Result<(), Deadlock> {
+    let spins = crate::donor::before_spinning(me, raw, false)?;
+    if spins && let Some(mut watch) = ChainEndWatch::new(raw, me) {
+        while still_waiting(slot) && watch.still_running() {}
+    }
+    // Relaxed: the holder reads SLEEPER from its own RMW on the same word.
+    let marked = slot
+        .state
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+            still_waiting_in(s).then_some(s | SLEEPER)
+        });
+    if marked.is_err() {
+        return Ok(()); // the state moved on: look again
+    }
+    if spins {
+        crate::donor::before_sleep(me, raw, false, true)?;
     }
     let validate = || {
         // Relaxed: under the queue lock; a holder's state change comes before its unpark,
         // which takes the same queue lock.
         let state = slot.state.load(Ordering::Relaxed);
-        state & SLEEPER != 0 && matches!(state & PHASE, QUEUED | RUNNING)
+        state & SLEEPER != 0 && still_waiting_in(state)
     };
     // SAFETY: the key is our slot's address, which only this module parks on; the callbacks do
     // not panic.
     let _: ParkResult =
         unsafe { park(slot.addr(), validate, || {}, |_, _| {}, ParkToken(0), None) };
-    me.clear_blocked_on();
-    crate::donor::after_wait(me, raw.is_donated());
+    Ok(())
+}
+
+/// Whether the slot's section still waits for a holder or runs (the caller has nothing to do).
+fn still_waiting(slot: &Slot) -> bool {
+    // Relaxed: a hint for a spin; the caller's loop reads the state with Acquire.
+    still_waiting_in(slot.state.load(Ordering::Relaxed))
+}
+
+fn still_waiting_in(state: u32) -> bool {
+    matches!(state & PHASE, QUEUED | RUNNING)
 }
 
 /// We found a deadlock cycle through this wait. If the section has not been claimed, withdraw

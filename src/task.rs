@@ -31,9 +31,9 @@ pub(crate) struct Task {
     tid: Tid,
     /// Address of the lock this thread sleeps on, or 0.
     ///
-    /// Set by the thread just before it parks on a lock and cleared by the thread when `park`
-    /// returns, or earlier by an unlocker that hands it the lock, before that unlocker publishes
-    /// it as the new owner. So whoever reads a lock's owner `T` and then `T.blocked_on` never
+    /// Set by the thread just before it parks on a lock (or spins waiting for it) and cleared by
+    /// the thread when its wait ends, or earlier by an unlocker that hands it the lock, before
+    /// that unlocker (or the claimed spinner itself) publishes it as the new owner. So whoever reads a lock's owner `T` and then `T.blocked_on` never
     /// sees `T` waiting for a lock it owns. Read by anyone (diagnostics now, chain walks later).
     blocked_on: AtomicUsize,
     /// Threads that are reading the lock `blocked_on` names right now (see `with_blocked_lock`).
@@ -201,14 +201,17 @@ impl Me {
 /// about to make the owner.
 ///
 /// # Safety
-/// `addr` is the record of a thread that cannot leave its wait before the lock word names it:
-/// the park token of a thread still in the parking lot's queue, read under the queue lock, or
-/// the spinner the unlocker claimed in the lock's spinner slot.
+/// `addr` is the record of a thread that cannot leave its wait before this clear: the park
+/// token of a thread still in the parking lot's queue, read under the queue lock (it leaves
+/// only once the word names it), or the spinner the unlocker claimed in the lock's spinner
+/// slot (it leaves once the word names it, or once it sees this clear and writes itself in).
 pub(crate) unsafe fn clear_blocked_on_of_waiter(addr: usize) {
     // SAFETY: such a thread's record is alive until the thread is the owner and later exits.
     let task = unsafe { &*(addr as *const Task) };
-    // Relaxed: the unlocker's Release store of the lock word follows and publishes it.
-    task.blocked_on.store(0, Ordering::Relaxed);
+    // Release: a claimed spinner that sees the clear (Acquire) may take the lock on its own
+    // (`RawMutex::finish_claimed_handoff`), so the clear must carry the unlocker's critical
+    // section. For a parked waiter the word's Release store that follows would be enough.
+    task.blocked_on.store(0, Ordering::Release);
 }
 
 const_thread_local! {

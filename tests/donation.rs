@@ -222,9 +222,10 @@ fn voluntary_switches() -> u64 {
 
 /// One round of "a waiter that outranks the owner waits while the owner runs": the owner,
 /// pinned to CPU 0 after `owner_setup`, holds the lock and computes for 300 µs after the
-/// waiter (pinned to CPU 1 after `waiter_setup`) starts to wait. Returns the waiter's voluntary
-/// context switches during `lock()`, and the owner's nice as it read it just before unlocking.
-fn wait_on_a_running_owner(owner_setup: fn(), waiter_setup: fn()) -> (u64, i32) {
+/// waiter (pinned to CPU 1 after `waiter_setup`) starts to wait, with `lock()` or, if `run`,
+/// with a section for `Mutex::run`. Returns the waiter's voluntary context switches during
+/// that wait, and the owner's nice as it read it just before unlocking.
+fn wait_on_a_running_owner(owner_setup: fn(), waiter_setup: fn(), run: bool) -> (u64, i32) {
     use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
     let m = Arc::new(Mutex::new(()));
     let (held, waiting) = (
@@ -257,7 +258,11 @@ fn wait_on_a_running_owner(owner_setup: fn(), waiter_setup: fn()) -> (u64, i32) 
         }
         let before = voluntary_switches();
         w3.store(true, SeqCst);
-        drop(m3.lock().unwrap());
+        if run {
+            m3.run(|_| ()).unwrap();
+        } else {
+            drop(m3.lock().unwrap());
+        }
         voluntary_switches() - before
     });
     let nice = owner.join().unwrap();
@@ -275,7 +280,7 @@ fn a_real_time_waiter_spins_while_the_owner_runs() {
         return;
     }
     let slept: Vec<u64> = (0..5)
-        .map(|_| wait_on_a_running_owner(|| {}, || set_policy(0, libc::SCHED_FIFO, 10)).0)
+        .map(|_| wait_on_a_running_owner(|| {}, || set_policy(0, libc::SCHED_FIFO, 10), false).0)
         .collect();
     let awake = slept.iter().filter(|&&n| n == 0).count();
     assert!(
@@ -294,8 +299,25 @@ fn an_ordinary_lender_spins_and_lends_nothing_while_the_owner_runs() {
     if !privileged_on_two_cpus("an_ordinary_lender_spins_and_lends_nothing_while_the_owner_runs") {
         return;
     }
+    assert_lends_nothing_while_the_owner_runs(false);
+}
+
+/// As above for a `Mutex::run` caller, which waits for the owner to run its section: it spins
+/// while the owner runs and lends nothing. Before, it lent at once and slept every time.
+#[test]
+fn a_run_caller_spins_and_lends_nothing_while_the_owner_runs() {
+    let _s = serial();
+    if !privileged_on_two_cpus("a_run_caller_spins_and_lends_nothing_while_the_owner_runs") {
+        return;
+    }
+    assert_lends_nothing_while_the_owner_runs(true);
+}
+
+/// Five rounds of a nice-0 waiter on a running nice-10 owner; in 3 of them the waiter must not
+/// sleep and the owner must still be at nice 10 when it unlocks.
+fn assert_lends_nothing_while_the_owner_runs(run: bool) {
     let rounds: Vec<(u64, i32)> = (0..5)
-        .map(|_| wait_on_a_running_owner(|| set_nice(10), || {}))
+        .map(|_| wait_on_a_running_owner(|| set_nice(10), || {}, run))
         .collect();
     let unlent = rounds.iter().filter(|&&r| r == (0, 10)).count();
     assert!(

@@ -9,7 +9,7 @@
 //!    affinity. If no owner is strictly worse, nothing happens (counted as skipped). Between
 //!    equal threads, as in hackbench, donation costs this walk and nothing else. The same walk
 //!    detects deadlock cycles (`chain::check_deadlock`).
-//!    A waiter that finds a worse owner does not lend yet ([`worse_owner_ahead`]): it spins
+//!    A waiter that finds a worse owner does not lend yet ([`before_spinning`]): it spins
 //!    while the chain's last owner runs (`mutex::raw`), and lends only once that thread stops
 //!    running, CPU included, and goes to sleep. A real-time waiter lends all but its CPU
 //!    before it spins, as a PI futex boosts at once.
@@ -135,7 +135,7 @@ fn cpu_donation() -> CpuDonation {
 /// (`Err`, with the wait already left), and lend to the chain if any owner on it is worse than
 /// `me`. With `with_cpu` false, the CPU `me` runs on is not lent (yet): a real-time waiter
 /// spins on it first while the owner runs, and an owner could not use it meanwhile
-/// (`mutex::raw`); it lends it with a second call if it goes to sleep after all.
+/// ([`before_spinning`]); it lends it with a second call if it goes to sleep after all.
 ///
 /// Returns whether some owner on the chain is worse than `me`, its CPU counted even when not
 /// lent.
@@ -154,14 +154,29 @@ pub(crate) fn before_sleep(
     Ok(survey.sched || survey.cpu)
 }
 
-/// `before_sleep` without the lending: whether some owner on the chain is worse than `me`,
-/// which then spins while the owner runs and lends only if it goes to sleep (`mutex::raw`).
-/// Counted as skipped if none is.
-pub(crate) fn worse_owner_ahead(
+/// The waiter `me` published `blocked_on = lock`: detect a deadlock cycle (`Err`, with the
+/// wait already left), and say whether `me` spins while the chain's last owner runs before it
+/// sleeps (the lock's spinner slot, or a `run` caller's wait for its section), lending its CPU
+/// only if it goes to sleep after all ([`before_sleep`] again, `with_cpu`), when the owner it
+/// moves has stopped running: an owner moved while it runs makes the lender wait in the
+/// syscall for the owner's CPU to stop it (0.3-4 ms traced in the demo's `direct` scenario).
+///
+/// * A real-time waiter always spins, and lends all but its CPU first, as a PI futex boosts at
+///   once: an owner left unboosted while it ran was preempted by a lower real-time thread and
+///   lost the waiter 20-40 µs more.
+/// * Any other spins if some owner on the chain is worse than it, and lends nothing until it
+///   sleeps: an owner boosted to its level competed on its own CPU, was preempted inside the
+///   ledger, and held up the lend that would have moved it (3 ms waits in `direct`). If no
+///   owner is worse, it neither spins nor lends (counted as skipped).
+pub(crate) fn before_spinning(
     me: Me,
     lock: &RawMutex,
     deadline: bool,
 ) -> Result<bool, crate::chain::Deadlock> {
+    if waits_real_time(me) {
+        before_sleep(me, lock, deadline, false)?;
+        return Ok(true);
+    }
     let survey = survey(me, lock, deadline)?;
     let worse = survey.sched || survey.cpu;
     if !worse {
@@ -343,7 +358,7 @@ pub(crate) fn outranks_owner(me: Me, lock: &RawMutex) -> bool {
 /// Whether `me` waits as a real-time thread (FIFO, RR or DEADLINE, its own policy or one it
 /// was lent): it then spins while the owner runs before it sleeps (`mutex::raw`), as the
 /// kernel's rt_mutex waiters do.
-pub(crate) fn waits_real_time(me: Me) -> bool {
+fn waits_real_time(me: Me) -> bool {
     effective_hint(me.task()) & RANK_BITS >= REAL_TIME_RANK
 }
 

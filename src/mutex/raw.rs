@@ -35,11 +35,15 @@
 //! # The spinner slot
 //!
 //! `spinner` is 0, a waiter's record address `A` (A spins), or `A | GRANTED` (an unlocker chose
-//! A and is writing A into the word). The slot, not the word, arbitrates: the spinner withdraws
-//! with `A -> 0`, an unlocker claims with `A -> A | GRANTED`, and exactly one of the two CASes
-//! wins. If A withdraws and registers again in between, the claim still succeeds, which is
-//! right: A is again waiting for this very lock. The unlocker never dereferences `A`, so a
-//! waiter that withdraws and exits cannot be touched after it is gone.
+//! A: it clears A's `blocked_on`, then writes A into the word). The slot, not the word,
+//! arbitrates: the spinner withdraws with `A -> 0`, an unlocker claims with `A -> A | GRANTED`,
+//! and exactly one of the two CASes wins. If A withdraws and registers again in between, the
+//! claim still succeeds, which is right: A is again waiting for this very lock. The unlocker
+//! dereferences `A` only after its claim won, so a waiter that withdraws and exits cannot be
+//! touched after it is gone. A empties the slot once the word names it. A claimed spinner
+//! whose wait is published (`blocked_on`) and sees it cleared writes itself into the word if
+//! the unlocker has not yet: an unlocker preempted between its claim and its write must not
+//! hold up the spinner, and its own write is conditioned on its still owning the lock.
 //!
 //! Taking the lock is a CAS that installs the taker's record address, so the owner is recorded
 //! in the same instruction that acquires: there is no instant at which the lock is held by
@@ -529,22 +533,7 @@ impl RawMutex {
                 continue;
             }
             me.set_blocked_on(self.addr(), deadline.is_some());
-            // A waiter that would lend spins while the owner runs, as does every real-time
-            // waiter, and lends its CPU only if it goes to sleep, when the owner it moves has
-            // stopped running: an owner moved while it runs makes the lender wait in the
-            // syscall for the owner's CPU to stop it (0.3-4 ms traced in the demo's `direct`
-            // scenario). A real-time waiter lends its policy at once, as a PI futex boosts at
-            // once (an owner left unboosted while it ran was preempted by a lower real-time
-            // thread and lost the waiter 20-40 µs more). Any other lends nothing until then:
-            // an owner boosted to its level competed on its own CPU, was preempted inside the
-            // ledger, and held up the lend that would have moved it (3 ms waits in `direct`).
-            let real_time = crate::donor::waits_real_time(me);
-            let lender = if real_time {
-                crate::donor::before_sleep(me, self, deadline.is_some(), false)?
-            } else {
-                crate::donor::worse_owner_ahead(me, self, deadline.is_some())?
-            };
-            let spins = lender || real_time;
+            let spins = crate::donor::before_spinning(me, self, deadline.is_some())?;
             let parked = if spins && self.spin_while_owner_runs(me, deadline) {
                 ParkResult::Unparked(TOKEN_HANDOFF)
             } else {

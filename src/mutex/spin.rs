@@ -5,6 +5,8 @@ use crate::Tid;
 use crate::loom::{
     ON_CPU_PROBE_SPINS, OWNER_SPIN_CAP_US, SPIN_ROUNDS, monotonic_us, spin_hint, thread_cpu_time_ns,
 };
+use crate::mutex::raw::RawMutex;
+use crate::task::Me;
 
 /// Bounded spinning before a waiter parks.
 ///
@@ -137,5 +139,33 @@ impl OnCpuWatch {
             self.still += 1;
         }
         now.is_some() && self.still < OFF_CPU_PROBES
+    }
+}
+
+/// An [`OnCpuWatch`] on the last owner of the chain from a lock (`chain::last_owner`), the
+/// thread whose running moves the whole chain on, looked up again at every read of its clock:
+/// when the lock's owner itself waits, its wait ends only when that one runs, and once that
+/// one passes its lock on, it is the next one up the chain that must run (in the demo's
+/// `chain` scenario, a waiter that kept watching the old end spun for its whole cap).
+pub(crate) struct ChainEndWatch<'a> {
+    lock: &'a RawMutex,
+    me: Me,
+    watch: OnCpuWatch,
+}
+
+impl<'a> ChainEndWatch<'a> {
+    /// `None` if the lock is free or `me` owns a lock on its chain: nobody to watch.
+    pub(crate) fn new(lock: &'a RawMutex, me: Me) -> Option<ChainEndWatch<'a>> {
+        // A tid reused by another thread after we read it only makes us watch the wrong
+        // clock, which is harmless: the caller's own checks end the spin.
+        let watch = OnCpuWatch::new(crate::chain::last_owner(lock, me)?);
+        Some(ChainEndWatch { lock, me, watch })
+    }
+
+    /// Spins once; see [`OnCpuWatch::still_running`].
+    pub(crate) fn still_running(&mut self) -> bool {
+        let (lock, me) = (self.lock, self.me);
+        self.watch
+            .still_running(|| crate::chain::last_owner(lock, me))
     }
 }

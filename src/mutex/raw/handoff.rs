@@ -9,12 +9,15 @@ use crate::loom::{
     AWAIT_SPINNER_ROUNDS, FAIRNESS_CHECK_EVERY, HANDOFF_SPIN_ROUNDS, Ordering, deadline_passed,
     monotonic_us, yield_now,
 };
-use crate::mutex::spin::{OnCpuWatch, SpinWait};
+use crate::mutex::spin::{ChainEndWatch, SpinWait};
 use crate::task::Me;
 use std::time::Instant;
 
 /// In the spinner slot: the registered spinner has been chosen as the next owner.
 const GRANTED: usize = 1;
+/// The word's flags a handoff to the spinner keeps: sleepers, lenders and published sections
+/// stay; `SPINNING` goes with the spinner.
+const KEPT_BY_HANDOFF: usize = PARKED | DONATED | REQUESTS;
 /// How long the sleepers of a Handoff lock may be passed over for spinners.
 const SLEEPER_PATIENCE_US: u32 = 1000;
 
@@ -23,7 +26,7 @@ impl RawMutex {
     /// lock (true) or the budget runs out and it withdraws to sleep (false).
     pub(super) fn spin_for_handoff(&self, me: Me) -> bool {
         let mut spin = SpinWait::with_budget(HANDOFF_SPIN_ROUNDS);
-        let handed = self.spin_in_slot(me, |_| spin.spin());
+        let handed = self.spin_in_slot(me, false, |_| spin.spin());
         if handed {
             me.acquired();
             // Relaxed: we own the word now; the bit was set under the ledger lock, which
@@ -37,16 +40,12 @@ impl RawMutex {
     }
 
     /// A waiter that lends, or waits at a real-time priority, spins in the spinner slot while
-    /// the owner runs (`OnCpuWatch`), as the kernel's rt_mutex waiters spin while the owner is
-    /// on a CPU: an owner that runs will unlock soon, and a waiter that sleeps instead pays for
-    /// its wake-up on top (20-80 µs when its CPU went idle, measured in the inversion demo's
-    /// `rt` scenario, where PI futexes spin and did not pay it). It has published `blocked_on`
-    /// and, if real-time, lent all but its CPU; any other waiter has lent nothing yet
-    /// (`lock_slow`). The thread watched is the last owner on the
-    /// chain (`chain::last_owner`), looked up again at every read of its clock: when the lock's
-    /// owner itself waits, its wait ends only when that one runs, and once that one passes its
-    /// lock on, it is the next one up the chain that must run (in the demo's `chain` scenario,
-    /// a waiter that kept watching the old end spun for its whole cap).
+    /// the chain's last owner runs (`ChainEndWatch`), as the kernel's rt_mutex waiters spin
+    /// while the owner is on a CPU: an owner that runs will unlock soon, and a waiter that
+    /// sleeps instead pays for its wake-up on top (20-80 µs when its CPU went idle, measured in
+    /// the inversion demo's `rt` scenario, where PI futexes spin and did not pay it). It has
+    /// published `blocked_on` and, if real-time, lent all but its CPU; any other waiter has
+    /// lent nothing yet (`donor::before_spinning`).
     ///
     /// It also stops when the lock changes hands or is freed, and when `deadline` passes. True
     /// if an unlocker handed it the lock in the slot. False: the caller lends its CPU and parks
@@ -54,16 +53,13 @@ impl RawMutex {
     pub(super) fn spin_while_owner_runs(&self, me: Me, deadline: Option<Instant>) -> bool {
         // Relaxed: only tells when the lock changes hands; the slot's own loads order a handoff.
         let owner = owner_of(self.word.load(Ordering::Relaxed));
-        // A tid reused by another thread after we read it only makes us watch the wrong clock,
-        // which is harmless: the word check below ends the spin.
-        let Some(runner) = crate::chain::last_owner(self, me) else {
+        let Some(mut watch) = ChainEndWatch::new(self, me) else {
             return false;
         };
-        let mut watch = OnCpuWatch::new(runner);
-        self.spin_in_slot(me, |word| {
+        self.spin_in_slot(me, true, |word| {
             owner_of(word) == owner
                 && !deadline.is_some_and(deadline_passed)
-                && watch.still_running(|| crate::chain::last_owner(self, me))
+                && watch.still_running()
         })
     }
 
@@ -72,7 +68,12 @@ impl RawMutex {
     /// waiter holds the slot. A free word ends the spin too: an unlock raced the registration,
     /// and the caller goes and takes the lock its own way. The caller does the bookkeeping of a
     /// lock it was handed.
-    fn spin_in_slot(&self, me: Me, mut keep_spinning: impl FnMut(usize) -> bool) -> bool {
+    fn spin_in_slot(
+        &self,
+        me: Me,
+        wait_published: bool,
+        mut keep_spinning: impl FnMut(usize) -> bool,
+    ) -> bool {
         // AcqRel on success: Release publishes nothing yet (the bit below does), Acquire orders
         // us after the previous spinner's withdrawal. Relaxed on failure: we just go to sleep.
         if self
@@ -89,6 +90,7 @@ impl RawMutex {
             let word = self.word.load(Ordering::Acquire);
             let owner = owner_of(word);
             if owner == me.addr() {
+                self.leave_slot_as_owner();
                 return true;
             }
             if owner == UNLOCKED || !keep_spinning(word) {
@@ -106,17 +108,56 @@ impl RawMutex {
             return false;
         }
         // Claimed: the unlocker is writing us into the word right now. Only a preemption
-        // between its two steps makes this wait long; yield then, in case it shares our CPU.
+        // between its steps makes this wait long (23.8 ms once in the demo's `chain`: a
+        // SCHED_IDLE unlocker, which nobody lends to while it runs, preempted by a hog right
+        // after its claim). So a spinner whose wait is published finishes the handoff itself
+        // once the unlocker has ended that wait; any other yields, in case the unlocker
+        // shares its CPU.
         let mut spin = SpinWait::default();
-        loop {
-            // Acquire: as above.
-            if owner_of(self.word.load(Ordering::Acquire)) == me.addr() {
-                return true;
-            }
+        while !(self.is_owned_by(me) || wait_published && self.finish_claimed_handoff(me)) {
             if !spin.spin() {
                 yield_now();
             }
         }
+        self.leave_slot_as_owner();
+        true
+    }
+
+    fn is_owned_by(&self, me: Me) -> bool {
+        // Acquire: pairs with the unlocker's Release that made us owner.
+        owner_of(self.word.load(Ordering::Acquire)) == me.addr()
+    }
+
+    /// A claimed spinner whose wait the unlocker has ended (`blocked_on` cleared, the
+    /// unlocker's step right after its claim) writes itself into the word, unless the
+    /// unlocker has done so already. True once the word names us; false while the wait still
+    /// shows. After that clear the unlocker touches neither our record nor, once the word
+    /// names us, the word (its write is conditioned on its still owning the lock), so we may
+    /// run on, unlock and wait again while it is still preempted.
+    fn finish_claimed_handoff(&self, me: Me) -> bool {
+        // Acquire (inside `blocked_on`): pairs with the Release clear
+        // (`clear_blocked_on_of_waiter`), which comes after the unlocker's critical section.
+        if me.task().blocked_on().is_some() {
+            return false;
+        }
+        // Until the word names us, its owner is the unlocker that claimed us: only the holder
+        // changes the owner, and the holder hands the lock to us. AcqRel: Release so that a
+        // reader that sees us as owner (Acquire) also sees our wait cleared; Acquire as any
+        // taking of the lock.
+        let _ = self
+            .word
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                (owner_of(w) != me.addr()).then_some(me.addr() | (w & KEPT_BY_HANDOFF))
+            });
+        true
+    }
+
+    /// Empties the slot once the word names us. Nobody else writes a granted slot: a
+    /// registration needs it empty, a claim needs it ungranted, and a withdrawal needs it to
+    /// name a spinner exactly.
+    fn leave_slot_as_owner(&self) {
+        // Release: the next spinner's Acquire registration comes after this handoff.
+        self.spinner.store(0, Ordering::Release);
     }
 
     /// Makes the registered spinner the owner (only if it is `only`, when given). None if no
@@ -125,6 +166,7 @@ impl RawMutex {
     pub(super) fn hand_to_spinner(&self, check_sleepers: bool, only: Option<usize>) -> Spinner {
         // Acquire: pairs with the Release that set SPINNING, so the slot entry is visible.
         let word = self.word.load(Ordering::Acquire);
+        let unlocker = owner_of(word);
         if check_sleepers && word & PARKED != 0 && self.sleepers_waited_too_long() {
             return Spinner::SleepersFirst;
         }
@@ -154,19 +196,21 @@ impl RawMutex {
         }
         // A spinner waiting while the owner runs still shows as blocked on this lock: its wait
         // ends before the word names it, as a parked waiter's does (`hand_to_parked`).
-        // SAFETY: we claimed the spinner, so it cannot withdraw: it stays in its spin loop,
-        // and alive, until the word below names it.
+        // SAFETY: we claimed the spinner, so it cannot withdraw, and it stays in its spin
+        // loop, and alive, until this clear or the word below names it.
         unsafe { crate::task::clear_blocked_on_of_waiter(spinner) };
         // Release: our critical section happens-before the spinner's. A CAS loop: waiters
-        // may set PARKED, and the ledger DONATED, concurrently.
+        // may set PARKED, and the ledger DONATED, concurrently. Only while we still own the
+        // word: from the clear above on, a spinner whose wait was published may write itself
+        // in (`finish_claimed_handoff`) and may even have unlocked again since; we cannot
+        // own the lock again meanwhile, since we are busy here.
         let _ = self
             .word
             .fetch_update(Ordering::Release, Ordering::Relaxed, |w| {
-                Some(spinner | (w & (PARKED | DONATED | REQUESTS)))
+                (owner_of(w) == unlocker).then_some(spinner | (w & KEPT_BY_HANDOFF))
             });
         crate::stats::count_handoff();
-        // Release: the next spinner's Acquire registration comes after this handoff.
-        self.spinner.store(0, Ordering::Release);
+        // The spinner empties the slot once it sees itself as owner (`leave_slot_as_owner`).
         Spinner::Handed
     }
 
