@@ -4,7 +4,7 @@
 //! |---|---|
 //! | lock word, per policy | `mutual_exclusion_and_no_lost_wakeup`, `fair_unlock_and_bump_reach_the_waiter` |
 //! | handoff | `handoff_never_lets_a_barger_in`, `handoff_to_spinner_claim_races_withdrawal`, `owner_and_blocked_on_are_consistent` |
-//! | real-time waiter spinning while the owner runs (spinner slot, every policy) | `real_time_waiter_spins_while_the_owner_runs` |
+//! | waiter spinning while the owner runs (spinner slot, every policy), and a claimed spinner finishing the handoff itself | `real_time_waiter_spins_while_the_owner_runs`, `donation_is_lent_and_returned`, `a_timed_out_donor_withdraws_its_loan` |
 //! | Condvar (requeue, wake-to-lend) | `condvar_notify_one_is_never_lost`, `condvar_notify_all_reaches_every_waiter`, `condvar_timeout_races_notify`, `condvar_wakes_a_better_waiter_to_lend` |
 //! | donation bookkeeping (recording backend) | `donation_is_lent_and_returned`, `a_timed_out_donor_withdraws_its_loan`, `two_donors_one_timed_end_at_base`, `self_restore_waits_until_no_lock_is_held` |
 //! | chain walk under concurrent unlocks | `chain_walk_reports_no_false_deadlock`, `snapshot_walker_handshake` |
@@ -520,10 +520,11 @@ fn self_restore_waits_until_no_lock_is_held() {
 /// the lock; a SCHED_FIFO 10 waiter (CPU 1) takes it; an observer reads the owner and the
 /// owner's blocked_on throughout. Checked: every acquisition is exclusive and nobody is
 /// stranded (a claim racing the spinner's withdrawal, a free word while it spins, its second
-/// lend of the CPU before it parks); the observer never sees the waiter own the lock while
-/// still blocked on it (a spinner handed the lock has its wait ended first, as a sleeper
-/// does); and both threads end exactly at their bases. Under loom an owner always "runs", and
-/// the fake clock ends each spin after a probe or two.
+/// lend of the CPU before it parks, a claimed spinner writing itself into the word while the
+/// unlocker is preempted after its claim); the observer never sees the waiter own the lock
+/// while still blocked on it (a spinner handed the lock has its wait ended first, as a sleeper
+/// does, whichever of the two writes the word); and both threads end exactly at their bases.
+/// Under loom an owner always "runs", and the fake clock ends each spin after a probe or two.
 ///
 /// Preemption bound: the suite's, capped at 2 (three threads).
 #[test]
