@@ -33,8 +33,9 @@ pub(crate) struct Task {
     ///
     /// Set by the thread just before it parks on a lock (or spins waiting for it) and cleared by
     /// the thread when its wait ends, or earlier by an unlocker that hands it the lock, before
-    /// that unlocker (or the claimed spinner itself) publishes it as the new owner. So whoever reads a lock's owner `T` and then `T.blocked_on` never
-    /// sees `T` waiting for a lock it owns. Read by anyone (diagnostics now, chain walks later).
+    /// that unlocker (or the claimed spinner itself) publishes it as the new owner. So whoever
+    /// reads a lock's owner `T` and then `T.blocked_on` never sees `T` waiting for a lock it
+    /// owns. Read by anyone (diagnostics now, chain walks later).
     blocked_on: AtomicUsize,
     /// Threads that are reading the lock `blocked_on` names right now (see `with_blocked_lock`).
     /// The thread waits for this to drop to zero before it leaves a wait, so the lock it waited

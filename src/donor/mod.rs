@@ -136,22 +136,19 @@ fn cpu_donation() -> CpuDonation {
 /// `me`. With `with_cpu` false, the CPU `me` runs on is not lent (yet): a real-time waiter
 /// spins on it first while the owner runs, and an owner could not use it meanwhile
 /// ([`before_spinning`]); it lends it with a second call if it goes to sleep after all.
-///
-/// Returns whether some owner on the chain is worse than `me`, its CPU counted even when not
-/// lent.
 pub(crate) fn before_sleep(
     me: Me,
     lock: &RawMutex,
     deadline: bool,
     with_cpu: bool,
-) -> Result<bool, crate::chain::Deadlock> {
+) -> Result<(), crate::chain::Deadlock> {
     let survey = survey(me, lock, deadline)?;
     if survey.sched || (with_cpu && survey.cpu) {
         ledger::lend(me, lock, survey.here.filter(|_| with_cpu));
     } else {
         crate::stats::count_skipped();
     }
-    Ok(survey.sched || survey.cpu)
+    Ok(())
 }
 
 /// The waiter `me` published `blocked_on = lock`: detect a deadlock cycle (`Err`, with the
