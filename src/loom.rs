@@ -399,6 +399,10 @@ mod model {
     }
 
     pub(crate) fn write_sched(tid: crate::Tid, sched: &Sched) -> Result<(), Errno> {
+        SCHED_WRITERS
+            .lock()
+            .unwrap()
+            .push((crate::current_tid(), tid));
         update(tid, |a| a.sched = *sched)
     }
 
@@ -466,6 +470,18 @@ mod model {
                 }
                 listed
             })
+        }
+
+        /// Who wrote `tid`'s policy and priority, in order (the lenders, and whoever restored
+        /// it); the models' own `set_base*` calls are not counted.
+        pub fn sched_writers_of(tid: crate::Tid) -> Vec<crate::Tid> {
+            SCHED_WRITERS
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|&&(_, target)| target == tid)
+                .map(|&(writer, _)| writer)
+                .collect()
         }
 
         /// (nice, CPUs 0..64 as bits) the backend holds for `tid`.
@@ -597,6 +613,10 @@ mod model {
         // them out of loom's schedule keeps the models small. Reset for every execution.
         static ref SCHED: std::sync::Mutex<HashMap<crate::Tid, Attrs>> =
             std::sync::Mutex::new(HashMap::new());
+        // (writer, target) of every `write_sched`, for `test_hooks::sched_writers_of`. Reset
+        // for every execution, as SCHED is.
+        static ref SCHED_WRITERS: std::sync::Mutex<Vec<(crate::Tid, crate::Tid)>> =
+            std::sync::Mutex::new(Vec::new());
         // A plain (unmodelled) atomic: a fake clock, reset for every execution.
         static ref CLOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     }

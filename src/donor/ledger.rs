@@ -114,7 +114,12 @@ pub(super) fn preferred_waiter(lock: usize) -> Option<usize> {
 /// takes none before this returns.
 pub(super) fn restore_self(me: Me) {
     let task = me.task();
-    let Some((current, base)) = with_ledger(|ledger| ledger.let_go_of(me)) else {
+    let let_go = with_ledger(|ledger| {
+        let let_go = ledger.let_go_of(me);
+        super::done_restoring(me);
+        let_go
+    });
+    let Some((current, base)) = let_go else {
         return;
     };
     let applied = write(task, current, base, base, true);

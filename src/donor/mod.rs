@@ -74,10 +74,11 @@ pub(crate) struct TaskDonor {
     /// Whether the thread, passing on its last lock, restores itself afterwards
     /// (`before_passing_on`): `NOT_RESTORING`, `WILL_RESTORE`, or `SKIPPED` once a reconcile
     /// that found nothing lent to it left it alone on that promise. The thread sets
-    /// `WILL_RESTORE` and takes the value back with a swap when it is done; reconciles turn
-    /// `WILL_RESTORE` into `SKIPPED`. Of the swap and a reconcile's RMW, one comes first in the
-    /// atomic's order: either the reconcile restores the thread, or the thread sees `SKIPPED`
-    /// and restores itself.
+    /// `WILL_RESTORE` and clears it when it is done: under the ledger lock, as it lets go of
+    /// its loans (`ledger::restore_self`), if it is boosted; otherwise with a swap, which
+    /// tells it whether a reconcile skipped it meanwhile (then it restores itself after all).
+    /// Reconciles turn `WILL_RESTORE` into `SKIPPED` with an RMW, so of that and the swap one
+    /// comes first in the atomic's order.
     restores_self: AtomicU8,
 }
 
@@ -282,20 +283,37 @@ pub(crate) fn before_passing_on(me: Me, serve: bool) -> bool {
 /// waits in the inversion demo (seen with `perf sched`).
 pub(crate) fn after_passing_on(me: Me, restoring: bool, to_donor: bool) {
     let donor = &me.task().donor;
-    // Relaxed: the atomic's own order decides between us and a skipping reconcile (see
-    // `TaskDonor::restores_self`); `restore_self` then takes the ledger lock, which orders the
-    // rest.
-    let skipped =
-        restoring && donor.restores_self.swap(NOT_RESTORING, Ordering::Relaxed) == SKIPPED;
     // Relaxed: a cache read of our own boost state. A loan recorded after this read, and not
     // skipped, is restored by the reconcile of its lender's next step, which finds us marked
     // NOT_RESTORING.
     let boosted = donor.lent_hint.load(Ordering::Relaxed) != 0;
-    if restoring && (boosted || skipped) {
+    if restoring && boosted {
+        // Still marked `WILL_RESTORE` until the ledger has let go of us: a donor that reaches
+        // the ledger first (it took the lock and reconciles) must leave the restore to us.
+        // Clearing the mark before the ledger lock let such a donor restore us inside its
+        // own wait: a `sched_setattr` that demotes a running thread on another CPU, 50 µs of
+        // a 157 µs worst wait in the demo's `rt` scenario (traced).
         ledger::restore_self(me);
-    } else if !restoring && to_donor && boosted {
+    } else if restoring {
+        // Relaxed: the atomic's own order decides between us and a skipping reconcile (see
+        // `TaskDonor::restores_self`); `restore_self` then takes the ledger lock, which orders
+        // the rest.
+        if donor.restores_self.swap(NOT_RESTORING, Ordering::Relaxed) == SKIPPED {
+            ledger::restore_self(me);
+        }
+    } else if to_donor && boosted {
         crate::loom::yield_now();
     }
+}
+
+/// `me` is done restoring itself (`ledger::restore_self`, under the ledger lock): reconciles
+/// may restore it again from now on.
+pub(super) fn done_restoring(me: Me) {
+    // Relaxed: read under the ledger lock we hold, or by `me` itself.
+    me.task()
+        .donor
+        .restores_self
+        .store(NOT_RESTORING, Ordering::Relaxed);
 }
 
 /// Whether a reconcile that finds nothing lent to `task` should leave it alone: it is passing
