@@ -186,6 +186,35 @@ fn a_pinned_owner_may_run_on_the_waiters_cpu_and_gets_its_affinity_back() {
     proxy_lock::set_cpu_donation(proxy_lock::CpuDonation::Move);
 }
 
+/// A waiter the owner outranks lends it nothing, not even the CPU it frees: where that waiter
+/// ran, threads the owner would lose to run too, and a move (the default) would take the owner
+/// off its own CPU. In the inversion demo a SCHED_IDLE owner, waiting for the foreground,
+/// moved the foreground onto the hog's CPU.
+#[test]
+fn an_outranked_waiter_lends_no_cpu() {
+    let _s = serial();
+    if !privileged_on_two_cpus("an_outranked_waiter_lends_no_cpu") {
+        return;
+    }
+    let m = Arc::new(Mutex::new(()));
+    let owner = Owner::spawn(&m, || pin(0));
+    let before = counters();
+    let (_, waiter) = spawn_waiter(
+        &m,
+        || {
+            pin(1);
+            set_nice(19);
+        },
+        None,
+    );
+    assert_eq!(cpus_of(owner.tid), [0], "the owner keeps its own CPU");
+    assert_eq!(nice_of(owner.tid), 0);
+    owner.release();
+    assert!(waiter.join().unwrap());
+    assert_eq!(counters().donations, before.donations, "nothing was lent");
+    owner.finish();
+}
+
 #[test]
 fn a_change_made_while_boosted_becomes_the_new_base() {
     let _s = serial();

@@ -408,9 +408,14 @@ fn owner_gap(owner: &Task, mine: u64, cpu: Option<u32>) -> Gap {
         };
     }
     let (hint, cpus) = fresh_hint(owner);
+    // A waiter that the owner outranks lends it no CPU: where such a waiter ran, threads the
+    // owner would lose to run too. In the demo's `direct` scenario the SCHED_IDLE background
+    // owner, waiting for the foreground, moved it onto the hog's CPU, and was then preempted
+    // by the hog inside the ledger: the foreground waited 2-20 ms for the ledger lock.
+    let outranked = hint & RANK_BITS > mine & RANK_BITS;
     Gap {
         sched: hint_better(mine, hint),
-        cpu: cpu_lending() && cpu.is_some_and(|c| c >= 64 || cpus & (1 << c) == 0),
+        cpu: cpu_lending() && !outranked && cpu.is_some_and(|c| c >= 64 || cpus & (1 << c) == 0),
     }
 }
 
