@@ -538,6 +538,8 @@ mod model {
     const _: fn(crate::Tid, &Sched) -> Result<(), Errno> = crate::sys::sched::set_sched;
     const _: fn() -> Option<u32> = crate::sys::sched::current_cpu;
     const _: fn(crate::Tid) -> Option<u64> = crate::sys::sched::thread_cpu_time_ns;
+    const _: fn(&std::sync::atomic::AtomicU32, u32) = crate::sys::futex_wait;
+    const _: fn(&std::sync::atomic::AtomicU32) = crate::sys::futex_wake_all;
 
     /// One spin round keeps the models small; spinning only changes timing, not the protocol.
     pub(crate) const SPIN_ROUNDS: u32 = 0;
