@@ -96,36 +96,25 @@ mod real {
     /// Hooks for the loom models; there are none outside loom builds.
     pub mod test_hooks {}
 
-    /// The donation ledger, reachable only through `with_ledger`, under `LEDGER_LOCK`.
-    struct LedgerCell(std::cell::UnsafeCell<crate::donor::Ledger>);
-    // SAFETY: the ledger inside is only touched by the thread that holds `LEDGER_LOCK`.
-    unsafe impl Sync for LedgerCell {}
-    static LEDGER: LedgerCell = LedgerCell(std::cell::UnsafeCell::new(crate::donor::Ledger::new()));
-    static LEDGER_LOCK: crate::donor::LedgerLock = crate::donor::LedgerLock::new();
+    static LEDGER: std::sync::Mutex<crate::donor::Ledger> =
+        std::sync::Mutex::new(crate::donor::Ledger::new());
     /// The tid of the thread in the ledger lock, 0 when it is free (or between holders).
     static LEDGER_HOLDER: AtomicI32 = AtomicI32::new(0);
 
     /// Runs `f` on the donation ledger, under its lock.
     pub(crate) fn with_ledger<R>(f: impl FnOnce(&mut crate::donor::Ledger) -> R) -> R {
-        if !LEDGER_LOCK.try_lock() {
-            wait_for_ledger();
-        }
+        use std::sync::TryLockError;
+        let mut ledger = match LEDGER.try_lock() {
+            Ok(ledger) => ledger,
+            // Nothing panics while holding it, but never let a poisoned ledger break locking.
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => wait_for_ledger(),
+        };
         // Relaxed: a hint for `wait_for_ledger`; the lock itself orders the ledger's data.
         LEDGER_HOLDER.store(holder_tid(), Ordering::Relaxed);
-        /// Lets go of the ledger when `f` returns, or unwinds (nothing panics in there, but a
-        /// ledger left locked would stop every donation).
-        struct Held;
-        impl Drop for Held {
-            fn drop(&mut self) {
-                // Relaxed: as above.
-                LEDGER_HOLDER.store(0, Ordering::Relaxed);
-                LEDGER_LOCK.unlock();
-            }
-        }
-        let _held = Held;
-        // SAFETY: we hold `LEDGER_LOCK` until `_held` drops, after `f` is done with the
-        // reference; `f` never calls `with_ledger` again.
-        f(unsafe { &mut *LEDGER.0.get() })
+        let result = f(&mut ledger);
+        LEDGER_HOLDER.store(0, Ordering::Relaxed);
+        result
     }
 
     /// Waits for the ledger lock, spinning while its holder runs. A holder is in the middle of
@@ -134,7 +123,8 @@ mod real {
     /// with its donor waiting for the lock it was about to pass on. A holder that is off a CPU
     /// (preempted, perhaps SCHED_IDLE) is not spun for.
     #[cold]
-    fn wait_for_ledger() {
+    fn wait_for_ledger() -> std::sync::MutexGuard<'static, crate::donor::Ledger> {
+        use std::sync::TryLockError;
         let mut watch: Option<(crate::Tid, crate::mutex::spin::OnCpuWatch)> = None;
         let mut unnamed_rounds = 0;
         loop {
@@ -159,12 +149,15 @@ mod real {
             }
             // Try only when the holder seems gone: a failed try still pulls the lock's line
             // away from the holder.
-            if (holder == 0 || LEDGER_HOLDER.load(Ordering::Relaxed) == 0) && LEDGER_LOCK.try_lock()
-            {
-                return;
+            if holder == 0 || LEDGER_HOLDER.load(Ordering::Relaxed) == 0 {
+                match LEDGER.try_lock() {
+                    Ok(ledger) => return ledger,
+                    Err(TryLockError::Poisoned(e)) => return e.into_inner(),
+                    Err(TryLockError::WouldBlock) => {}
+                }
             }
         }
-        LEDGER_LOCK.lock_sleeping();
+        LEDGER.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Spin hints `wait_for_ledger` spends in all on a holder it cannot name (about 6 µs).
@@ -338,19 +331,6 @@ mod real {
         unsafe { parking_lot_core::unpark_filter(key, filter, callback) }
     }
 
-    /// Sleeps while `word` holds `expected`; see `sys::futex_wait`. Not the parking lot: the
-    /// ledger lock that uses it is taken inside the parking lot's `before_sleep` too (a
-    /// Condvar waiter releasing its mutex), where parking again would reuse the thread's
-    /// queue entry.
-    pub(crate) fn futex_wait(word: &AtomicU32, expected: u32) {
-        crate::sys::futex_wait(word, expected)
-    }
-
-    /// Wakes every thread asleep in [`futex_wait`] on `word`.
-    pub(crate) fn futex_wake_all(word: &AtomicU32) {
-        crate::sys::futex_wake_all(word)
-    }
-
     /// See `parking_lot_core::unpark_requeue`.
     ///
     /// # Safety
@@ -440,9 +420,6 @@ mod model {
         (0..64).find(|&c| attrs.cpus.contains(c))
     }
 
-    /// A loom mutex: the donation models check the bookkeeping, and the ledger lock's own
-    /// atomics (`donor::LedgerLock`) would multiply their interleavings. The lock is modelled
-    /// on its own (`test_hooks::pass_through_ledger`).
     pub(crate) fn with_ledger<R>(f: impl FnOnce(&mut crate::donor::Ledger) -> R) -> R {
         f(&mut LEDGER.lock().unwrap())
     }
@@ -481,22 +458,6 @@ mod model {
                 crate::donor::SchedPolicy::Fifo => a.sched.rt_priority,
                 _ => 0,
             }
-        }
-
-        /// Takes a ledger lock (`donor::LedgerLock`, as normal builds guard the ledger with)
-        /// and lets go of it, yielding once inside; panics if another thread is inside too.
-        /// The model of the lock itself (`ledger_lock_excludes_and_loses_no_wakeup`).
-        pub fn pass_through_ledger() {
-            if !MODEL_LEDGER_LOCK.try_lock() {
-                MODEL_LEDGER_LOCK.lock_sleeping();
-            }
-            {
-                let _inside = MODEL_LEDGER_INSIDE
-                    .try_lock()
-                    .expect("two threads inside the ledger lock");
-                loom::thread::yield_now();
-            }
-            MODEL_LEDGER_LOCK.unlock();
         }
 
         /// Whether thread `tid` is listed in the ledger as a waiter: it lent, and its loan
@@ -538,8 +499,6 @@ mod model {
     const _: fn(crate::Tid, &Sched) -> Result<(), Errno> = crate::sys::sched::set_sched;
     const _: fn() -> Option<u32> = crate::sys::sched::current_cpu;
     const _: fn(crate::Tid) -> Option<u64> = crate::sys::sched::thread_cpu_time_ns;
-    const _: fn(&std::sync::atomic::AtomicU32, u32) = crate::sys::futex_wait;
-    const _: fn(&std::sync::atomic::AtomicU32) = crate::sys::futex_wake_all;
 
     /// One spin round keeps the models small; spinning only changes timing, not the protocol.
     pub(crate) const SPIN_ROUNDS: u32 = 0;
@@ -649,10 +608,6 @@ mod model {
         static ref TABLE: Mutex<Table> = Mutex::new(Table::default());
         static ref REGISTRY: Mutex<Vec<usize>> = Mutex::new(Vec::new());
         static ref LEDGER: Mutex<crate::donor::Ledger> = Mutex::new(crate::donor::Ledger::new());
-        // The ledger lock's model (`test_hooks::pass_through_ledger`) and the mutex that
-        // tells whether two threads are ever inside it at once.
-        static ref MODEL_LEDGER_LOCK: crate::donor::LedgerLock = crate::donor::LedgerLock::new();
-        static ref MODEL_LEDGER_INSIDE: Mutex<()> = Mutex::new(());
         // The "kernel" of the recording backend. A std mutex, not a loom one: syscalls are
         // atomic with respect to each other, so there is nothing to model in them, and leaving
         // them out of loom's schedule keeps the models small. Reset for every execution.
@@ -762,30 +717,6 @@ mod model {
             wake.deliver(token);
         }
         result
-    }
-
-    /// A futex wait from the model's parking table, keyed by the word's address.
-    pub(crate) fn futex_wait(word: &AtomicU32, expected: u32) {
-        let key = word as *const AtomicU32 as usize;
-        // SAFETY: the key is the address of a word this crate owns; the callbacks do not panic.
-        unsafe {
-            park(
-                key,
-                // Relaxed: read under the table lock, which the waker takes after its store,
-                // as the kernel's futex compares under its bucket lock.
-                || word.load(Ordering::Relaxed) == expected,
-                || {},
-                |_, _| {},
-                ParkToken(0),
-                None,
-            )
-        };
-    }
-
-    pub(crate) fn futex_wake_all(word: &AtomicU32) {
-        let key = word as *const AtomicU32 as usize;
-        // SAFETY: as in `futex_wait`.
-        unsafe { unpark_filter(key, |_| FilterOp::Unpark, |_| UnparkToken(0)) };
     }
 
     pub(crate) unsafe fn unpark_requeue(

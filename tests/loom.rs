@@ -6,7 +6,6 @@
 //! | handoff | `handoff_never_lets_a_barger_in`, `handoff_to_spinner_claim_races_withdrawal`, `owner_and_blocked_on_are_consistent` |
 //! | waiter spinning while the owner runs (spinner slot, every policy), and a claimed spinner finishing the handoff itself | `real_time_waiter_spins_while_the_owner_runs`, `donation_is_lent_and_returned`, `a_timed_out_donor_withdraws_its_loan` |
 //! | Condvar (requeue, wake-to-lend) | `condvar_notify_one_is_never_lost`, `condvar_notify_all_reaches_every_waiter`, `condvar_timeout_races_notify`, `condvar_wakes_a_better_waiter_to_lend` |
-//! | the ledger's lock (wakes every sleeper) | `ledger_lock_excludes_and_loses_no_wakeup` |
 //! | donation bookkeeping (recording backend) | `donation_is_lent_and_returned`, `a_timed_out_donor_withdraws_its_loan`, `two_donors_one_timed_end_at_base`, `self_restore_waits_until_no_lock_is_held`, `a_boosted_unlocker_restores_itself_not_its_donor` |
 //! | chain walk under concurrent unlocks | `chain_walk_reports_no_false_deadlock`, `snapshot_walker_handshake` |
 //! | proxy publish / serve / complete | `run_sections_run_exactly_once`, `run_panic_reaches_its_caller` |
@@ -434,24 +433,6 @@ fn donation_model(policy: Policy, waiters: &'static [(i32, u32, bool)], cap: usi
 /// withdrawal, both threads are exactly at their bases.
 ///
 /// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
-/// The ledger's lock (`donor::ledger_lock`): three threads take it, so two may sleep at once
-/// and be woken together. Proves that no wake-up is lost (loom reports a
-/// deadlock if all threads sleep) and that two threads are never inside at once (the hook
-/// panics if they are). The donation models keep the ledger in a loom mutex, so this is the
-/// lock's only model. Bound 3.
-#[test]
-fn ledger_lock_excludes_and_loses_no_wakeup() {
-    model(|| {
-        let others: Vec<_> = (0..2)
-            .map(|_| thread::spawn(proxy_lock::test_hooks::pass_through_ledger))
-            .collect();
-        proxy_lock::test_hooks::pass_through_ledger();
-        for t in others {
-            t.join().unwrap();
-        }
-    });
-}
-
 #[test]
 fn donation_is_lent_and_returned() {
     for policy in POLICIES {

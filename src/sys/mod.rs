@@ -22,49 +22,6 @@ pub(crate) fn gettid() -> Tid {
     NEXT.fetch_add(1, Relaxed)
 }
 
-/// Sleeps while `word` holds `expected` (`FUTEX_WAIT`, process-private). Returns on a wake-up,
-/// a signal, or at once if the word already differs: the caller checks again.
-#[cfg(target_os = "linux")]
-pub(crate) fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32) {
-    // SAFETY: `word` is a live, aligned 32-bit atomic for the whole call; a null timeout
-    // means no deadline. The result is ignored: every outcome sends the caller round again.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expected,
-            std::ptr::null::<libc::timespec>(),
-        );
-    }
-}
-
-/// Wakes every thread asleep in [`futex_wait`] on `word`.
-#[cfg(target_os = "linux")]
-pub(crate) fn futex_wake_all(word: &std::sync::atomic::AtomicU32) {
-    // SAFETY: as in `futex_wait`; waking needs nothing more than the address.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            i32::MAX,
-        );
-    }
-}
-
-/// Elsewhere there is no futex: a short sleep stands in for the wait (the caller checks the
-/// word again), and there is nothing to wake.
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32) {
-    if word.load(std::sync::atomic::Ordering::Relaxed) == expected {
-        std::thread::sleep(std::time::Duration::from_micros(50));
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn futex_wake_all(_word: &std::sync::atomic::AtomicU32) {}
-
 /// The name of thread `tid` of this process (`/proc/self/task/<tid>/comm`), if readable.
 #[cfg(target_os = "linux")]
 pub(crate) fn thread_name(tid: Tid) -> Option<String> {
