@@ -57,7 +57,7 @@ pub(crate) use real::*;
 #[cfg(not(loom))]
 mod real {
     use super::{FilterOp, ParkResult, ParkToken, RequeueOp, UnparkResult, UnparkToken};
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use crate::donor::{Attrs, CpuMask, Sched};
     pub(crate) use crate::sys::sched::Errno;
@@ -96,25 +96,36 @@ mod real {
     /// Hooks for the loom models; there are none outside loom builds.
     pub mod test_hooks {}
 
-    static LEDGER: std::sync::Mutex<crate::donor::Ledger> =
-        std::sync::Mutex::new(crate::donor::Ledger::new());
+    /// The donation ledger, reachable only through `with_ledger`, under `LEDGER_LOCK`.
+    struct LedgerCell(std::cell::UnsafeCell<crate::donor::Ledger>);
+    // SAFETY: the ledger inside is only touched by the thread that holds `LEDGER_LOCK`.
+    unsafe impl Sync for LedgerCell {}
+    static LEDGER: LedgerCell = LedgerCell(std::cell::UnsafeCell::new(crate::donor::Ledger::new()));
+    static LEDGER_LOCK: crate::donor::LedgerLock = crate::donor::LedgerLock::new();
     /// The tid of the thread in the ledger lock, 0 when it is free (or between holders).
     static LEDGER_HOLDER: AtomicI32 = AtomicI32::new(0);
 
     /// Runs `f` on the donation ledger, under its lock.
     pub(crate) fn with_ledger<R>(f: impl FnOnce(&mut crate::donor::Ledger) -> R) -> R {
-        use std::sync::TryLockError;
-        let mut ledger = match LEDGER.try_lock() {
-            Ok(ledger) => ledger,
-            // Nothing panics while holding it, but never let a poisoned ledger break locking.
-            Err(TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(TryLockError::WouldBlock) => wait_for_ledger(),
-        };
+        if !LEDGER_LOCK.try_lock() {
+            wait_for_ledger();
+        }
         // Relaxed: a hint for `wait_for_ledger`; the lock itself orders the ledger's data.
         LEDGER_HOLDER.store(holder_tid(), Ordering::Relaxed);
-        let result = f(&mut ledger);
-        LEDGER_HOLDER.store(0, Ordering::Relaxed);
-        result
+        /// Lets go of the ledger when `f` returns, or unwinds (nothing panics in there, but a
+        /// ledger left locked would stop every donation).
+        struct Held;
+        impl Drop for Held {
+            fn drop(&mut self) {
+                // Relaxed: as above.
+                LEDGER_HOLDER.store(0, Ordering::Relaxed);
+                LEDGER_LOCK.unlock();
+            }
+        }
+        let _held = Held;
+        // SAFETY: we hold `LEDGER_LOCK` until `_held` drops, after `f` is done with the
+        // reference; `f` never calls `with_ledger` again.
+        f(unsafe { &mut *LEDGER.0.get() })
     }
 
     /// Waits for the ledger lock, spinning while its holder runs. A holder is in the middle of
@@ -123,8 +134,7 @@ mod real {
     /// with its donor waiting for the lock it was about to pass on. A holder that is off a CPU
     /// (preempted, perhaps SCHED_IDLE) is not spun for.
     #[cold]
-    fn wait_for_ledger() -> std::sync::MutexGuard<'static, crate::donor::Ledger> {
-        use std::sync::TryLockError;
+    fn wait_for_ledger() {
         let mut watch: Option<(crate::Tid, crate::mutex::spin::OnCpuWatch)> = None;
         let mut unnamed_rounds = 0;
         loop {
@@ -149,15 +159,12 @@ mod real {
             }
             // Try only when the holder seems gone: a failed try still pulls the lock's line
             // away from the holder.
-            if holder == 0 || LEDGER_HOLDER.load(Ordering::Relaxed) == 0 {
-                match LEDGER.try_lock() {
-                    Ok(ledger) => return ledger,
-                    Err(TryLockError::Poisoned(e)) => return e.into_inner(),
-                    Err(TryLockError::WouldBlock) => {}
-                }
+            if (holder == 0 || LEDGER_HOLDER.load(Ordering::Relaxed) == 0) && LEDGER_LOCK.try_lock()
+            {
+                return;
             }
         }
-        LEDGER.lock().unwrap_or_else(|e| e.into_inner())
+        LEDGER_LOCK.lock_sleeping();
     }
 
     /// Spin hints `wait_for_ledger` spends in all on a holder it cannot name (about 6 µs).
@@ -331,6 +338,19 @@ mod real {
         unsafe { parking_lot_core::unpark_filter(key, filter, callback) }
     }
 
+    /// Sleeps while `word` holds `expected`, `timeout` at most; see `sys::futex_wait_for`. Not
+    /// the parking lot: the ledger lock that uses it is taken inside the parking lot's
+    /// `before_sleep` too (a Condvar waiter releasing its mutex), where parking again would
+    /// reuse the thread's queue entry.
+    pub(crate) fn futex_wait_for(word: &AtomicU32, expected: u32, timeout: Duration) {
+        crate::sys::futex_wait_for(word, expected, timeout)
+    }
+
+    /// Wakes one thread asleep in [`futex_wait_for`] on `word`.
+    pub(crate) fn futex_wake_one(word: &AtomicU32) {
+        crate::sys::futex_wake_one(word)
+    }
+
     /// See `parking_lot_core::unpark_requeue`.
     ///
     /// # Safety
@@ -420,6 +440,9 @@ mod model {
         (0..64).find(|&c| attrs.cpus.contains(c))
     }
 
+    /// A loom mutex: the donation models check the bookkeeping, and the ledger lock's own
+    /// atomics (`donor::LedgerLock`) would multiply their interleavings. The lock is modelled
+    /// on its own (`test_hooks::pass_through_ledger`).
     pub(crate) fn with_ledger<R>(f: impl FnOnce(&mut crate::donor::Ledger) -> R) -> R {
         f(&mut LEDGER.lock().unwrap())
     }
@@ -458,6 +481,28 @@ mod model {
                 crate::donor::SchedPolicy::Fifo => a.sched.rt_priority,
                 _ => 0,
             }
+        }
+
+        /// Lets up to `count` model futex waits time out (the ledger lock's rechecks) in the
+        /// execution that calls it.
+        pub fn futex_timeouts(count: usize) {
+            FUTEX_TIMEOUTS.store(count, std::sync::atomic::Ordering::Relaxed);
+        }
+
+        /// Takes a ledger lock (`donor::LedgerLock`, as normal builds guard the ledger with)
+        /// and lets go of it, yielding once inside; panics if another thread is inside too.
+        /// The model of the lock itself (`ledger_lock_excludes_and_loses_no_wakeup`).
+        pub fn pass_through_ledger() {
+            if !MODEL_LEDGER_LOCK.try_lock() {
+                MODEL_LEDGER_LOCK.lock_sleeping();
+            }
+            {
+                let _inside = MODEL_LEDGER_INSIDE
+                    .try_lock()
+                    .expect("two threads inside the ledger lock");
+                loom::thread::yield_now();
+            }
+            MODEL_LEDGER_LOCK.unlock();
         }
 
         /// Whether thread `tid` is listed in the ledger as a waiter: it lent, and its loan
@@ -499,6 +544,9 @@ mod model {
     const _: fn(crate::Tid, &Sched) -> Result<(), Errno> = crate::sys::sched::set_sched;
     const _: fn() -> Option<u32> = crate::sys::sched::current_cpu;
     const _: fn(crate::Tid) -> Option<u64> = crate::sys::sched::thread_cpu_time_ns;
+    const _: fn(&std::sync::atomic::AtomicU32, u32, std::time::Duration) =
+        crate::sys::futex_wait_for;
+    const _: fn(&std::sync::atomic::AtomicU32) = crate::sys::futex_wake_one;
 
     /// One spin round keeps the models small; spinning only changes timing, not the protocol.
     pub(crate) const SPIN_ROUNDS: u32 = 0;
@@ -608,6 +656,10 @@ mod model {
         static ref TABLE: Mutex<Table> = Mutex::new(Table::default());
         static ref REGISTRY: Mutex<Vec<usize>> = Mutex::new(Vec::new());
         static ref LEDGER: Mutex<crate::donor::Ledger> = Mutex::new(crate::donor::Ledger::new());
+        // The ledger lock's model (`test_hooks::pass_through_ledger`) and the mutex that
+        // tells whether two threads are ever inside it at once.
+        static ref MODEL_LEDGER_LOCK: crate::donor::LedgerLock = crate::donor::LedgerLock::new();
+        static ref MODEL_LEDGER_INSIDE: Mutex<()> = Mutex::new(());
         // The "kernel" of the recording backend. A std mutex, not a loom one: syscalls are
         // atomic with respect to each other, so there is nothing to model in them, and leaving
         // them out of loom's schedule keeps the models small. Reset for every execution.
@@ -718,6 +770,56 @@ mod model {
         }
         result
     }
+
+    /// A futex wait from the model's parking table, keyed by the word's address. It may time
+    /// out (at any point, as timed parks do here) only as often as `test_hooks::futex_timeouts`
+    /// allows: without timeouts, a lost wake-up leaves the model's threads asleep for good,
+    /// which loom reports, and with unlimited ones a sleeper could time out for ever.
+    pub(crate) fn futex_wait_for(word: &AtomicU32, expected: u32, _timeout: std::time::Duration) {
+        let key = word as *const AtomicU32 as usize;
+        // Relaxed: a plain counter, see `FUTEX_TIMEOUTS`.
+        let may_time_out = FUTEX_TIMEOUTS
+            .fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |left| left.checked_sub(1),
+            )
+            .is_ok();
+        let deadline = may_time_out.then(Instant::now);
+        // SAFETY: the key is the address of a word this crate owns; the callbacks do not panic.
+        unsafe {
+            park(
+                key,
+                // Relaxed: read under the table lock, which the waker takes after its store,
+                // as the kernel's futex compares under its bucket lock.
+                || word.load(Ordering::Relaxed) == expected,
+                || {},
+                |_, _| {},
+                ParkToken(0),
+                deadline,
+            )
+        };
+    }
+
+    pub(crate) fn futex_wake_one(word: &AtomicU32) {
+        let key = word as *const AtomicU32 as usize;
+        let mut woken = false;
+        let wake_first = |_| {
+            if std::mem::replace(&mut woken, true) {
+                FilterOp::Stop
+            } else {
+                FilterOp::Unpark
+            }
+        };
+        // SAFETY: as in `futex_wait_for`.
+        unsafe { unpark_filter(key, wake_first, |_| UnparkToken(0)) };
+    }
+
+    /// How many more model futex waits may time out (`test_hooks::futex_timeouts`); each wait
+    /// that may uses one up, whether it then times out or is woken. A plain atomic, set at the
+    /// start of each execution: the count only follows the schedule loom chose, it is not a
+    /// choice loom explores.
+    static FUTEX_TIMEOUTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
     pub(crate) unsafe fn unpark_requeue(
         from: usize,

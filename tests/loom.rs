@@ -6,6 +6,7 @@
 //! | handoff | `handoff_never_lets_a_barger_in`, `handoff_to_spinner_claim_races_withdrawal`, `owner_and_blocked_on_are_consistent` |
 //! | waiter spinning while the owner runs (spinner slot, every policy), and a claimed spinner finishing the handoff itself | `real_time_waiter_spins_while_the_owner_runs`, `donation_is_lent_and_returned`, `a_timed_out_donor_withdraws_its_loan` |
 //! | Condvar (requeue, wake-to-lend) | `condvar_notify_one_is_never_lost`, `condvar_notify_all_reaches_every_waiter`, `condvar_timeout_races_notify`, `condvar_wakes_a_better_waiter_to_lend` |
+//! | the ledger's lock (wakes one sleeper, sleepers recheck) | `ledger_lock_excludes_and_loses_no_wakeup` |
 //! | donation bookkeeping (recording backend) | `donation_is_lent_and_returned`, `a_timed_out_donor_withdraws_its_loan`, `two_donors_one_timed_end_at_base`, `self_restore_waits_until_no_lock_is_held`, `a_boosted_unlocker_restores_itself_not_its_donor` |
 //! | chain walk under concurrent unlocks | `chain_walk_reports_no_false_deadlock`, `snapshot_walker_handshake` |
 //! | proxy publish / serve / complete | `run_sections_run_exactly_once`, `run_panic_reaches_its_caller` |
@@ -423,6 +424,30 @@ fn donation_model(policy: Policy, waiters: &'static [(i32, u32, bool)], cap: usi
         assert_eq!(attrs_of(current_tid()), (10, 1 << 0), "owner back at base");
         assert!(!m.raw().is_locked());
     });
+}
+
+/// The ledger's lock (`donor::ledger_lock`): three threads take it, so two may sleep at once.
+/// First with waits that never time out: every wake-up wakes one sleeper, and none is lost
+/// (loom reports a deadlock if all threads sleep). Then with up to two waits that time out, at
+/// any point (the lock's rechecks): a sleeper that comes back on its own still never gets in
+/// beside the holder. In both, two threads inside at once make the hook panic. The donation
+/// models keep the ledger in a loom mutex, so these are the lock's only models. One test, as
+/// the timeout count is process-wide. Bound: the suite's.
+#[test]
+fn ledger_lock_excludes_and_loses_no_wakeup() {
+    for timeouts in [0, 2] {
+        model(move || {
+            proxy_lock::test_hooks::futex_timeouts(timeouts);
+            let others: Vec<_> = (0..2)
+                .map(|_| thread::spawn(proxy_lock::test_hooks::pass_through_ledger))
+                .collect();
+            proxy_lock::test_hooks::pass_through_ledger();
+            for t in others {
+                t.join().unwrap();
+            }
+        });
+    }
+    proxy_lock::test_hooks::futex_timeouts(0);
 }
 
 /// Donation bookkeeping, with the recording scheduler backend: the owner (main, nice 10 on

@@ -42,11 +42,13 @@
 
 mod attrs;
 mod ledger;
+mod ledger_lock;
 mod report;
 
 pub use attrs::CpuDonation;
 pub(crate) use attrs::{Attrs, CpuMask, Sched, SchedPolicy};
 pub(crate) use ledger::Ledger;
+pub(crate) use ledger_lock::LedgerLock;
 pub use report::{Capabilities, capabilities};
 
 use crate::loom::{AtomicBool, AtomicU8, CacheU64, HINT_TTL_US, Ordering, coarse_us};

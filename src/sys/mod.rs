@@ -22,6 +22,62 @@ pub(crate) fn gettid() -> Tid {
     NEXT.fetch_add(1, Relaxed)
 }
 
+/// Sleeps while `word` holds `expected`, for `timeout` at most (`FUTEX_WAIT`, process-private).
+/// Returns on a wake-up, a signal, the timeout, or at once if the word already differs: the
+/// caller checks again.
+#[cfg(target_os = "linux")]
+pub(crate) fn futex_wait_for(
+    word: &std::sync::atomic::AtomicU32,
+    expected: u32,
+    timeout: std::time::Duration,
+) {
+    let timeout = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `word` is a live, aligned 32-bit atomic for the whole call, and `timeout` a
+    // live relative timespec. The result is ignored: every outcome sends the caller round again.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            &timeout as *const libc::timespec,
+        );
+    }
+}
+
+/// Wakes one thread asleep in [`futex_wait_for`] on `word`.
+#[cfg(target_os = "linux")]
+pub(crate) fn futex_wake_one(word: &std::sync::atomic::AtomicU32) {
+    // SAFETY: as in `futex_wait_for`; waking needs nothing more than the address.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        );
+    }
+}
+
+/// Elsewhere there is no futex: a short sleep stands in for the wait (the caller checks the
+/// word again), and there is nothing to wake.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn futex_wait_for(
+    word: &std::sync::atomic::AtomicU32,
+    expected: u32,
+    timeout: std::time::Duration,
+) {
+    if word.load(std::sync::atomic::Ordering::Relaxed) == expected {
+        std::thread::sleep(timeout.min(std::time::Duration::from_micros(50)));
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn futex_wake_one(_word: &std::sync::atomic::AtomicU32) {}
+
 /// The name of thread `tid` of this process (`/proc/self/task/<tid>/comm`), if readable.
 #[cfg(target_os = "linux")]
 pub(crate) fn thread_name(tid: Tid) -> Option<String> {

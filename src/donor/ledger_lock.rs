@@ -1,0 +1,80 @@
+//! The ledger's lock: a futex word, as small mutexes are, except that a sleeper does not wait
+//! for its wake-up for ever: it looks at the word again every `RECHECK_AFTER`. Not the parking
+//! lot: the lock is also taken inside the parking lot's `before_sleep` (a Condvar waiter
+//! releasing its mutex restores itself), where parking again would reuse the thread's queue
+//! entry (the torture test crashed on exactly that).
+//!
+//! Why the timeout: the threads that sleep on this lock differ in what they can do next. A
+//! SCHED_IDLE owner that has just passed its lock on sleeps here to reconcile, and so does a
+//! boosted owner a waiter has just moved onto a free CPU. An unlock wakes one of them, the one
+//! that slept first; if that is the SCHED_IDLE thread on a hog's CPU, it does not run, so it
+//! does not take the lock, and the boosted one sleeps on with the lock free. In the inversion
+//! demo's `chain` scenario that made the foreground wait for a whole 20 ms hog burst, traced
+//! twice (the middle owner, boosted and moved onto the foreground's CPU, slept in
+//! `std::sync::Mutex`'s wait while the SCHED_IDLE end of the chain, woken in its place, waited
+//! for the hog). Waking every sleeper instead was tried: in 16 interleaved rounds of `chain`
+//! and `direct` it had 11 of 64 worst waits over 1 ms against 1 of 64 with wake-one. With the
+//! recheck, a wake-up that went to the wrong thread costs a sleeper one `RECHECK_AFTER`.
+
+use crate::loom::{AtomicU32, Ordering, futex_wait_for, futex_wake_one};
+use std::time::Duration;
+
+/// Nobody holds the lock.
+const FREE: u32 = 0;
+/// Held, and nobody went to sleep for it since it was taken.
+const HELD: u32 = 1;
+/// Held, and threads may be asleep on the word: its unlock wakes one. A thread that has
+/// waited takes the lock in this state too (with the swap that also announces it as a
+/// sleeper), as it cannot tell whether others still sleep; at worst its unlock then wakes
+/// nobody.
+const HELD_WITH_SLEEPERS: u32 = 2;
+
+/// How long a sleeper waits for a wake-up before it looks at the word again. A holder is done
+/// in 5-40 µs (a few syscalls) unless it was preempted, so a sleeper past this long is either
+/// behind a preempted holder (and rechecks cheaply) or was passed over by a wake-up that went
+/// to a thread that cannot run.
+const RECHECK_AFTER: Duration = Duration::from_micros(100);
+
+/// The lock that guards the donation ledger (`crate::loom::with_ledger`).
+pub(crate) struct LedgerLock {
+    state: AtomicU32,
+}
+
+impl LedgerLock {
+    crate::loom::const_fn! {
+        pub(crate) fn new() -> LedgerLock {
+            LedgerLock { state: AtomicU32::new(FREE) }
+        }
+    }
+
+    /// Takes the lock if it is free.
+    #[inline]
+    pub(crate) fn try_lock(&self) -> bool {
+        // Acquire: pairs with the Release of the previous holder's unlock, so its writes to
+        // the ledger are seen. Relaxed on failure: nothing is read.
+        self.state
+            .compare_exchange(FREE, HELD, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Takes the lock, sleeping on the word while someone else holds it.
+    #[cold]
+    pub(crate) fn lock_sleeping(&self) {
+        // Acquire: as in `try_lock`, when the swap finds the lock free.
+        while self.state.swap(HELD_WITH_SLEEPERS, Ordering::Acquire) != FREE {
+            // The kernel compares the word with HELD_WITH_SLEEPERS atomically with queueing us:
+            // an unlock that frees it first makes the wait return at once, and one that frees
+            // it later finds us queued and may wake us; if it wakes another, the timeout
+            // sends us round again.
+            futex_wait_for(&self.state, HELD_WITH_SLEEPERS, RECHECK_AFTER);
+        }
+    }
+
+    /// Releases the lock, waking one thread asleep on it.
+    pub(crate) fn unlock(&self) {
+        // Release: the holder's writes to the ledger happen-before the next holder's Acquire.
+        if self.state.swap(FREE, Ordering::Release) == HELD_WITH_SLEEPERS {
+            futex_wake_one(&self.state);
+        }
+    }
+}
