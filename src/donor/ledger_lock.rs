@@ -78,3 +78,115 @@ impl LedgerLock {
         }
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::LedgerLock;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    /// Pins the calling thread to `cpu`.
+    fn pin_to(cpu: usize) {
+        // SAFETY: an all-zero `cpu_set_t` is a valid empty set; CPU_SET writes inside it.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a live cpu_set_t and `cpu` is below CPU_SETSIZE.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+        // SAFETY: `set` is live for the call and its size is passed with it.
+        let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+        assert_eq!(
+            rc,
+            0,
+            "pin to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Waits until thread `tid` sleeps (state `S` in `/proc/self/task/<tid>/stat`).
+    fn wait_until_asleep(tid: crate::Tid) {
+        let path = format!("/proc/self/task/{tid}/stat");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stat = std::fs::read_to_string(&path).unwrap();
+            // The state follows the parenthesised name, which may itself hold spaces.
+            let state = stat.rsplit(')').next().unwrap().trim_start().chars().next();
+            if state == Some('S') {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "thread {tid} never went to sleep"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn busy_for(d: Duration) {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// The case the recheck exists for: the unlock wakes the sleeper that slept first, which
+    /// cannot run (here a SCHED_FIFO hog holds its CPU; in the inversion demo it was a
+    /// SCHED_IDLE owner behind a nice-0 hog), so it does not take the lock; the other sleeper,
+    /// on a free CPU, must not sleep on until the hog stops. It takes the lock on its own
+    /// recheck. A plain wake-one lock (the recheck set to 100 s) made it wait for the hog's
+    /// whole burst. Needs the right to use SCHED_FIFO, and two CPUs; says so and skips without.
+    #[test]
+    fn a_sleeper_passed_over_by_the_wake_up_takes_the_lock_on_its_recheck() {
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+            eprintln!("skipped: needs two CPUs (the starved sleeper's and the other's)");
+            return;
+        }
+        const HOG_BURST: Duration = Duration::from_millis(400);
+        let lock: &'static LedgerLock = Box::leak(Box::new(LedgerLock::new()));
+        assert!(lock.try_lock());
+        let (tid_of_starved, starved_tid) = mpsc::channel();
+        let starved = std::thread::spawn(move || {
+            tid_of_starved.send(crate::sys::gettid()).unwrap();
+            pin_to(0);
+            lock.lock_sleeping();
+            lock.unlock();
+        });
+        // It must be queued first on the futex, so that the unlock wakes it.
+        wait_until_asleep(starved_tid.recv().unwrap());
+        let (got_it, when) = mpsc::channel();
+        let (tid_of_other, other_tid) = mpsc::channel();
+        let other = std::thread::spawn(move || {
+            tid_of_other.send(crate::sys::gettid()).unwrap();
+            pin_to(1);
+            lock.lock_sleeping();
+            got_it.send(Instant::now()).unwrap();
+            lock.unlock();
+        });
+        wait_until_asleep(other_tid.recv().unwrap());
+        let (hog_ready, hog_running) = mpsc::channel();
+        let hog = std::thread::spawn(move || {
+            pin_to(0);
+            let param = libc::sched_param { sched_priority: 1 };
+            // SAFETY: `param` is live for the call; 0 names the calling thread.
+            let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+            let fifo = rc == 0;
+            hog_ready.send(fifo).unwrap();
+            if fifo {
+                busy_for(HOG_BURST);
+            }
+        });
+        let fifo = hog_running.recv().unwrap();
+        let released = Instant::now();
+        lock.unlock();
+        let waited = when.recv().unwrap() - released;
+        hog.join().unwrap();
+        other.join().unwrap();
+        starved.join().unwrap();
+        if !fifo {
+            eprintln!("skipped: SCHED_FIFO not allowed, so nothing starves the first sleeper");
+            return;
+        }
+        assert!(
+            waited < HOG_BURST / 4,
+            "the sleeper on the free CPU waited {waited:?} for a free lock"
+        );
+    }
+}
