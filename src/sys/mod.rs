@@ -70,6 +70,7 @@ pub(crate) fn futex_wait_for(
     expected: u32,
     timeout: std::time::Duration,
 ) {
+    // Relaxed: only decides whether to nap; the caller's swap checks the word again.
     if word.load(std::sync::atomic::Ordering::Relaxed) == expected {
         std::thread::sleep(timeout.min(std::time::Duration::from_micros(50)));
     }
