@@ -82,23 +82,15 @@ impl LedgerLock {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::LedgerLock;
+    use crate::donor::{CpuMask, Sched, SchedPolicy};
+    use crate::sys::sched::{set_affinity, set_sched};
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
 
-    /// Pins the calling thread to `cpu`.
-    fn pin_to(cpu: usize) {
-        // SAFETY: an all-zero `cpu_set_t` is a valid empty set; CPU_SET writes inside it.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `set` is a live cpu_set_t and `cpu` is below CPU_SETSIZE.
-        unsafe { libc::CPU_SET(cpu, &mut set) };
-        // SAFETY: `set` is live for the call and its size is passed with it.
-        let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
-        assert_eq!(
-            rc,
-            0,
-            "pin to CPU {cpu}: {}",
-            std::io::Error::last_os_error()
-        );
+    /// Pins the calling thread to `cpu`, with the crate's own affinity call.
+    fn pin_to(cpu: u32) {
+        let pinned = set_affinity(crate::sys::gettid(), &CpuMask::single(cpu));
+        assert_eq!(pinned, Ok(()), "pin to CPU {cpu}");
     }
 
     /// Waits until thread `tid` sleeps (state `S` in `/proc/self/task/<tid>/stat`).
@@ -164,10 +156,12 @@ mod tests {
         let (hog_ready, hog_running) = mpsc::channel();
         let hog = std::thread::spawn(move || {
             pin_to(0);
-            let param = libc::sched_param { sched_priority: 1 };
-            // SAFETY: `param` is live for the call; 0 names the calling thread.
-            let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
-            let fifo = rc == 0;
+            let fifo_1 = Sched {
+                policy: SchedPolicy::Fifo,
+                rt_priority: 1,
+                ..Sched::DEFAULT
+            };
+            let fifo = set_sched(crate::sys::gettid(), &fifo_1).is_ok();
             hog_ready.send(fifo).unwrap();
             if fifo {
                 busy_for(HOG_BURST);
