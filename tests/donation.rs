@@ -301,27 +301,44 @@ fn wait_on_a_running_owner(owner_setup: fn(), waiter_setup: fn(), run: bool) -> 
 /// A SCHED_FIFO waiter spins while the owner runs, and is handed the lock without going to
 /// sleep (as an rt_mutex waiter spins while its owner is on a CPU). Before real-time spinning,
 /// such a waiter lent and slept every time. Noise may preempt the owner for long enough that
-/// the waiter sleeps once in a while, so 3 of 5 rounds must see no sleep at all.
+/// the waiter sleeps once in a while, so 3 of 5 rounds must see no sleep at all
+/// (`in_most_rounds`).
 #[test]
 fn a_real_time_waiter_spins_while_the_owner_runs() {
     let _s = serial();
     if !privileged_on_two_cpus("a_real_time_waiter_spins_while_the_owner_runs") {
         return;
     }
-    let slept: Vec<u64> = (0..5)
-        .map(|_| wait_on_a_running_owner(|| {}, || set_policy(0, libc::SCHED_FIFO, 10), false).0)
-        .collect();
-    let awake = slept.iter().filter(|&&n| n == 0).count();
-    assert!(
-        awake >= 3,
-        "the waiter slept in most rounds (voluntary switches per round: {slept:?})"
-    );
+    in_most_rounds("the waiter stayed awake", || {
+        let (slept, _) =
+            wait_on_a_running_owner(|| {}, || set_policy(0, libc::SCHED_FIFO, 10), false);
+        (slept == 0, format!("voluntary switches {slept}"))
+    });
+}
+
+/// Passes if `round` says true in 3 of 5 rounds of a set, trying up to 3 sets with a pause
+/// between them. The machine's noise (the host taking a vCPU, another process preempting the
+/// owner) comes in bursts that can spoil most rounds of one set: in 100 runs with a single set,
+/// two sets had 2 and 3 bad rounds (the second fails), while 14 of 949 rounds were bad in all;
+/// with up to 3 sets, none of 100 runs failed. A waiter that never spins (the protocol before)
+/// still fails all 3 sets.
+fn in_most_rounds(what: &str, round: impl Fn() -> (bool, String)) {
+    let mut sets = Vec::new();
+    for _ in 0..3 {
+        let rounds: Vec<(bool, String)> = (0..5).map(|_| round()).collect();
+        if rounds.iter().filter(|r| r.0).count() >= 3 {
+            return;
+        }
+        sets.push(rounds.into_iter().map(|r| r.1).collect::<Vec<_>>());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{what} in fewer than 3 of 5 rounds, in each of 3 sets: {sets:?}");
 }
 
 /// An ordinary waiter that outranks the owner (nice 0 against nice 10) spins while the owner
 /// runs too, and lends nothing meanwhile: the owner still has its own nice 10 when it unlocks,
 /// and the waiter is handed the lock without sleeping. Before, it lent at once (nice and its
-/// CPU, moving a running owner) and slept every time. As above, 3 of 5 rounds must show it.
+/// CPU, moving a running owner) and slept every time. As above, most rounds must show it.
 #[test]
 fn an_ordinary_lender_spins_and_lends_nothing_while_the_owner_runs() {
     let _s = serial();
@@ -342,17 +359,16 @@ fn a_run_caller_spins_and_lends_nothing_while_the_owner_runs() {
     assert_lends_nothing_while_the_owner_runs(true);
 }
 
-/// Five rounds of a nice-0 waiter on a running nice-10 owner; in 3 of them the waiter must not
-/// sleep and the owner must still be at nice 10 when it unlocks.
+/// Rounds of a nice-0 waiter on a running nice-10 owner; in most of them (`in_most_rounds`)
+/// the waiter must not sleep and the owner must still be at nice 10 when it unlocks.
 fn assert_lends_nothing_while_the_owner_runs(run: bool) {
-    let rounds: Vec<(u64, i32)> = (0..5)
-        .map(|_| wait_on_a_running_owner(|| set_nice(10), || {}, run))
-        .collect();
-    let unlent = rounds.iter().filter(|&&r| r == (0, 10)).count();
-    assert!(
-        unlent >= 3,
-        "the waiter slept or lent in most rounds ((voluntary switches, owner's nice) per round: {rounds:?})"
-    );
+    in_most_rounds("the waiter stayed awake and lent nothing", || {
+        let (slept, nice) = wait_on_a_running_owner(|| set_nice(10), || {}, run);
+        (
+            (slept, nice) == (0, 10),
+            format!("voluntary switches {slept}, owner's nice {nice}"),
+        )
+    });
 }
 
 #[test]
