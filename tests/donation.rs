@@ -318,10 +318,10 @@ fn a_real_time_waiter_spins_while_the_owner_runs() {
 
 /// Passes if `round` says true in 3 of 5 rounds of a set, trying up to 3 sets with a pause
 /// between them. The machine's noise (the host taking a vCPU, another process preempting the
-/// owner) comes in bursts that can spoil most rounds of one set: in 100 runs with a single set,
-/// two sets had 2 and 3 bad rounds (the second fails), while 14 of 949 rounds were bad in all;
-/// with up to 3 sets, none of 100 runs failed. A waiter that never spins (the protocol before)
-/// still fails all 3 sets.
+/// owner) comes in bursts that can spoil most rounds of one set: 14 of 949 rounds were bad in
+/// one series, yet in 100 runs of a single-set version two sets had 2 and 3 bad rounds (the
+/// second fails); with up to 3 sets, none of 100 runs failed. A waiter that never spins (the
+/// protocol before) still fails all 3 sets.
 fn in_most_rounds(what: &str, round: impl Fn() -> (bool, String)) {
     let mut sets = Vec::new();
     for _ in 0..3 {
