@@ -139,13 +139,21 @@ impl Lent {
         }
     }
 
-    /// Merges another donor into this loan: the better sched, the higher clamps, both CPUs.
+    /// Merges another donor into this loan: the better sched, the higher clamps, and the CPUs
+    /// of the better donor, or of both when neither is better. A CPU goes with the rank of the
+    /// donor that frees it: threads that beat a worse donor there may beat the owner at the
+    /// better rank too. In the inversion demo's `chain` scenario a SCHED_IDLE waiter on the
+    /// hog's CPU lent that CPU beside the foreground's: a move to both CPUs left the owner
+    /// queued behind the hog for 8 ms (traced), where a move to the foreground's alone would
+    /// have put it on an idle CPU.
     pub(crate) fn merge(mut self, other: &Lent) -> Lent {
         if other.sched.better_than(&self.sched) {
             self.sched = other.sched;
+            self.cpus = other.cpus;
+        } else if !self.sched.better_than(&other.sched) {
+            self.cpus = self.cpus.union(&other.cpus);
         }
         self.util = (self.util.0.max(other.util.0), self.util.1.max(other.util.1));
-        self.cpus = self.cpus.union(&other.cpus);
         self
     }
 }
@@ -330,6 +338,45 @@ mod tests {
             Some(0),
         );
         assert_eq!(base.with_loan(Some(&worse), CpuDonation::Union), base);
+    }
+
+    #[test]
+    fn a_merged_loan_keeps_the_cpus_of_its_best_donors() {
+        let donor = |nice, cpu| {
+            let attrs = Attrs {
+                sched: other(nice),
+                util: (0, 1024),
+                cpus: CpuMask::single(cpu),
+            };
+            Lent::from_donor(&attrs, Some(cpu))
+        };
+        let idle = Lent::from_donor(
+            &Attrs {
+                sched: with(SchedPolicy::Idle, 0),
+                util: (0, 1024),
+                cpus: CpuMask::single(0),
+            },
+            Some(0),
+        );
+        // Either order: the worse donor's CPU is dropped with its rank.
+        for got in [donor(0, 1).merge(&idle), idle.merge(&donor(0, 1))] {
+            assert_eq!(got.sched.nice, 0);
+            assert!(got.cpus.contains(1) && !got.cpus.contains(0));
+        }
+        // Equals lend both CPUs.
+        let both = donor(0, 1).merge(&donor(0, 2));
+        assert!(both.cpus.contains(1) && both.cpus.contains(2));
+        // A better donor with no CPU to lend (found asleep down a chain) still drops the
+        // worse donor's.
+        let asleep = Lent::from_donor(
+            &Attrs {
+                sched: other(-5),
+                util: (0, 1024),
+                cpus: CpuMask::EMPTY,
+            },
+            None,
+        );
+        assert_eq!(donor(0, 1).merge(&asleep).cpus, CpuMask::EMPTY);
     }
 
     #[test]

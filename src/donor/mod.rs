@@ -413,8 +413,10 @@ fn owner_gap(owner: &Task, mine: u64, cpu: Option<u32>) -> Gap {
     // A waiter that the owner outranks lends it no CPU: where such a waiter ran, threads the
     // owner would lose to run too. In the demo's `direct` scenario the SCHED_IDLE background
     // owner, waiting for the foreground, moved it onto the hog's CPU, and was then preempted
-    // by the hog inside the ledger: the foreground waited 2-20 ms for the ledger lock.
-    let outranked = hint & RANK_BITS > mine & RANK_BITS;
+    // by the hog inside the ledger: the foreground waited 2-20 ms for the ledger lock. The
+    // owner's rank is what it has now, a loan included: a boosted owner competes at that rank
+    // (the ledger would drop such a CPU anyway, `Lent::merge`; this spares the lend).
+    let outranked = effective_hint(owner) & RANK_BITS > mine & RANK_BITS;
     Gap {
         sched: hint_better(mine, hint),
         cpu: cpu_lending() && !outranked && cpu.is_some_and(|c| c >= 64 || cpus & (1 << c) == 0),
