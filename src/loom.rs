@@ -62,7 +62,9 @@ mod real {
     use crate::donor::{Attrs, CpuMask, Sched};
     pub(crate) use crate::sys::sched::Errno;
     use core::sync::atomic::AtomicI32;
-    pub(crate) use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
+    pub(crate) use core::sync::atomic::{
+        AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering, fence,
+    };
 
     /// How long a cached attribute summary (`donor::TaskDonor::hint`) is trusted before the
     /// quick check reads the kernel again: bounds both the staleness of the hint and the
@@ -105,13 +107,26 @@ mod real {
     /// The tid of the thread in the ledger lock, 0 when it is free (or between holders).
     static LEDGER_HOLDER: AtomicI32 = AtomicI32::new(0);
 
-    /// Runs `f` on the donation ledger, under its lock.
-    pub(crate) fn with_ledger<R>(f: impl FnOnce(&mut crate::donor::Ledger) -> R) -> R {
-        if !LEDGER_LOCK.try_lock() {
-            wait_for_ledger();
-        }
+    /// The ledger lock's rescue slot (`donor::rescue`).
+    static RESCUE: crate::donor::RescueSlot = crate::donor::RescueSlot::new();
+
+    pub(crate) fn rescue_slot() -> &'static crate::donor::RescueSlot {
+        &RESCUE
+    }
+
+    /// Runs `f` on the donation ledger, under its lock; `holder` is the calling thread's record.
+    pub(crate) fn with_ledger<R>(
+        holder: &crate::task::Task,
+        f: impl FnOnce(&mut crate::donor::Ledger) -> R,
+    ) -> R {
+        let rescue = if LEDGER_LOCK.try_lock() {
+            None
+        } else {
+            wait_for_ledger()
+        };
         // Relaxed: a hint for `wait_for_ledger`; the lock itself orders the ledger's data.
         LEDGER_HOLDER.store(holder_tid(), Ordering::Relaxed);
+        RESCUE.holding(holder);
         /// Lets go of the ledger when `f` returns, or unwinds (nothing panics in there, but a
         /// ledger left locked would stop every donation).
         struct Held;
@@ -119,10 +134,14 @@ mod real {
             fn drop(&mut self) {
                 // Relaxed: as above.
                 LEDGER_HOLDER.store(0, Ordering::Relaxed);
+                RESCUE.releasing();
                 LEDGER_LOCK.unlock();
             }
         }
         let _held = Held;
+        if let Some(rescue) = rescue {
+            rescue.undo();
+        }
         // SAFETY: we hold `LEDGER_LOCK` until `_held` drops, after `f` is done with the
         // reference; `f` never calls `with_ledger` again.
         f(unsafe { &mut *LEDGER.0.get() })
@@ -132,9 +151,10 @@ mod real {
     /// a few syscalls (lending, restoring: 5-40 µs), and an unlocker that slept behind it
     /// instead woke up 20-80 µs after the lock was free (the demo's `rt` scenario, traced),
     /// with its donor waiting for the lock it was about to pass on. A holder that is off a CPU
-    /// (preempted, perhaps SCHED_IDLE) is not spun for.
+    /// (preempted, perhaps SCHED_IDLE) is not spun for: it is lent to (`donor::rescue`), and
+    /// the rescue this returns is undone once we hold the lock.
     #[cold]
-    fn wait_for_ledger() {
+    fn wait_for_ledger() -> Option<crate::donor::Rescue> {
         let mut watch: Option<(crate::Tid, crate::mutex::spin::OnCpuWatch)> = None;
         let mut unnamed_rounds = 0;
         loop {
@@ -161,10 +181,12 @@ mod real {
             // away from the holder.
             if (holder == 0 || LEDGER_HOLDER.load(Ordering::Relaxed) == 0) && LEDGER_LOCK.try_lock()
             {
-                return;
+                return None;
             }
         }
+        let rescue = RESCUE.try_rescue();
         LEDGER_LOCK.lock_sleeping();
+        rescue
     }
 
     /// Spin hints `wait_for_ledger` spends in all on a holder it cannot name (about 6 µs).
@@ -380,7 +402,9 @@ mod model {
     use std::time::Instant;
 
     use crate::donor::{Attrs, CpuMask, Sched};
-    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::atomic::{
+        AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering, fence,
+    };
     use std::collections::HashMap;
 
     /// Errors never happen in the recording backend.
@@ -403,7 +427,21 @@ mod model {
         }
     }
 
+    /// One syscall of the backend. The kernel orders a read after the write it sees (its own
+    /// locks), but loom does not know about the std mutex SCHED: a model whose property
+    /// depends on that order (the rescue's, where a write outside the ledger lock must not
+    /// pass for the holder's own attributes) sets `ORDER_SYSCALLS`, which makes each syscall
+    /// an AcqRel step on one loom atomic. Off by default: it adds a scheduling point to every
+    /// syscall.
+    fn syscall() {
+        // Relaxed: a per-execution setting, written before the model's threads start.
+        if ORDER_SYSCALLS.load(std::sync::atomic::Ordering::Relaxed) {
+            SYSCALLS.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
     pub(crate) fn read_attrs(tid: crate::Tid) -> Result<Attrs, Errno> {
+        syscall();
         Ok(SCHED
             .lock()
             .unwrap()
@@ -413,6 +451,7 @@ mod model {
     }
 
     fn update(tid: crate::Tid, f: impl FnOnce(&mut Attrs)) -> Result<(), Errno> {
+        syscall();
         let mut table = SCHED.lock().unwrap();
         f(table.entry(tid).or_insert_with(default_attrs));
         Ok(())
@@ -422,7 +461,7 @@ mod model {
         SCHED_WRITERS
             .lock()
             .unwrap()
-            .push((crate::current_tid(), tid));
+            .push((crate::current_tid(), tid, sched.nice));
         update(tid, |a| a.sched = *sched)
     }
 
@@ -443,8 +482,18 @@ mod model {
     /// A loom mutex: the donation models check the bookkeeping, and the ledger lock's own
     /// atomics (`donor::LedgerLock`) would multiply their interleavings. The lock is modelled
     /// on its own (`test_hooks::pass_through_ledger`).
-    pub(crate) fn with_ledger<R>(f: impl FnOnce(&mut crate::donor::Ledger) -> R) -> R {
+    pub(crate) fn with_ledger<R>(
+        _holder: &crate::task::Task,
+        f: impl FnOnce(&mut crate::donor::Ledger) -> R,
+    ) -> R {
         f(&mut LEDGER.lock().unwrap())
+    }
+
+    /// The rescue slot. Under loom nobody waits for the ledger (a loom mutex), so nobody
+    /// rescues through it; the ledger's reads go through the slot as in normal builds, and the
+    /// slot's own protocol is modelled on its own (`test_hooks::rescue_round`).
+    pub(crate) fn rescue_slot() -> &'static crate::donor::RescueSlot {
+        &RESCUE
     }
 
     /// Hooks for the loom models in `tests/loom.rs`: set up and read back the recording
@@ -511,7 +560,7 @@ mod model {
             crate::task::with_live_tasks(|tasks| {
                 let mut listed = false;
                 for t in tasks {
-                    listed |= t.tid() == tid && with_ledger(|ledger| ledger.is_listed(t));
+                    listed |= t.tid() == tid && with_ledger(t, |ledger| ledger.is_listed(t));
                 }
                 listed
             })
@@ -524,9 +573,59 @@ mod model {
                 .lock()
                 .unwrap()
                 .iter()
-                .filter(|&&(_, target)| target == tid)
-                .map(|&(writer, _)| writer)
+                .filter(|&&(_, target, _)| target == tid)
+                .map(|&(writer, _, _)| writer)
                 .collect()
+        }
+
+        /// One ledger hold against one rescue (`donor::rescue`). The calling model thread, nice
+        /// 10 on CPU 0, holds the ledger and writes itself nice 5 there, as a reconcile would;
+        /// a nice-0 thread on CPU 1 tries to rescue it at some point and, if it did, undoes the
+        /// rescue once it holds the ledger. Checks that the ledger never sees the loan, that no
+        /// rescue write lands once the holder has let go (its tid may be gone by then), and that
+        /// the holder ends with what the ledger wrote: nice 5 on CPU 0.
+        pub fn rescue_round() {
+            // Relaxed: read by this execution's threads, which start after this.
+            ORDER_SYSCALLS.store(true, std::sync::atomic::Ordering::Relaxed);
+            set_base(10, 0);
+            let rescuer = loom::thread::spawn(|| {
+                set_base(0, 1);
+                let me = crate::task::current();
+                let rescue: Option<crate::donor::Rescue> = rescue_slot().try_rescue();
+                if let Some(rescue) = rescue {
+                    with_ledger(me.task(), |_| rescue.undo());
+                }
+            });
+            let me = crate::task::current();
+            let task = me.task();
+            let slot = rescue_slot();
+            let let_go = with_ledger(task, |_| {
+                slot.holding(task);
+                let seen = slot.current_attrs(task).unwrap();
+                assert_eq!((seen.sched.nice, seen.cpus), (10, CpuMask::single(0)));
+                let mut five = seen;
+                five.sched.nice = 5;
+                write_sched(task.tid(), &five.sched).unwrap();
+                slot.wrote(task, five);
+                let seen = slot.current_attrs(task).unwrap();
+                assert_eq!((seen.sched.nice, seen.cpus), (5, CpuMask::single(0)));
+                slot.releasing();
+                // A step on the syscalls' atomic, so that loom orders the rescuer's writes
+                // against this mark too.
+                syscall();
+                SCHED_WRITERS.lock().unwrap().len()
+            });
+            rescuer.join().unwrap();
+            let late_loans = SCHED_WRITERS.lock().unwrap()[let_go..]
+                .iter()
+                .filter(|&&(_, target, nice)| target == task.tid() && nice == 0)
+                .count();
+            assert_eq!(late_loans, 0, "a rescue wrote to a holder that had let go");
+            assert_eq!(
+                attrs_of(task.tid()),
+                (5, 1),
+                "the holder ends as the ledger left it"
+            );
         }
 
         /// (nice, CPUs 0..64 as bits) the backend holds for `tid`.
@@ -660,14 +759,20 @@ mod model {
         // tells whether two threads are ever inside it at once.
         static ref MODEL_LEDGER_LOCK: crate::donor::LedgerLock = crate::donor::LedgerLock::new();
         static ref MODEL_LEDGER_INSIDE: Mutex<()> = Mutex::new(());
+        static ref RESCUE: crate::donor::RescueSlot = crate::donor::RescueSlot::new();
+        // Whether the backend's syscalls are ordered for loom, and the atomic that orders them
+        // (see `syscall`). Per execution, as every lazy static here: models run side by side.
+        static ref ORDER_SYSCALLS: std::sync::atomic::AtomicBool =
+            std::sync::atomic::AtomicBool::new(false);
+        static ref SYSCALLS: AtomicUsize = AtomicUsize::new(0);
         // The "kernel" of the recording backend. A std mutex, not a loom one: syscalls are
         // atomic with respect to each other, so there is nothing to model in them, and leaving
         // them out of loom's schedule keeps the models small. Reset for every execution.
         static ref SCHED: std::sync::Mutex<HashMap<crate::Tid, Attrs>> =
             std::sync::Mutex::new(HashMap::new());
-        // (writer, target) of every `write_sched`, for `test_hooks::sched_writers_of`. Reset
-        // for every execution, as SCHED is.
-        static ref SCHED_WRITERS: std::sync::Mutex<Vec<(crate::Tid, crate::Tid)>> =
+        // (writer, target, nice) of every `write_sched`, in order, for
+        // `test_hooks::sched_writers_of`. Reset for every execution, as SCHED is.
+        static ref SCHED_WRITERS: std::sync::Mutex<Vec<(crate::Tid, crate::Tid, i32)>> =
             std::sync::Mutex::new(Vec::new());
         // A plain (unmodelled) atomic: a fake clock, reset for every execution.
         static ref CLOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -450,6 +450,18 @@ fn ledger_lock_excludes_and_loses_no_wakeup() {
     proxy_lock::test_hooks::futex_timeouts(0);
 }
 
+/// The ledger lock's rescue (`donor::rescue`): a waiter lends a preempted holder its CPU and
+/// priority outside the ledger lock, and undoes that once it holds the lock. In every
+/// interleaving of the claim, the holder's own write, its release and the undo: the ledger sees
+/// the holder without the loan, no loan reaches it after it let go, and it ends as the ledger
+/// left it.
+///
+/// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
+#[test]
+fn a_rescued_ledger_holder_is_lent_to_only_while_it_holds_and_ends_as_the_ledger_left_it() {
+    model(proxy_lock::test_hooks::rescue_round);
+}
+
 /// Donation bookkeeping, with the recording scheduler backend: the owner (main, nice 10 on
 /// CPU 0) is waited on by a better thread (nice 0 on CPU 1), which spins in the spinner slot
 /// while the owner runs (the fake clock ends that spin after a probe or two), then lends its

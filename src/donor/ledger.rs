@@ -6,7 +6,7 @@
 
 use super::attrs::{Attrs, Lent};
 use crate::chain::MAX_DEPTH;
-use crate::loom::{Ordering, Pin, with_ledger};
+use crate::loom::{Ordering, Pin, rescue_slot, with_ledger};
 use crate::mutex::raw::RawMutex;
 use crate::stats as report;
 use crate::task::{Me, Task};
@@ -61,7 +61,7 @@ impl Ledger {
 /// Lists `me` (about to sleep on `lock`, freeing `cpu`) and every sleeper down the chain, then
 /// reconciles.
 pub(super) fn lend(me: Me, lock: &RawMutex, cpu: Option<u32>) {
-    with_ledger(|ledger| {
+    with_ledger(me.task(), |ledger| {
         let pin = crate::loom::pin();
         let own = own_attrs(ledger, me.task());
         ledger.list(me.task(), lock, own, cpu);
@@ -85,7 +85,7 @@ pub(super) fn lend(me: Me, lock: &RawMutex, cpu: Option<u32>) {
 
 /// Removes `me` from the listed waiters, if it is there, and reconciles.
 pub(super) fn unlist_and_reconcile(me: Me) {
-    with_ledger(|ledger| {
+    with_ledger(me.task(), |ledger| {
         let pin = crate::loom::pin();
         ledger.unlist(me.task());
         ledger.reconcile(me, &pin);
@@ -94,7 +94,8 @@ pub(super) fn unlist_and_reconcile(me: Me) {
 
 /// See `donor::preferred_waiter`.
 pub(super) fn preferred_waiter(lock: usize) -> Option<usize> {
-    with_ledger(|ledger| {
+    let me = crate::task::current();
+    with_ledger(me.task(), |ledger| {
         let boosted = &ledger.boosted;
         ledger
             .listed
@@ -114,7 +115,7 @@ pub(super) fn preferred_waiter(lock: usize) -> Option<usize> {
 /// takes none before this returns.
 pub(super) fn restore_self(me: Me) {
     let task = me.task();
-    let let_go = with_ledger(|ledger| {
+    let let_go = with_ledger(task, |ledger| {
         let let_go = ledger.let_go_of(me);
         super::done_restoring(me);
         let_go
@@ -126,13 +127,15 @@ pub(super) fn restore_self(me: Me) {
     if applied != base {
         // The kernel refused part of the restore: the ledger keeps the thread as boosted, and
         // the next reconcile tries again.
-        with_ledger(|ledger| ledger.record(task, base, applied, None));
+        with_ledger(task, |ledger| ledger.record(task, base, applied, None));
     }
 }
 
 /// The exit hook of a possible target: drop it, so no later reconcile writes to its tid.
 pub(super) fn forget(task: &Task) {
-    with_ledger(|ledger| ledger.boosted.retain(|b| !std::ptr::eq(b.task, task)));
+    with_ledger(task, |ledger| {
+        ledger.boosted.retain(|b| !std::ptr::eq(b.task, task))
+    });
 }
 
 fn base_of(boosted: &[Boosted], l: &Listed) -> Attrs {
@@ -147,7 +150,7 @@ fn own_attrs(ledger: &Ledger, task: &Task) -> Attrs {
     if let Some(b) = ledger.boosted.iter().find(|b| std::ptr::eq(b.task, task)) {
         return b.base;
     }
-    crate::loom::read_attrs(task.tid()).unwrap_or(Attrs::UNKNOWN)
+    rescue_slot().current_attrs(task).unwrap_or(Attrs::UNKNOWN)
 }
 
 impl Ledger {
@@ -260,7 +263,7 @@ impl Ledger {
             report::count_failure(libc::ESRCH);
             return;
         }
-        let current = match crate::loom::read_attrs(task.tid()) {
+        let current = match rescue_slot().current_attrs(task) {
             Ok(attrs) => attrs,
             Err(errno) => {
                 report::count_failure(errno);
@@ -278,6 +281,7 @@ impl Ledger {
         }
         let lower_ok = !std::ptr::eq(task, me.task());
         let applied = write(task, current, target, base, lower_ok);
+        rescue_slot().wrote(task, applied);
         self.record(task, base, applied, idx);
     }
 
@@ -325,12 +329,19 @@ impl Ledger {
             self.settle(task, Some(loan), me);
             return None;
         }
-        let current = crate::loom::read_attrs(task.tid())
+        let current = rescue_slot()
+            .current_attrs(task)
             .map_err(report::count_failure)
             .ok()?;
         let b = self.boosted.swap_remove(i);
         let base = adopt_changes(b.base, b.applied, current);
         // The writes are as good as made: nothing else will write to the thread before them.
+        // Nor may a rescue: one now would take the boosted attributes for what the thread has,
+        // and its undo could put them back after the thread's own restore (a first version of
+        // the rescue left torture writers boosted). So it is no longer rescuable in this hold.
+        let slot = rescue_slot();
+        slot.wrote(task, base);
+        slot.releasing();
         self.record(task, base, base, None);
         Some((current, base))
     }
@@ -338,7 +349,7 @@ impl Ledger {
 
 /// Marks `task` as a syscall target and checks it has not started exiting (Dekker with
 /// `donor::on_thread_exit`). False: leave it alone.
-fn claim_target(task: &Task) -> bool {
+pub(super) fn claim_target(task: &Task) -> bool {
     if task.has_exited() {
         return false;
     }
@@ -372,7 +383,13 @@ fn adopt_changes(base: Attrs, applied: Attrs, current: Attrs) -> Attrs {
 /// Writes the parts of `target` that differ from `current` to `task`, and returns what the
 /// thread has afterwards. A part going back to `base` is a restore, skipped unless `lower_ok`:
 /// the calling thread never restores itself under the ledger lock (module docs of `donor`).
-fn write(task: &Task, current: Attrs, target: Attrs, base: Attrs, lower_ok: bool) -> Attrs {
+pub(super) fn write(
+    task: &Task,
+    current: Attrs,
+    target: Attrs,
+    base: Attrs,
+    lower_ok: bool,
+) -> Attrs {
     let tid = task.tid();
     let mut now = current;
     if target.sched != current.sched {

@@ -30,7 +30,9 @@
 //!
 //! Every syscall on another thread happens under the ledger lock, and a thread that exits
 //! takes that lock before it goes if it may be a target (`on_thread_exit`). So no syscall
-//! reaches a tid after its thread has left, and a reused tid is never touched.
+//! reaches a tid after its thread has left, and a reused tid is never touched. One exception,
+//! with the same effect: a waiter for the ledger lock that finds its holder preempted lends to
+//! the holder, outside the lock but only while the holder still holds it (`rescue`).
 //!
 //! A thread never lowers its own attributes under the ledger lock: a thread that has just
 //! dropped to SCHED_IDLE is preempted at once, and would hold up every other donation while it
@@ -44,12 +46,14 @@ mod attrs;
 mod ledger;
 mod ledger_lock;
 mod report;
+mod rescue;
 
 pub use attrs::CpuDonation;
 pub(crate) use attrs::{Attrs, CpuMask, Sched, SchedPolicy};
 pub(crate) use ledger::Ledger;
 pub(crate) use ledger_lock::LedgerLock;
 pub use report::{Capabilities, capabilities};
+pub(crate) use rescue::{Rescue, RescueSlot};
 
 use crate::loom::{AtomicBool, AtomicU8, CacheU64, HINT_TTL_US, Ordering, coarse_us};
 use crate::mutex::raw::RawMutex;
@@ -421,6 +425,13 @@ fn owner_gap(owner: &Task, mine: u64, cpu: Option<u32>) -> Gap {
         sched: hint_better(mine, hint),
         cpu: cpu_lending() && !outranked && cpu.is_some_and(|c| c >= 64 || cpus & (1 << c) == 0),
     }
+}
+
+/// Drops `task`'s cached hints, so that the next quick check reads the kernel: they may hold
+/// what it had on a rescue's loan (`rescue`).
+fn forget_hint(task: &Task) {
+    // Relaxed: a cache (see `TaskDonor`).
+    task.donor.hint_stamp.store(0, Ordering::Relaxed);
 }
 
 fn cpu_lending() -> bool {

@@ -1,0 +1,351 @@
+//! Rescue: getting a preempted ledger holder running again, the ledger lock's own priority
+//! inversion.
+//!
+//! Every donation goes through the ledger lock, and low-priority threads take it too (an owner
+//! that was handed a donated lock reconciles, `ledger::unlist_and_reconcile`). A SCHED_IDLE
+//! holder preempted by an ordinary thread on its CPU held up every donation in the process for
+//! as long as that thread ran: in the inversion demo's `chain` scenario the foreground waited
+//! out whole 20 ms hog bursts behind a boosted owner that slept on the ledger lock (traced).
+//!
+//! So a waiter that finds the holder off a CPU (`crate::loom`'s ledger wait) lends it what it
+//! would lend an owner: its policy and priority and the CPU it is about to free
+//! ([`RescueSlot::try_rescue`]). That write happens outside the ledger lock, so it must not confuse the
+//! ledger, which compares what it applied with what it finds:
+//!
+//! * The rescuer writes only while the holder still holds the lock: it claims the slot, then
+//!   checks the holder (Dekker with [`RescueSlot::releasing`], which waits for a claimed rescue to finish).
+//!   A holder cannot exit while it holds the lock, so the tid is its own.
+//! * While the rescue stands, the ledger sees the holder's attributes as they would be without
+//!   it ([`RescueSlot::current_attrs`], [`RescueSlot::wrote`]): what it had before, with every later ledger write.
+//! * The rescuer takes the ledger lock next (it was waiting for it) and, first thing, writes the
+//!   holder back to that view ([`Rescue::undo`]). Until then the holder runs on the loan, which
+//!   is what got it going.
+//!
+//! One rescue at a time: a second waiter finds the slot taken and sleeps as before.
+
+use super::attrs::{Attrs, Lent};
+use crate::loom::{AtomicU32, AtomicUsize, Ordering, Pin, fence};
+use crate::task::Task;
+use std::cell::UnsafeCell;
+
+/// No rescue stands.
+const IDLE: u32 = 0;
+/// A rescuer is reading and writing the holder's attributes; only it touches `saved`.
+const CLAIMED: u32 = 1;
+/// The holder was lent to; `saved` is the ledger's view of it, read and written under the
+/// ledger lock.
+const RESCUED: u32 = 2;
+
+/// The rescue slot, one per process (`crate::loom::rescue_slot`), with the ledger lock's holder.
+pub(crate) struct RescueSlot {
+    /// The record of the thread holding the ledger lock, 0 when none (or between holders).
+    holder: AtomicUsize,
+    /// `IDLE`, `CLAIMED` or `RESCUED`.
+    state: AtomicU32,
+    /// The rescued thread's record, while `state` is not `IDLE`.
+    task: AtomicUsize,
+    /// See `RESCUED`.
+    saved: UnsafeCell<Attrs>,
+    /// What the rescue left the thread with; the undo puts back only the parts that still
+    /// show it (whatever changed them since, the application or the ledger, stands).
+    lent: UnsafeCell<Attrs>,
+}
+
+// SAFETY: `saved` and `lent` are written only by the rescuer while `CLAIMED` (the state's CAS
+// makes it the only one), and otherwise only under the ledger lock; they are read under the
+// ledger lock after a load saw `RESCUED`, which the rescuer's Release store published.
+unsafe impl Sync for RescueSlot {}
+
+impl RescueSlot {
+    crate::loom::const_fn! {
+        pub(crate) fn new() -> RescueSlot {
+            RescueSlot {
+                holder: AtomicUsize::new(0),
+                state: AtomicU32::new(IDLE),
+                task: AtomicUsize::new(0),
+                saved: UnsafeCell::new(Attrs::UNKNOWN),
+                lent: UnsafeCell::new(Attrs::UNKNOWN),
+            }
+        }
+    }
+
+    /// `task` has taken the ledger lock.
+    pub(crate) fn holding(&self, task: &Task) {
+        // SeqCst: one side of the Dekker with `try_rescue` (see `releasing`).
+        self.holder
+            .store(task as *const Task as usize, Ordering::SeqCst);
+    }
+
+    /// The holder is about to let go of the ledger lock: it stops being rescuable, and waits
+    /// out a rescue that claimed it before that (a rescuer's syscalls on our tid must land
+    /// while we cannot exit).
+    pub(crate) fn releasing(&self) {
+        // Store, SeqCst fence, then the load in `wait_unclaimed`; `try_rescue` claims, fences
+        // and loads the holder (Dekker): either the rescuer sees us gone and backs off, or we
+        // see its claim and wait. Fences rather than SeqCst accesses alone, which loom models
+        // as AcqRel only (its model of this found the gap).
+        self.holder.store(0, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        self.wait_unclaimed();
+    }
+
+    fn wait_unclaimed(&self) {
+        let mut spins = 0u32;
+        // SeqCst: see `releasing`; also orders us after the rescuer's `saved` once it reads
+        // `RESCUED` (the rescuer's store is Release).
+        while self.state.load(Ordering::SeqCst) == CLAIMED {
+            spins += 1;
+            if spins < 64 {
+                crate::loom::spin_hint();
+            } else {
+                crate::loom::yield_now();
+            }
+        }
+    }
+
+    /// Whether `task` is the thread a standing rescue lent to. Under the ledger lock.
+    fn has_rescued(&self, task: &Task) -> bool {
+        self.wait_unclaimed();
+        // Relaxed: `wait_unclaimed`'s load ordered us after the rescuer's stores.
+        self.state.load(Ordering::Relaxed) == RESCUED
+            && self.task.load(Ordering::Relaxed) == task as *const Task as usize
+    }
+
+    /// `task`'s attributes as the ledger should see them: from the kernel, unless a rescue
+    /// lent to it, then what it would have without that loan. Under the ledger lock.
+    pub(crate) fn current_attrs(&self, task: &Task) -> Result<Attrs, crate::loom::Errno> {
+        // The holder reading itself is not rescuable meanwhile (`releasing`'s Dekker): a rescue
+        // landing between our look at the slot and the read would pass for its own attributes
+        // (the loom model found that, before the fences). Relaxed: only the holder stores its own address here,
+        // and we hold the lock.
+        let own = self.holder.load(Ordering::Relaxed) == task as *const Task as usize;
+        if own {
+            self.releasing();
+        }
+        let attrs = if self.has_rescued(task) {
+            // SAFETY: under the ledger lock with the slot `RESCUED` (see the `Sync` impl).
+            Ok(unsafe { *self.saved.get() })
+        } else {
+            crate::loom::read_attrs(task.tid())
+        };
+        if own {
+            self.holding(task);
+        }
+        attrs
+    }
+
+    /// The ledger has written `task`, which now has `now` as far as the ledger knows (or is
+    /// about to write it itself, `ledger::restore_self`). Under the ledger lock.
+    pub(crate) fn wrote(&self, task: &Task, now: Attrs) {
+        if self.has_rescued(task) {
+            // SAFETY: under the ledger lock with the slot `RESCUED` (see the `Sync` impl).
+            unsafe { *self.saved.get() = now };
+        }
+    }
+
+    /// Called by a ledger waiter that sees the holder off a CPU: lends the holder this
+    /// thread's attributes and the CPU it is about to free, if that would help and no other
+    /// rescue stands. The rescue must be undone once the caller holds the ledger lock.
+    pub(crate) fn try_rescue(&'static self) -> Option<Rescue> {
+        let pin = crate::loom::pin();
+        // SeqCst: see `releasing`.
+        let holder = self.holder.load(Ordering::SeqCst);
+        if holder == 0
+            || self
+                .state
+                .compare_exchange(IDLE, CLAIMED, Ordering::SeqCst, Ordering::Relaxed)
+                .is_err()
+        {
+            return None;
+        }
+        // After our claim and a SeqCst fence (Dekker with `releasing`). Still the holder: it
+        // cannot let go of the lock, and so cannot exit, until we leave `CLAIMED`.
+        fence(Ordering::SeqCst);
+        if self.holder.load(Ordering::SeqCst) != holder {
+            // Release: as every store that leaves `CLAIMED`.
+            self.state.store(IDLE, Ordering::Release);
+            return None;
+        }
+        // SAFETY: the holder's record is alive while it holds the ledger lock (above); our pin
+        // keeps it alive after that, until the `Rescue` drops.
+        let task = unsafe { &*(holder as *const Task) };
+        // Relaxed: published by the Release store of `RESCUED`.
+        self.task.store(holder, Ordering::Relaxed);
+        let Some((had, lent)) = lend_to_holder(task) else {
+            self.state.store(IDLE, Ordering::Release);
+            return None;
+        };
+        // SAFETY: we hold the claim, so nobody else touches `saved` or `lent`.
+        unsafe {
+            *self.saved.get() = had;
+            *self.lent.get() = lent;
+        }
+        // Release: `saved` and our writes happen-before the ledger's reads of the slot.
+        self.state.store(RESCUED, Ordering::Release);
+        Some(Rescue {
+            slot: self,
+            task,
+            _pin: pin,
+        })
+    }
+}
+
+/// Lends the calling thread's attributes and CPU to `task` (the preempted ledger holder), if
+/// that is better than what it has. Returns what it had and what it has now.
+fn lend_to_holder(task: &Task) -> Option<(Attrs, Attrs)> {
+    if !super::ledger::claim_target(task) {
+        return None; // exiting: no syscall may reach it any more
+    }
+    let had = crate::loom::read_attrs(task.tid()).ok()?;
+    let mine = crate::loom::read_attrs(crate::current_tid()).ok()?;
+    if had.sched.better_than(&mine.sched) {
+        return None; // our CPU is no better a place for it (`Lent::merge`)
+    }
+    let loan = Lent::from_donor(&mine, crate::loom::current_cpu());
+    let target = had.with_loan(Some(&loan), super::cpu_donation());
+    if target == had {
+        return None;
+    }
+    let lent = super::ledger::write(task, had, target, had, true);
+    Some((had, lent))
+}
+
+/// A rescue this thread made, to be undone once it holds the ledger lock. Keeps the rescued
+/// record alive (`_pin`): the holder may exit as soon as it lets go of the lock.
+pub(crate) struct Rescue {
+    slot: &'static RescueSlot,
+    task: *const Task,
+    _pin: Pin,
+}
+
+impl Rescue {
+    /// Puts the rescued thread back to what the ledger says it has, where it still has what
+    /// the rescue lent it, and frees the slot. The rescuer calls it first thing once it holds
+    /// the ledger lock.
+    pub(crate) fn undo(self) {
+        // SAFETY: `_pin` keeps the record alive.
+        let task = unsafe { &*self.task };
+        let slot = self.slot;
+        // SAFETY: under the ledger lock with the slot `RESCUED` (see the `Sync` impl).
+        let (saved, lent) = unsafe { (*slot.saved.get(), *slot.lent.get()) };
+        if super::ledger::claim_target(task)
+            && let Ok(now) = crate::loom::read_attrs(task.tid())
+        {
+            let back = Attrs {
+                sched: if now.sched == lent.sched {
+                    saved.sched
+                } else {
+                    now.sched
+                },
+                util: if now.util == lent.util {
+                    saved.util
+                } else {
+                    now.util
+                },
+                cpus: if now.cpus == lent.cpus {
+                    saved.cpus
+                } else {
+                    now.cpus
+                },
+            };
+            super::ledger::write(task, now, back, back, true);
+        }
+        // The quick check's cache may hold what it had on the loan.
+        super::forget_hint(task);
+        // Release: the ledger's next holder sees the slot free after our writes.
+        slot.state.store(IDLE, Ordering::Release);
+    }
+}
+
+#[cfg(all(test, not(loom), target_os = "linux"))]
+mod tests {
+    use crate::donor::{CpuMask, Sched, SchedPolicy};
+    use crate::sys::sched::{get_affinity, get_sched, set_affinity, set_sched};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, mpsc};
+    use std::time::{Duration, Instant};
+
+    fn pin_to(cpu: u32) {
+        let pinned = set_affinity(crate::sys::gettid(), &CpuMask::single(cpu));
+        assert_eq!(pinned, Ok(()), "pin to CPU {cpu}");
+    }
+
+    /// Spins until the calling thread has had `cpu_time` of CPU (not of wall clock).
+    fn burn(cpu_time: Duration) {
+        let tid = crate::sys::gettid();
+        let start = crate::sys::sched::thread_cpu_time_ns(tid).unwrap();
+        while crate::sys::sched::thread_cpu_time_ns(tid).unwrap() - start
+            < cpu_time.as_nanos() as u64
+        {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// The demo's `chain` case in small: a SCHED_IDLE thread holds the ledger lock on CPU 0
+    /// and a nice-0 hog takes that CPU; a thread on CPU 1 that needs the ledger lends the
+    /// holder its CPU, the holder finishes there, and the rescuer puts it back (CPU 0,
+    /// SCHED_IDLE) once it holds the lock itself. Without the rescue the holder finishes on
+    /// CPU 0 when the hog stops. No privilege needed: the CPU is what gets the holder going
+    /// (leaving SCHED_IDLE needs CAP_SYS_NICE and is only a bonus). Needs two CPUs.
+    #[test]
+    fn a_preempted_ledger_holder_finishes_on_the_waiters_cpu_and_is_put_back() {
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+            eprintln!("skipped: needs two CPUs (the holder's and the waiter's)");
+            return;
+        }
+        const HOG_RUN: Duration = Duration::from_secs(2);
+        let idle = Sched {
+            policy: SchedPolicy::Idle,
+            ..Sched::DEFAULT
+        };
+        let (holding_tx, holding) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
+        let (exit_tx, exit) = mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            pin_to(0);
+            set_sched(crate::sys::gettid(), &idle).unwrap();
+            let me = crate::task::current();
+            let cpu = crate::loom::with_ledger(me.task(), |_| {
+                holding_tx.send(crate::sys::gettid()).unwrap();
+                burn(Duration::from_millis(20));
+                crate::sys::sched::current_cpu()
+            });
+            done_tx.send(cpu).unwrap();
+            let _ = exit.recv();
+        });
+        let holder_tid = holding.recv().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let hog = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                pin_to(0);
+                let end = Instant::now() + HOG_RUN;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        pin_to(1);
+        // Let the hog preempt the holder, then wait for the ledger.
+        std::thread::sleep(Duration::from_millis(10));
+        let me = crate::task::current();
+        crate::loom::with_ledger(me.task(), |_| ());
+        let finished_on = done.recv().unwrap();
+        let (cpus, sched) = (get_affinity(holder_tid), get_sched(holder_tid));
+        stop.store(true, Ordering::Relaxed);
+        hog.join().unwrap();
+        exit_tx.send(()).unwrap();
+        holder.join().unwrap();
+        assert_eq!(
+            finished_on,
+            Some(1),
+            "the holder finished on CPU {finished_on:?}, not on the waiter's"
+        );
+        assert_eq!(cpus, Ok(CpuMask::single(0)), "holder's CPUs put back");
+        assert_eq!(
+            sched.map(|(s, _)| s.policy),
+            Ok(SchedPolicy::Idle),
+            "holder's policy put back"
+        );
+    }
+}
