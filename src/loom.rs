@@ -122,7 +122,7 @@ mod real {
         let rescue = if LEDGER_LOCK.try_lock() {
             None
         } else {
-            wait_for_ledger()
+            wait_for_ledger(holder)
         };
         // Relaxed: a hint for `wait_for_ledger`; the lock itself orders the ledger's data.
         LEDGER_HOLDER.store(holder_tid(), Ordering::Relaxed);
@@ -154,7 +154,7 @@ mod real {
     /// (preempted, perhaps SCHED_IDLE) is not spun for: it is lent to (`donor::rescue`), and
     /// the rescue this returns is undone once we hold the lock.
     #[cold]
-    fn wait_for_ledger() -> Option<crate::donor::Rescue> {
+    fn wait_for_ledger(me: &crate::task::Task) -> Option<crate::donor::Rescue> {
         let mut watch: Option<(crate::Tid, crate::mutex::spin::OnCpuWatch)> = None;
         let mut unnamed_rounds = 0;
         loop {
@@ -184,7 +184,7 @@ mod real {
                 return None;
             }
         }
-        let rescue = RESCUE.try_rescue();
+        let rescue = RESCUE.try_rescue(me);
         LEDGER_LOCK.lock_sleeping();
         rescue
     }
@@ -591,7 +591,7 @@ mod model {
             let rescuer = loom::thread::spawn(|| {
                 set_base(0, 1);
                 let me = crate::task::current();
-                let rescue: Option<crate::donor::Rescue> = rescue_slot().try_rescue();
+                let rescue: Option<crate::donor::Rescue> = rescue_slot().try_rescue(me.task());
                 if let Some(rescue) = rescue {
                     with_ledger(me.task(), |_| rescue.undo());
                 }

@@ -143,10 +143,17 @@ impl RescueSlot {
         }
     }
 
-    /// Called by a ledger waiter that sees the holder off a CPU: lends the holder this
-    /// thread's attributes and the CPU it is about to free, if that would help and no other
-    /// rescue stands. The rescue must be undone once the caller holds the ledger lock.
-    pub(crate) fn try_rescue(&'static self) -> Option<Rescue> {
+    /// Called by a ledger waiter (`me`, the calling thread's record) that sees the holder off
+    /// a CPU: lends the holder this thread's attributes and the CPU it is about to free, if
+    /// that would help and no other rescue stands. The rescue must be undone once the caller
+    /// holds the ledger lock. Not from a thread in its exit hook: that one may take the ledger
+    /// lock (`ledger::forget`) after its thread locals are gone, and pinning then would set up
+    /// a thread local that is never torn down (LeakSanitizer found the leak).
+    pub(crate) fn try_rescue(&'static self, me: &Task) -> Option<Rescue> {
+        // Relaxed: our own flag, set by this thread's exit hook.
+        if me.donor.exiting.load(Ordering::Relaxed) {
+            return None;
+        }
         let pin = crate::loom::pin();
         // SeqCst: see `releasing`.
         let holder = self.holder.load(Ordering::SeqCst);
@@ -171,7 +178,7 @@ impl RescueSlot {
         let task = unsafe { &*(holder as *const Task) };
         // Relaxed: published by the Release store of `RESCUED`.
         self.task.store(holder, Ordering::Relaxed);
-        let Some((had, lent)) = lend_to_holder(task) else {
+        let Some((had, lent)) = lend_to_holder(task, me) else {
             self.state.store(IDLE, Ordering::Release);
             return None;
         };
@@ -190,14 +197,14 @@ impl RescueSlot {
     }
 }
 
-/// Lends the calling thread's attributes and CPU to `task` (the preempted ledger holder), if
-/// that is better than what it has. Returns what it had and what it has now.
-fn lend_to_holder(task: &Task) -> Option<(Attrs, Attrs)> {
+/// Lends the attributes and CPU of the calling thread (`me`) to `task` (the preempted ledger
+/// holder), if that is better than what it has. Returns what it had and what it has now.
+fn lend_to_holder(task: &Task, me: &Task) -> Option<(Attrs, Attrs)> {
     if !super::ledger::claim_target(task) {
         return None; // exiting: no syscall may reach it any more
     }
     let had = crate::loom::read_attrs(task.tid()).ok()?;
-    let mine = crate::loom::read_attrs(crate::current_tid()).ok()?;
+    let mine = crate::loom::read_attrs(me.tid()).ok()?;
     if had.sched.better_than(&mine.sched) {
         return None; // our CPU is no better a place for it (`Lent::merge`)
     }
