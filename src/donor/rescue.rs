@@ -9,19 +9,22 @@
 //!
 //! So a waiter that finds the holder off a CPU (`crate::loom`'s ledger wait) lends it what it
 //! would lend an owner: its policy and priority and the CPU it is about to free
-//! ([`RescueSlot::try_rescue`]). That write happens outside the ledger lock, so it must not confuse the
-//! ledger, which compares what it applied with what it finds:
+//! ([`RescueSlot::try_rescue`]). That write happens outside the ledger lock, so it must not
+//! confuse the ledger, which compares what it applied with what it finds:
 //!
 //! * The rescuer writes only while the holder still holds the lock: it claims the slot, then
-//!   checks the holder (Dekker with [`RescueSlot::releasing`], which waits for a claimed rescue to finish).
-//!   A holder cannot exit while it holds the lock, so the tid is its own.
+//!   checks the holder (Dekker with [`RescueSlot::releasing`], which waits for a claimed
+//!   rescue to finish). A holder cannot exit while it holds the lock, so the tid is its own.
 //! * While the rescue stands, the ledger sees the holder's attributes as they would be without
-//!   it ([`RescueSlot::current_attrs`], [`RescueSlot::wrote`]): what it had before, with every later ledger write.
+//!   it ([`RescueSlot::current_attrs`], [`RescueSlot::wrote`]): what it had before, with every
+//!   later ledger write. A holder reading itself is not rescuable during the read, and one that
+//!   has decided to restore itself (`ledger::restore_self`) not at all for the rest of its hold.
 //! * The rescuer takes the ledger lock next (it was waiting for it) and, first thing, writes the
-//!   holder back to that view ([`Rescue::undo`]). Until then the holder runs on the loan, which
-//!   is what got it going.
+//!   holder back to that view where it still shows the loan ([`Rescue::undo`]). Until then the
+//!   holder runs on the loan, which is what got it going.
 //!
-//! One rescue at a time: a second waiter finds the slot taken and sleeps as before.
+//! One rescue at a time, and none by a thread in its exit hook: a second waiter finds the slot
+//! taken and sleeps as before.
 
 use super::attrs::{Attrs, Lent};
 use crate::loom::{AtomicU32, AtomicUsize, Ordering, Pin, fence};
@@ -116,8 +119,8 @@ impl RescueSlot {
     pub(crate) fn current_attrs(&self, task: &Task) -> Result<Attrs, crate::loom::Errno> {
         // The holder reading itself is not rescuable meanwhile (`releasing`'s Dekker): a rescue
         // landing between our look at the slot and the read would pass for its own attributes
-        // (the loom model found that, before the fences). Relaxed: only the holder stores its own address here,
-        // and we hold the lock.
+        // (the loom model fails without this). Relaxed: only the holder stores its own address
+        // here, and we hold the lock.
         let own = self.holder.load(Ordering::Relaxed) == task as *const Task as usize;
         if own {
             self.releasing();
