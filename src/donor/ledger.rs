@@ -360,7 +360,7 @@ pub(super) fn claim_target(task: &Task) -> bool {
 
 /// The new base: each part the application changed (current differs from what we applied)
 /// is taken from `current`.
-fn adopt_changes(base: Attrs, applied: Attrs, current: Attrs) -> Attrs {
+pub(super) fn adopt_changes(base: Attrs, applied: Attrs, current: Attrs) -> Attrs {
     Attrs {
         sched: if current.sched != applied.sched {
             current.sched

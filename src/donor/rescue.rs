@@ -241,23 +241,10 @@ impl Rescue {
         if super::ledger::claim_target(task)
             && let Ok(now) = crate::loom::read_attrs(task.tid())
         {
-            let back = Attrs {
-                sched: if now.sched == lent.sched {
-                    saved.sched
-                } else {
-                    now.sched
-                },
-                util: if now.util == lent.util {
-                    saved.util
-                } else {
-                    now.util
-                },
-                cpus: if now.cpus == lent.cpus {
-                    saved.cpus
-                } else {
-                    now.cpus
-                },
-            };
+            // Each part the rescue's loan still shows goes back to the ledger's view; a part
+            // changed since (by the application or the ledger) stands, as the ledger itself
+            // adopts such changes.
+            let back = super::ledger::adopt_changes(saved, lent, now);
             super::ledger::write(task, now, back, back, true);
         }
         // The quick check's cache may hold what it had on the loan.
