@@ -242,35 +242,48 @@ impl fmt::Display for Snapshot {
 pub(crate) const MAX_DEPTH: usize = 1024;
 
 /// Follows the chain from `first`: its owner, the lock that owner sleeps on, that lock's
-/// owner, and so on, calling `visit(lock, owner)` for each hop until `visit` returns false, a
-/// lock is free, an owner is running, or `MAX_DEPTH` hops.
+/// owner, and so on, calling `visit(lock, owner)` for each hop until `visit` returns false, an
+/// owner runs, or `MAX_DEPTH` hops.
 ///
-/// `first` must be alive for the call (the caller waits on it). Every later lock is visited
+/// An owner that sleeps because an unlocker chose it and has not yet woken it (it was handed
+/// a lock, or the lock it sleeps on was freed for it) can only go on once that unlocker runs:
+/// the walk goes on to the unlocker (`Task::waker`), with the lock the owner was reached
+/// through. Otherwise a free lock ends the walk.
+///
+/// `first` must be alive for the call (the caller waits on it). Every later lock is read
 /// inside the walker handshake with the thread that waits on it, which keeps it alive; owner
 /// records are kept alive by the epoch pin taken here.
-pub(crate) fn walk(first: &RawMutex, mut visit: impl FnMut(&RawMutex, &Task) -> bool) {
+pub(crate) fn walk(first: &RawMutex, mut visit: impl FnMut(LockId, &Task) -> bool) {
     let pin = crate::loom::pin();
     let Some(mut owner) = first.owner_record(&pin) else {
         return;
     };
-    if !visit(first, owner) {
+    let mut lock = first.id();
+    if !visit(lock, owner) {
         return;
     }
     for _ in 1..MAX_DEPTH {
         // Most owners run: skip the handshake (two read-modify-writes on the owner's record)
         // when a plain look says the owner waits for nothing. A wait that starts after this
         // look is one the walker did not have to see (see `with_blocked_lock`).
-        if owner.blocked_on().is_none() {
+        let held_next = owner.blocked_on().and_then(|_| {
+            owner
+                .with_blocked_lock(|next| Some((next.id(), next.owner_record(&pin)?)))
+                .flatten()
+        });
+        // An unlocker marks its choice before it clears the chosen thread's wait or frees the
+        // lock, so a walker that sees either also sees the mark (`WakeInFlight::mark`).
+        let (next_lock, next) = match held_next {
+            Some(hop) => hop,
+            None => match owner.waker(&pin) {
+                Some(waker) => (lock, waker),
+                None => return,
+            },
+        };
+        if !visit(next_lock, next) {
             return;
         }
-        let next = owner.with_blocked_lock(|lock| {
-            let next = lock.owner_record(&pin)?;
-            visit(lock, next).then_some(next)
-        });
-        match next.flatten() {
-            Some(n) => owner = n,
-            None => return,
-        }
+        (lock, owner) = (next_lock, next);
     }
 }
 
@@ -341,7 +354,7 @@ fn collect_cycle(me: Me, first: &RawMutex) -> Option<Vec<Hop>> {
     let mut closed = false;
     walk(first, |lock, owner| {
         let mut hop = Hop {
-            lock: lock.id().addr(),
+            lock: lock.addr(),
             owner,
             tid: owner.tid(),
             wait: None,

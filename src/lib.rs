@@ -24,24 +24,25 @@
 //! borrow keeps it alive), so waiters and walkers shake hands: a waiter does not leave its wait
 //! while a walker is still reading its lock.
 //!
-//! **Donation.** A waiter about to sleep walks its chain (owner, the lock that owner sleeps
-//! on, its owner, ... up to 1024 hops) and lends each owner that is worse off its scheduling
-//! attributes: policy and nice, FIFO/RR priority, DEADLINE parameters, util clamps, and the
-//! CPU it is about to free (by default the owner is moved onto it for the duration;
-//! [`set_cpu_donation`]). Precedence is DEADLINE > FIFO/RR by priority > OTHER/BATCH by nice >
-//! IDLE. An owner's attributes are always its base plus the best of every waiter still
-//! waiting on a lock it holds, directly or through a chain; when the last such waiter leaves
-//! (it gets the lock or times out) the owner gets its base back, and a change the application
-//! made meanwhile becomes the new base. Between equal threads nothing is lent and no syscall is
-//! made: the walk compares cached summaries first. A waiter that would lend first spins while
-//! the last owner on its chain runs (up to 1 ms, reading that thread's CPU clock), as the
-//! kernel's rt_mutex waiters spin while their owner is on a CPU, and an unlock hands it the
-//! lock without a wake-up; it lends its CPU, and unless it is real-time anything at all, only
-//! once that owner stops running. A failed loan (no CAP_SYS_NICE, a thread
-//! that exited) never fails or delays a lock; it is counted ([`counters`]) and
-//! [`capabilities`] says what this process may change. A walk that comes back to the walker is
-//! a deadlock: once a second look confirms it (and no wait on it has a deadline), `lock()`
-//! panics with the cycle spelled out.
+//! **Donation.** A waiter about to sleep walks its chain (owner, the lock that owner sleeps on, its
+//! owner, ... up to 1024 hops) and lends each owner that is worse off its scheduling attributes:
+//! policy and nice, FIFO/RR priority, DEADLINE parameters, util clamps, and the CPU it is about to
+//! free (by default the owner is moved onto it for the duration; [`set_cpu_donation`]). Precedence
+//! is DEADLINE > FIFO/RR by priority > OTHER/BATCH by nice > IDLE. A sleeping owner that an
+//! unlocker has chosen (handed a lock, or freed one for) but not yet woken cannot run before that
+//! unlocker does, so the walk goes on to the unlocker, which is lent to until its wake-up call
+//! returns. An owner's attributes are always its base plus the best of every waiter still waiting
+//! on a lock it holds, directly or through a chain; when the last such waiter leaves (it gets the
+//! lock or times out) the owner gets its base back, and a change the application made meanwhile
+//! becomes the new base. Between equal threads nothing is lent and no syscall is made: the walk
+//! compares cached summaries first. A waiter that would lend first spins while the last owner on
+//! its chain runs (up to 1 ms, reading that thread's CPU clock), as the kernel's rt_mutex waiters
+//! spin while their owner is on a CPU, and an unlock hands it the lock without a wake-up; it lends
+//! its CPU, and unless it is real-time anything at all, only once that owner stops running. A
+//! failed loan (no CAP_SYS_NICE, a thread that exited) never fails or delays a lock; it is counted
+//! ([`counters`]) and [`capabilities`] says what this process may change. A walk that comes back to
+//! the walker is a deadlock: once a second look confirms it (and no wait on it has a deadline),
+//! `lock()` panics with the cycle spelled out.
 //!
 //! ```
 //! let caps = proxy_lock::capabilities();

@@ -356,8 +356,25 @@ mod real {
         filter: impl FnMut(ParkToken) -> FilterOp,
         callback: impl FnOnce(UnparkResult) -> UnparkToken,
     ) -> UnparkResult {
+        #[cfg(test)]
+        let callback = |result| {
+            let token = callback(result);
+            if let Some(hook) = AFTER_UNPARK_CHOICE.take() {
+                hook();
+            }
+            token
+        };
         // SAFETY: forwarded contract.
         unsafe { parking_lot_core::unpark_filter(key, filter, callback) }
+    }
+
+    #[cfg(test)]
+    std::thread_local! {
+        /// Unit tests: runs once, on this thread, at the end of its next `unpark_filter`
+        /// callback. Still under the queue lock, but after the lock changed hands: it widens
+        /// the window in which the chosen sleeper waits for its wake-up.
+        pub(crate) static AFTER_UNPARK_CHOICE: std::cell::Cell<Option<Box<dyn FnOnce()>>> =
+            const { std::cell::Cell::new(None) };
     }
 
     /// Sleeps while `word` holds `expected`, `timeout` at most; see `sys::futex_wait_for`. Not

@@ -16,7 +16,7 @@
 //!   the record once it retires, and readers that loaded the address while pinned keep it alive
 //!   through the epoch. Registry: entries are removed under the registry lock before retiring.
 
-use crate::loom::{AtomicBool, AtomicUsize, Ordering, const_thread_local, with_registry};
+use crate::loom::{AtomicBool, AtomicUsize, Ordering, Pin, const_thread_local, with_registry};
 use crate::mutex::raw::RawMutex;
 use crate::{LockId, Tid};
 use std::cell::Cell;
@@ -48,6 +48,11 @@ pub(crate) struct Task {
     wait_seq: AtomicUsize,
     /// Whether the current wait has a deadline (a cycle through it is not a deadlock).
     timed_wait: AtomicBool,
+    /// The record of the unlocker that chose this sleeping thread (handed it the lock, or
+    /// freed the lock for it) and has not yet returned from waking it, else 0. Set and cleared
+    /// only by that unlocker (`WakeInFlight`). While it is set, this thread cannot run until
+    /// the unlocker does: chain walks go on from it to the unlocker (`Task::waker`).
+    woken_by: AtomicUsize,
     /// Donation bookkeeping that lives with the thread (see `donor`).
     pub(crate) donor: crate::donor::TaskDonor,
     /// The next record on the stack of records not yet moved into the registry (see
@@ -124,6 +129,18 @@ impl Task {
             self.wait_seq.load(Ordering::Relaxed),
             self.timed_wait.load(Ordering::Relaxed),
         )
+    }
+
+    /// The unlocker that chose this sleeping thread and has not yet woken it (see `woken_by`),
+    /// readable while `pin` lives.
+    pub(crate) fn waker<'p>(&self, _pin: &'p Pin) -> Option<&'p Task> {
+        // Acquire: pairs with the Release in `WakeInFlight::mark`, so the unlocker's record
+        // reads initialised.
+        let waker = self.woken_by.load(Ordering::Acquire);
+        // SAFETY: the unlocker clears the field before its unlock returns, so before its thread
+        // can exit and retire its record; an address read while pinned stays readable until the
+        // pin drops, as an owner address read from a lock word does.
+        (waker != 0).then(|| unsafe { &*(waker as *const Task) })
     }
 
     pub(crate) fn has_exited(&self) -> bool {
@@ -215,6 +232,71 @@ pub(crate) unsafe fn clear_blocked_on_of_waiter(addr: usize) {
     task.blocked_on.store(0, Ordering::Release);
 }
 
+/// An unlocker's mark on the sleeper it chose, from the choice (under the parking lot's queue
+/// lock) until its call that wakes the sleeper has returned: `woken_by` of the sleeper names
+/// the unlocker meanwhile.
+///
+/// Why: the parking lot wakes the chosen thread after it drops the queue lock. An unlocker
+/// preempted in between (a SCHED_IDLE thread beside a hog) leaves the sleeper asleep, maybe
+/// as the new owner of the lock, for as long as the unlocker waits for a CPU. Loans that reach
+/// only the sleeper cannot help then; the unlocker is who must run (20 ms in the inversion
+/// demo's `chain`, traced). Lent to as an owner would be, it runs and finishes the wake-up.
+///
+/// The sleeper's record stays readable for the clear thanks to the pin taken first: the
+/// sleeper may wake (spuriously, or through the wake-up itself), run, and exit before it.
+pub(crate) struct WakeInFlight {
+    waker: Me,
+    /// The chosen sleeper's record address, 0 while none is marked.
+    woken: Cell<usize>,
+    _pin: Pin,
+}
+
+impl WakeInFlight {
+    pub(crate) fn new(waker: Me) -> WakeInFlight {
+        WakeInFlight {
+            waker,
+            woken: Cell::new(0),
+            _pin: crate::loom::pin(),
+        }
+    }
+
+    /// Marks the thread whose record is at `addr` as woken by us.
+    ///
+    /// # Safety
+    /// `addr` is the park token of a thread being unparked from a lock's queue, under the queue
+    /// lock: its record is alive, as in `clear_blocked_on_of_waiter`.
+    pub(crate) unsafe fn mark(&self, addr: usize) {
+        // SAFETY: by the caller's contract.
+        let task = unsafe { &*(addr as *const Task) };
+        // Release: a walker that reads our address (Acquire) reads our record initialised.
+        task.woken_by.store(self.waker.addr(), Ordering::Release);
+        self.woken.set(addr);
+    }
+}
+
+impl Drop for WakeInFlight {
+    /// The wake-up call has returned: the sleeper no longer needs us to run.
+    fn drop(&mut self) {
+        let addr = self.woken.get();
+        if addr == 0 {
+            return;
+        }
+        // SAFETY: the sleeper's record was alive when we marked it, and our pin, taken before,
+        // keeps it readable even if the thread has exited since.
+        let task = unsafe { &*(addr as *const Task) };
+        // A CAS, not a store: if the sleeper woke, slept again and was chosen by another
+        // unlocker meanwhile, the mark is that unlocker's now. Relaxed: a walker that still
+        // reads our address lends to us once more, and that loan is taken back by the lender's
+        // next reconcile (see `donor::after_passing_on`); nothing is published by the clear.
+        let _ = task.woken_by.compare_exchange(
+            self.waker.addr(),
+            0,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+}
+
 const_thread_local! {
     /// This thread's record, or null before the first use and after the exit hook retired it.
     static CURRENT: Cell<*mut Task> = Cell::new(ptr::null_mut());
@@ -264,6 +346,7 @@ fn create_current() -> Me {
         exited: AtomicBool::new(false),
         wait_seq: AtomicUsize::new(0),
         timed_wait: AtomicBool::new(false),
+        woken_by: AtomicUsize::new(0),
         donor: crate::donor::TaskDonor::new(),
         next_new: AtomicUsize::new(0),
         held: Cell::new(0),
@@ -371,4 +454,133 @@ pub(crate) fn with_live_tasks<R>(f: impl FnOnce(&mut dyn Iterator<Item = &Task>)
             .filter(|t| !t.has_exited());
         f(&mut tasks)
     })
+}
+
+#[cfg(all(test, not(loom), target_os = "linux"))]
+mod tests {
+    use crate::donor::{CpuMask, Sched, SchedPolicy};
+    use crate::sys::sched::{current_cpu, get_affinity, get_sched, set_sched};
+    use crate::sys::test_threads::{burn, has_two_cpus, pin_to, wait_until_asleep};
+    use crate::{Mutex, Policy};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, mpsc};
+    use std::time::{Duration, Instant};
+
+    /// The demo's `chain` case at its worst instant: the unlocker of B, SCHED_IDLE on CPU 0,
+    /// has chosen the sleeper (handed it B, or freed B for it) and a nice-0 hog takes CPU 0
+    /// before the sleeper is woken. The sleeper holds A, which a thread on CPU 1 now wants. Its
+    /// loan must reach the unlocker, which then finishes the wake-up on CPU 1 and is put back
+    /// (CPU 0, SCHED_IDLE) once it is done. Without the unlocker on the chain, the loan went
+    /// to the sleeper alone, and the unlocker finished on CPU 0 when the hog stopped (2 s).
+    /// The window is widened by a test hook that burns 20 ms of the unlocker's CPU time right
+    /// after its choice. No privilege needed (the CPU is what gets the unlocker going).
+    #[test]
+    fn a_preempted_unlocker_that_chose_a_sleeper_gets_the_chains_loan_until_it_woke_it() {
+        if !has_two_cpus("the preempted threads' and the waiter's") {
+            return;
+        }
+        for policy in [Policy::Handoff, Policy::Spin] {
+            let (finished_on, cpus, sched) = preempt_unlocker_after_choice(policy);
+            assert_eq!(
+                finished_on,
+                Some(1),
+                "{policy:?}: the unlocker finished its wake-up on CPU {finished_on:?}, not the waiter's"
+            );
+            assert_eq!(
+                cpus,
+                Ok(CpuMask::single(0)),
+                "{policy:?}: unlocker's CPUs put back"
+            );
+            assert_eq!(
+                sched.map(|(s, _)| s.policy),
+                Ok(SchedPolicy::Idle),
+                "{policy:?}: unlocker's policy put back"
+            );
+        }
+    }
+
+    type Outcome = (
+        Option<u32>,
+        Result<CpuMask, crate::sys::sched::Errno>,
+        Result<(Sched, (u32, u32)), crate::sys::sched::Errno>,
+    );
+
+    /// Stages the case with B under `policy`; returns the CPU the unlocker's hook ended on, and
+    /// the unlocker's affinity and policy once its unlock returned.
+    fn preempt_unlocker_after_choice(policy: Policy) -> Outcome {
+        const HOG_RUN: Duration = Duration::from_secs(2);
+        let idle = Sched {
+            policy: SchedPolicy::Idle,
+            ..Sched::DEFAULT
+        };
+        let a = Arc::new(Mutex::new(()));
+        let b = Arc::new(Mutex::with_policy((), policy));
+        // The unlocker: takes B, and lets it go once the sleeper sleeps on it.
+        let (sleeper_tid_tx, sleeper_tid) = mpsc::channel();
+        let (locked_b_tx, locked_b) = mpsc::channel();
+        let (in_gap_tx, in_gap) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
+        let (exit_tx, exit) = mpsc::channel::<()>();
+        let unlocker = {
+            let b = Arc::clone(&b);
+            std::thread::spawn(move || {
+                pin_to(0);
+                set_sched(crate::sys::gettid(), &idle).unwrap();
+                let guard = b.lock().unwrap();
+                locked_b_tx.send(()).unwrap();
+                let sleeper: crate::Tid = sleeper_tid.recv().unwrap();
+                wait_until_asleep(sleeper);
+                let (cpu_tx, cpu_rx) = mpsc::channel();
+                crate::loom::AFTER_UNPARK_CHOICE.set(Some(Box::new(move || {
+                    in_gap_tx.send(()).unwrap();
+                    burn(Duration::from_millis(20));
+                    cpu_tx.send(current_cpu()).unwrap();
+                })));
+                drop(guard);
+                let tid = crate::sys::gettid();
+                done_tx
+                    .send((cpu_rx.recv().unwrap(), get_affinity(tid), get_sched(tid)))
+                    .unwrap();
+                let _ = exit.recv();
+            })
+        };
+        locked_b.recv().unwrap();
+        // The sleeper: holds A and sleeps on B.
+        let (holds_a_tx, holds_a) = mpsc::channel();
+        let sleeper = {
+            let (a, b) = (Arc::clone(&a), Arc::clone(&b));
+            std::thread::spawn(move || {
+                pin_to(0);
+                set_sched(crate::sys::gettid(), &idle).unwrap();
+                let _a = a.lock().unwrap();
+                holds_a_tx.send(()).unwrap();
+                sleeper_tid_tx.send(crate::sys::gettid()).unwrap();
+                drop(b.lock().unwrap());
+            })
+        };
+        holds_a.recv().unwrap();
+        in_gap.recv().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let hog = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                pin_to(0);
+                let end = Instant::now() + HOG_RUN;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        pin_to(1);
+        // Let the hog preempt the unlocker, then wait for A.
+        std::thread::sleep(Duration::from_millis(10));
+        drop(a.lock().unwrap());
+        let outcome = done.recv().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        hog.join().unwrap();
+        exit_tx.send(()).unwrap();
+        unlocker.join().unwrap();
+        sleeper.join().unwrap();
+        outcome
+    }
 }

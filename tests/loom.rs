@@ -9,6 +9,7 @@
 //! | the ledger's lock (wakes one sleeper, sleepers recheck) | `ledger_lock_excludes_and_loses_no_wakeup` |
 //! | donation bookkeeping (recording backend) | `donation_is_lent_and_returned`, `a_timed_out_donor_withdraws_its_loan`, `two_donors_one_timed_end_at_base`, `self_restore_waits_until_no_lock_is_held`, `a_boosted_unlocker_restores_itself_not_its_donor` |
 //! | chain walk under concurrent unlocks | `chain_walk_reports_no_false_deadlock`, `snapshot_walker_handshake` |
+//! | an unlocker still waking the sleeper it chose, on the chain | `a_loan_to_an_unlocker_still_waking_its_sleeper_is_returned` |
 //! | proxy publish / serve / complete | `run_sections_run_exactly_once`, `run_panic_reaches_its_caller` |
 //! | timeout withdrawal | `timed_out_waiter_withdraws`, `a_timed_out_donor_withdraws_its_loan`, `condvar_timeout_races_notify` |
 //!
@@ -597,6 +598,56 @@ fn self_restore_waits_until_no_lock_is_held() {
         assert_eq!(attrs_of(current_tid()), (10, 1), "owner back at base");
         assert_eq!(read(&a) + read(&b), 2);
     });
+}
+
+/// An unlocker that has chosen a sleeper and not yet woken it is on the chain
+/// (`task::WakeInFlight`): main (nice 10, CPU 0) holds B; W (nice 10, CPU 0) holds A and
+/// sleeps on B; a nice-0 waiter on CPU 1 takes A, lending to W when W holds it and, while
+/// main's wake-up of W is in flight, to main. Under Handoff main hands W the lock; under Spin
+/// it frees it and wakes W. Whatever the order of the lend, main's choice, its wake-up call and
+/// its clear of the mark, all three end exactly at base: a loan that reached main through
+/// the mark is taken back by main's own restore or by the lender's next reconcile.
+///
+/// Preemption bound: 1 (at 2 it takes 1.6 million interleavings and three minutes). One
+/// preemption is enough to put the lender's whole lend inside main's wake-up window.
+#[test]
+fn a_loan_to_an_unlocker_still_waking_its_sleeper_is_returned() {
+    use proxy_lock::test_hooks::{attrs_of, set_base};
+    for policy in [Policy::Handoff, Policy::Spin] {
+        model_capped(1, move || {
+            let a = Arc::new(Mutex::new(UnsafeCell::new(0)));
+            let b = Arc::new(Mutex::with_policy(UnsafeCell::new(0), policy));
+            set_base(10, 0);
+            let gb = b.lock().unwrap();
+            let (a2, b2) = (a.clone(), b.clone());
+            let sleeper = thread::spawn(move || {
+                set_base(10, 0);
+                let ga = a2.lock().unwrap();
+                add_one(&ga);
+                bump(&b2);
+                drop(ga);
+                current_tid()
+            });
+            let a3 = a.clone();
+            let lender = thread::spawn(move || {
+                set_base(0, 1);
+                bump(&a3);
+                current_tid()
+            });
+            thread::yield_now();
+            drop(gb);
+            let sleeper = sleeper.join().unwrap();
+            let lender = lender.join().unwrap();
+            assert_eq!(attrs_of(sleeper), (10, 1 << 0), "sleeper back at base");
+            assert_eq!(attrs_of(lender), (0, 1 << 1), "lender keeps its base");
+            assert_eq!(
+                attrs_of(current_tid()),
+                (10, 1 << 0),
+                "unlocker back at base"
+            );
+            assert_eq!(read(&a) + read(&b), 3);
+        });
+    }
 }
 
 /// A real-time waiter spins in the spinner slot while the owner runs, before and after it

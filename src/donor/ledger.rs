@@ -111,8 +111,9 @@ pub(super) fn preferred_waiter(lock: usize) -> Option<usize> {
 /// `me`, boosted, has passed its lock on and holds none: the ledger lets go of it, and it
 /// writes its own base back outside the ledger lock (it may be preempted as soon as it is
 /// lower; nobody waits for it then). Nothing else writes to it meanwhile: once the ledger has
-/// let go, no reconcile looks at it, no waiter can lend to a thread that holds no lock, and it
-/// takes none before this returns.
+/// let go, no reconcile looks at it, no waiter can lend to a thread that holds no lock (the
+/// one exception, an unlocker still waking the sleeper it chose, ended before: its unlock
+/// cleared the mark before it came here), and it takes none before this returns.
 pub(super) fn restore_self(me: Me) {
     let task = me.task();
     let let_go = with_ledger(task, |ledger| {
@@ -202,6 +203,13 @@ impl Ledger {
         unsafe { &*(l.lock as *const RawMutex) }.owner_record(pin)
     }
 
+    /// Who `l`'s loan goes to: the owner of its lock and, while an unlocker has chosen that
+    /// owner and not yet woken it, that unlocker too (`chain::walk`). Readable while `pin` lives.
+    fn lent_to<'p>(l: &Listed, pin: &'p Pin) -> [Option<&'p Task>; 2] {
+        let owner = Self::owner_of(l, pin);
+        [owner, owner.and_then(|o| o.waker(pin))]
+    }
+
     /// Everything lent to `task`: the loans of the waiters on locks it owns, each with what is
     /// lent to that waiter in turn. `depth` bounds the recursion (cycles, very long chains).
     fn loans_to(&self, task: &Task, depth: usize, pin: &Pin) -> Option<Lent> {
@@ -211,7 +219,9 @@ impl Ledger {
         let mut total: Option<Lent> = None;
         for l in &self.listed {
             if std::ptr::eq(l.task, task)
-                || !Self::owner_of(l, pin).is_some_and(|o| std::ptr::eq(o, task))
+                || !Self::lent_to(l, pin)
+                    .iter()
+                    .any(|o| o.is_some_and(|o| std::ptr::eq(o, task)))
             {
                 continue;
             }
@@ -228,15 +238,16 @@ impl Ledger {
         total
     }
 
-    /// Brings every owner of a listed lock, and every boosted thread, to its base plus its
-    /// loans. `me` is the calling thread, which is never lowered here (module docs).
+    /// Brings every owner of a listed lock (and the unlocker still waking it), and every
+    /// boosted thread, to its base plus its loans. `me` is the calling thread, which is never
+    /// lowered here (module docs).
     fn reconcile(&mut self, me: Me, pin: &Pin) {
         let mut targets: Vec<*const Task> = self.boosted.iter().map(|b| b.task).collect();
         for l in &self.listed {
-            if let Some(owner) = Self::owner_of(l, pin)
-                && !targets.contains(&(owner as *const Task))
-            {
-                targets.push(owner);
+            for owner in Self::lent_to(l, pin).into_iter().flatten() {
+                if !targets.contains(&(owner as *const Task)) {
+                    targets.push(owner);
+                }
             }
         }
         for task in targets {

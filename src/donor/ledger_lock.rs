@@ -79,45 +79,14 @@ impl LedgerLock {
     }
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(all(test, not(loom), target_os = "linux"))]
 mod tests {
     use super::LedgerLock;
-    use crate::donor::{CpuMask, Sched, SchedPolicy};
-    use crate::sys::sched::{set_affinity, set_sched};
+    use crate::donor::{Sched, SchedPolicy};
+    use crate::sys::sched::set_sched;
+    use crate::sys::test_threads::{busy_for, has_two_cpus, pin_to, wait_until_asleep};
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
-
-    /// Pins the calling thread to `cpu`, with the crate's own affinity call.
-    fn pin_to(cpu: u32) {
-        let pinned = set_affinity(crate::sys::gettid(), &CpuMask::single(cpu));
-        assert_eq!(pinned, Ok(()), "pin to CPU {cpu}");
-    }
-
-    /// Waits until thread `tid` sleeps (state `S` in `/proc/self/task/<tid>/stat`).
-    fn wait_until_asleep(tid: crate::Tid) {
-        let path = format!("/proc/self/task/{tid}/stat");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let stat = std::fs::read_to_string(&path).unwrap();
-            // The state follows the parenthesised name, which may itself hold spaces.
-            let state = stat.rsplit(')').next().unwrap().trim_start().chars().next();
-            if state == Some('S') {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "thread {tid} never went to sleep"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    fn busy_for(d: Duration) {
-        let end = Instant::now() + d;
-        while Instant::now() < end {
-            std::hint::spin_loop();
-        }
-    }
 
     /// The case the recheck exists for: the unlock wakes the sleeper that slept first, which
     /// cannot run (here a SCHED_FIFO hog holds its CPU; in the inversion demo it was a
@@ -127,8 +96,7 @@ mod tests {
     /// whole burst. Needs the right to use SCHED_FIFO, and two CPUs; says so and skips without.
     #[test]
     fn a_sleeper_passed_over_by_the_wake_up_takes_the_lock_on_its_recheck() {
-        if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-            eprintln!("skipped: needs two CPUs (the starved sleeper's and the other's)");
+        if !has_two_cpus("the starved sleeper's and the other's") {
             return;
         }
         const HOG_BURST: Duration = Duration::from_millis(400);

@@ -18,8 +18,10 @@
 //!    and reconciles.
 //! 3. **Reconcile.** For every thread that owns a listed lock or is boosted: its target is its
 //!    base with the loans of all waiters on locks it owns, transitively, and whatever differs
-//!    from what it has now is written. A change the application made while the thread was
-//!    boosted becomes its new base: the ledger compares what it applied with what it finds.
+//!    from what it has now is written. An unlocker still waking the owner it chose counts as
+//!    that owner here too (`task::WakeInFlight`). A change the application made while the
+//!    thread was boosted becomes its new base: the ledger compares what it applied with what
+//!    it finds.
 //! 4. **End.** A listed waiter unlists itself and reconciles when its wait ends (lock taken,
 //!    timeout). A lock with `DONATED` never unlocks on the fast path; its unlock hands the lock
 //!    to the best listed waiter (`preferred_waiter`, the kernel's `blocked_donor`), and the
@@ -38,7 +40,9 @@
 //! dropped to SCHED_IDLE is preempted at once, and would hold up every other donation while it
 //! waits for a CPU. It lowers itself only after it passed a donated lock on for good while
 //! holding no other (`after_passing_on`): the ledger lets go of it first, and no loan can
-//! reach it until it takes a lock again, after its writes. In every other case its restore is
+//! reach it until it takes a lock again, after its writes. (Loans do reach an unlocker that
+//! holds no lock while it wakes the sleeper it chose, `task::WakeInFlight`, but that ends
+//! before it restores itself.) In every other case its restore is
 //! left to the next reconcile by another thread, which every unlock of a donated lock triggers
 //! (the woken waiter reconciles).
 
@@ -278,8 +282,11 @@ pub(crate) fn before_passing_on(me: Me, serve: bool) -> bool {
 /// whether the lock went to its lenders.
 ///
 /// Restoring and boosted, it gives its loans back now, as the kernel's PI unlock does
-/// (`ledger::restore_self`). No waiter can lend to a thread that holds no lock, and `me` takes
-/// none before this returns, so its writes cannot land after a newer loan.
+/// (`ledger::restore_self`). No waiter can lend to a thread that holds no lock (nor to `me`
+/// as the unlocker still waking its sleeper: that mark is cleared by now), and `me` takes
+/// none before this returns, so its writes cannot land after a newer loan. A loan that
+/// reached `me` through that mark after it read its boost state below is taken back by the
+/// lender's next reconcile, which finds `me` no longer restoring itself.
 ///
 /// Otherwise, if it is still boosted and the lock went to its lenders (it holds another lock
 /// others may wait on, or is a Condvar waiter), its restore is left to the woken donor, and it

@@ -257,26 +257,11 @@ impl Rescue {
 #[cfg(all(test, not(loom), target_os = "linux"))]
 mod tests {
     use crate::donor::{CpuMask, Sched, SchedPolicy};
-    use crate::sys::sched::{get_affinity, get_sched, set_affinity, set_sched};
+    use crate::sys::sched::{get_affinity, get_sched, set_sched};
+    use crate::sys::test_threads::{burn, has_two_cpus, pin_to};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, mpsc};
     use std::time::{Duration, Instant};
-
-    fn pin_to(cpu: u32) {
-        let pinned = set_affinity(crate::sys::gettid(), &CpuMask::single(cpu));
-        assert_eq!(pinned, Ok(()), "pin to CPU {cpu}");
-    }
-
-    /// Spins until the calling thread has had `cpu_time` of CPU (not of wall clock).
-    fn burn(cpu_time: Duration) {
-        let tid = crate::sys::gettid();
-        let start = crate::sys::sched::thread_cpu_time_ns(tid).unwrap();
-        while crate::sys::sched::thread_cpu_time_ns(tid).unwrap() - start
-            < cpu_time.as_nanos() as u64
-        {
-            std::hint::spin_loop();
-        }
-    }
 
     /// The demo's `chain` case in small: a SCHED_IDLE thread holds the ledger lock on CPU 0
     /// and a nice-0 hog takes that CPU; a thread on CPU 1 that needs the ledger lends the
@@ -286,8 +271,7 @@ mod tests {
     /// (leaving SCHED_IDLE needs CAP_SYS_NICE and is only a bonus). Needs two CPUs.
     #[test]
     fn a_preempted_ledger_holder_finishes_on_the_waiters_cpu_and_is_put_back() {
-        if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-            eprintln!("skipped: needs two CPUs (the holder's and the waiter's)");
+        if !has_two_cpus("the holder's and the waiter's") {
             return;
         }
         const HOG_RUN: Duration = Duration::from_secs(2);

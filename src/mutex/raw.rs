@@ -72,7 +72,7 @@ use crate::loom::{
     UnparkToken, const_fn, monotonic_us, park, unpark_filter,
 };
 use crate::proxy::{Requests, Served, Wakes};
-use crate::task::{Me, TASK_ALIGN, Task};
+use crate::task::{Me, TASK_ALIGN, Task, WakeInFlight};
 use crate::{LockId, Policy, Tid};
 use handoff::Spinner;
 use std::time::Instant;
@@ -669,7 +669,7 @@ impl RawMutex {
             {
                 return false;
             }
-            let (freed_with_requests, to_donor) = self.pass_lock(force_fair);
+            let (freed_with_requests, to_donor) = self.pass_lock(me, force_fair);
             // A holder that passed the sections on woke a caller to serve them. Otherwise a
             // section pushed after our last take may sit behind the word we just freed.
             if passed || !freed_with_requests || !self.try_barge(me) {
@@ -686,26 +686,28 @@ impl RawMutex {
     /// handing the lock over (Handoff, a fair unlock, or Adaptive's fairness timer), else by
     /// freeing it for the woken sleeper to compete for (Spin, Adaptive otherwise). Returns
     /// whether it freed the word while `REQUESTS` was set, and whether donors waited.
-    fn pass_lock(&self, force_fair: bool) -> (bool, bool) {
+    fn pass_lock(&self, me: Me, force_fair: bool) -> (bool, bool) {
         // Relaxed: a routing hint; `unlock_to_donor` works under the queue lock.
         if self.word.load(Ordering::Relaxed) & DONATED != 0 {
             // The donor may not be queued yet (it is on its way to sleep, or was preempted on
             // the way): then serve whoever is.
             let freed_with_requests = self
-                .unlock_to_donor(force_fair)
-                .unwrap_or_else(|| self.unlock_to_queue(force_fair));
+                .unlock_to_donor(me, force_fair)
+                .unwrap_or_else(|| self.unlock_to_queue(me, force_fair));
             return (freed_with_requests, true);
         }
-        (self.unlock_to_queue(force_fair), false)
+        (self.unlock_to_queue(me, force_fair), false)
     }
 
     /// The unlock slow path without lenders: a spinner first (Handoff), else the first
     /// sleeper, handed the lock or woken to compete for it as the policy says. True if it
     /// freed the word while `REQUESTS` was set.
-    fn unlock_to_queue(&self, force_fair: bool) -> bool {
+    fn unlock_to_queue(&self, me: Me, force_fair: bool) -> bool {
         if self.policy == Policy::Handoff && !force_fair && self.try_spinner_first() {
             return false;
         }
+        // Until the woken sleeper is awake, chain walks that reach it go on to us.
+        let wake = WakeInFlight::new(me);
         let freed_with_requests = std::cell::Cell::new(false);
         // The filter runs before the callback, both under the queue lock.
         let first_waiter = std::cell::Cell::new(0);
@@ -718,6 +720,10 @@ impl RawMutex {
             }
         };
         let callback = |result: UnparkResult| {
+            if result.unparked_threads != 0 {
+                // SAFETY: the token is the record of the thread we are unparking, still queued.
+                unsafe { wake.mark(first_waiter.get()) };
+            }
             let still_parked = if result.have_more_threads { PARKED } else { 0 };
             let hand_over = result.unparked_threads != 0
                 && (force_fair
@@ -756,7 +762,7 @@ impl RawMutex {
     /// ordinary path serves the queue) or none is listed; else whether it freed the word while
     /// `REQUESTS` was set.
     #[cold]
-    fn unlock_to_donor(&self, force_fair: bool) -> Option<bool> {
+    fn unlock_to_donor(&self, me: Me, force_fair: bool) -> Option<bool> {
         let preferred = crate::donor::preferred_waiter(self)?;
         let hand_over = force_fair || self.policy != Policy::Spin;
         // A donor spinning while we ran (`spin_while_owner_runs`) takes the lock where it is,
@@ -771,11 +777,14 @@ impl RawMutex {
                 FilterOp::Skip
             }
         };
+        let wake = WakeInFlight::new(me);
         let served = std::cell::Cell::new(None);
         let callback = |result: UnparkResult| {
             if result.unparked_threads == 0 {
                 return TOKEN_RETRY; // not queued (any more): the caller falls back
             }
+            // SAFETY: the token is the record of the thread we are unparking, still queued.
+            unsafe { wake.mark(preferred) };
             let still_parked = if result.have_more_threads { PARKED } else { 0 };
             if hand_over {
                 served.set(Some(false));

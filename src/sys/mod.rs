@@ -2,6 +2,8 @@
 //! policy lives elsewhere.
 
 pub(crate) mod sched;
+#[cfg(all(test, not(loom), target_os = "linux"))]
+pub(crate) mod test_threads;
 
 use crate::Tid;
 use std::sync::OnceLock;

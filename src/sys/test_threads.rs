@@ -1,0 +1,58 @@
+//! Thread set-up shared by the unit tests that stage a preempted thread: pin it, burn CPU
+//! time, wait until it sleeps. Linux only, as those tests are.
+
+use crate::Tid;
+use crate::donor::CpuMask;
+use std::time::{Duration, Instant};
+
+/// Pins the calling thread to `cpu`, with the crate's own affinity call.
+pub(crate) fn pin_to(cpu: u32) {
+    let pinned = super::sched::set_affinity(super::gettid(), &CpuMask::single(cpu));
+    assert_eq!(pinned, Ok(()), "pin to CPU {cpu}");
+}
+
+/// Spins until the calling thread has had `cpu_time` of CPU (not of wall clock), so that a
+/// preempted thread takes as long as its preemption lasts.
+pub(crate) fn burn(cpu_time: Duration) {
+    let tid = super::gettid();
+    let start = super::sched::thread_cpu_time_ns(tid).unwrap();
+    while super::sched::thread_cpu_time_ns(tid).unwrap() - start < cpu_time.as_nanos() as u64 {
+        std::hint::spin_loop();
+    }
+}
+
+/// Spins for `d` of wall clock.
+pub(crate) fn busy_for(d: Duration) {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        std::hint::spin_loop();
+    }
+}
+
+/// Waits until thread `tid` sleeps (state `S` in `/proc/self/task/<tid>/stat`).
+pub(crate) fn wait_until_asleep(tid: Tid) {
+    let path = format!("/proc/self/task/{tid}/stat");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stat = std::fs::read_to_string(&path).unwrap();
+        // The state follows the parenthesised name, which may itself hold spaces.
+        let state = stat.rsplit(')').next().unwrap().trim_start().chars().next();
+        if state == Some('S') {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "thread {tid} never went to sleep"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Whether the machine has the two CPUs these tests stage their threads on; says why not.
+pub(crate) fn has_two_cpus(why: &str) -> bool {
+    let two = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+    if !two {
+        eprintln!("skipped: needs two CPUs ({why})");
+    }
+    two
+}
