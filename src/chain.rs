@@ -248,7 +248,7 @@ pub(crate) const MAX_DEPTH: usize = 1024;
 /// An owner that sleeps because an unlocker chose it and has not yet woken it (it was handed
 /// a lock, or the lock it sleeps on was freed for it) can only go on once that unlocker runs:
 /// the walk goes on to the unlocker (`Task::waker`), with the lock the owner was reached
-/// through. Otherwise a free lock ends the walk.
+/// through, and ends there. Otherwise a free lock ends the walk.
 ///
 /// `first` must be alive for the call (the caller waits on it). Every later lock is read
 /// inside the walker handshake with the thread that waits on it, which keeps it alive; owner
@@ -273,12 +273,14 @@ pub(crate) fn walk(first: &RawMutex, mut visit: impl FnMut(LockId, &Task) -> boo
         });
         // An unlocker marks its choice before it clears the chosen thread's wait or frees the
         // lock, so a walker that sees either also sees the mark (`WakeInFlight::mark`).
-        let (next_lock, next) = match held_next {
-            Some(hop) => hop,
-            None => match owner.waker(&pin) {
-                Some(waker) => (lock, waker),
-                None => return,
-            },
+        let Some((next_lock, next)) = held_next else {
+            // The unlocker is inside its unlock, waiting for nothing: the walk ends there. Not
+            // followed any further, a mark read stale (two threads that each chose the other,
+            // one after the other) cannot send the walk round in a loop.
+            if let Some(waker) = owner.waker(&pin) {
+                visit(lock, waker);
+            }
+            return;
         };
         if !visit(next_lock, next) {
             return;
