@@ -60,12 +60,12 @@ mod section;
 
 use crate::chain::Deadlock;
 use crate::loom::{
-    AtomicU32, AtomicUsize, COMBINE_BOUND, FilterOp, Ordering, ParkResult, ParkToken,
+    AtomicU32, AtomicUsize, COMBINE_BOUND, FilterOp, Ordering, ParkResult, ParkToken, Pin,
     RUN_SPIN_ROUNDS, UnparkToken, park, unpark_filter,
 };
 use crate::mutex::raw::RawMutex;
 use crate::mutex::spin::{ChainEndWatch, SpinWait};
-use crate::task::Me;
+use crate::task::{Me, task_of_slot};
 
 /// Slot phase: not linked anywhere; free.
 const IDLE: u32 = 0;
@@ -339,9 +339,19 @@ pub(crate) fn serve(raw: &RawMutex, me: Me, budget: &mut u32, wakes: &mut Wakes)
 }
 
 /// Slots whose callers sleep and must be woken, collected while the lock is held.
+///
+/// Until its wake-up call returns, each such caller is marked as woken by the holder
+/// (`Task::woken_by`): its section ran, but it sleeps until the holder, which passes the lock
+/// on first, gets to wake it. A holder preempted in between (SCHED_IDLE beside a hog) would
+/// otherwise leave a caller that holds another lock asleep while the lenders on its chain lend
+/// to it alone, as an unlocker's wake-up gap does (`task::WakeInFlight`).
 pub(crate) struct Wakes {
     keys: [usize; WAKES_HELD],
     len: usize,
+    waker: Me,
+    /// Keeps every marked caller's record readable until its mark is cleared: a caller may see
+    /// its slot DONE, return and exit before our wake-up. Taken before any slot is completed.
+    _pin: Pin,
 }
 
 /// How many wakes an unlock defers (the default bound, so normally all of them); beyond that
@@ -349,16 +359,24 @@ pub(crate) struct Wakes {
 const WAKES_HELD: usize = 64;
 
 impl Wakes {
-    pub(crate) fn new() -> Wakes {
+    /// The wake list of `waker`, the holder that runs the sections.
+    pub(crate) fn new(waker: Me) -> Wakes {
         Wakes {
             keys: [0; WAKES_HELD],
             len: 0,
+            waker,
+            _pin: crate::loom::pin(),
         }
     }
 
     fn add(&mut self, key: usize) {
+        // SAFETY: `key` is the slot of a caller that was waiting for its section when we took
+        // it, so its record was alive after our pin was taken.
+        let caller = unsafe { task_of_slot(key) };
+        caller.mark_woken_by(self.waker);
         if self.len == WAKES_HELD {
             unpark_slot(key);
+            caller.clear_woken_by(self.waker);
         } else {
             self.keys[self.len] = key;
             self.len += 1;
@@ -370,6 +388,8 @@ impl Wakes {
     pub(crate) fn wake_all(&mut self) {
         for &key in &self.keys[..self.len] {
             unpark_slot(key);
+            // SAFETY: as in `add`; the pin still keeps the record readable.
+            unsafe { task_of_slot(key) }.clear_woken_by(self.waker);
         }
         self.len = 0;
     }

@@ -48,10 +48,11 @@ pub(crate) struct Task {
     wait_seq: AtomicUsize,
     /// Whether the current wait has a deadline (a cycle through it is not a deadlock).
     timed_wait: AtomicBool,
-    /// The record of the unlocker that chose this sleeping thread (handed it the lock, or
-    /// freed the lock for it) and has not yet returned from waking it, else 0. Set and cleared
-    /// only by that unlocker (`WakeInFlight`). While it is set, this thread cannot run until
-    /// the unlocker does: chain walks go on from it to the unlocker (`Task::waker`).
+    /// The record of the thread that chose this sleeping thread to wake and has not yet
+    /// returned from waking it, else 0: an unlocker that handed it the lock or freed the lock
+    /// for it (`WakeInFlight`), or a holder that ran its published section (`proxy::Wakes`).
+    /// Set and cleared only by that thread. While it is set, this thread cannot run until that
+    /// one does: chain walks go on from it to that one (`Task::waker`).
     woken_by: AtomicUsize,
     /// Donation bookkeeping that lives with the thread (see `donor`).
     pub(crate) donor: crate::donor::TaskDonor,
@@ -143,10 +144,38 @@ impl Task {
         (waker != 0).then(|| unsafe { &*(waker as *const Task) })
     }
 
+    /// `waker` chose this thread to wake (see `woken_by`). The caller keeps the record
+    /// readable until its `clear_woken_by`, with a pin taken while the thread still waited.
+    pub(crate) fn mark_woken_by(&self, waker: Me) {
+        // Release: a walker that reads our address (Acquire) reads our record initialised.
+        self.woken_by.store(waker.addr(), Ordering::Release);
+    }
+
+    /// `waker`'s call that wakes this thread has returned.
+    pub(crate) fn clear_woken_by(&self, waker: Me) {
+        // A CAS, not a store: if the thread woke, slept again and was chosen by another waker
+        // meanwhile, the mark is that one's now. Relaxed: a walker that still reads our
+        // address lends to us once more, and that loan is taken back by the lender's next
+        // reconcile (see `donor::after_passing_on`); nothing is published by the clear.
+        let _ =
+            self.woken_by
+                .compare_exchange(waker.addr(), 0, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
     pub(crate) fn has_exited(&self) -> bool {
         // Relaxed: diagnostic only; nothing is ordered by it.
         self.exited.load(Ordering::Relaxed)
     }
+}
+
+/// The record whose request slot (`Task::slot`) is at `slot`.
+///
+/// # Safety
+/// `slot` is the address of the `slot` field of a record that is alive, or kept readable by the
+/// caller's pin.
+pub(crate) unsafe fn task_of_slot<'a>(slot: usize) -> &'a Task {
+    // SAFETY: by the caller's contract, the record starts this many bytes before its slot.
+    unsafe { &*((slot - std::mem::offset_of!(Task, slot)) as *const Task) }
 }
 
 /// The calling thread's record. `!Send`: it is only valid on the thread it describes, which is
@@ -267,9 +296,7 @@ impl WakeInFlight {
     /// lock: its record is alive, as in `clear_blocked_on_of_waiter`.
     pub(crate) unsafe fn mark(&self, addr: usize) {
         // SAFETY: by the caller's contract.
-        let task = unsafe { &*(addr as *const Task) };
-        // Release: a walker that reads our address (Acquire) reads our record initialised.
-        task.woken_by.store(self.waker.addr(), Ordering::Release);
+        unsafe { &*(addr as *const Task) }.mark_woken_by(self.waker);
         self.woken.set(addr);
     }
 }
@@ -283,17 +310,7 @@ impl Drop for WakeInFlight {
         }
         // SAFETY: the sleeper's record was alive when we marked it, and our pin, taken before,
         // keeps it readable even if the thread has exited since.
-        let task = unsafe { &*(addr as *const Task) };
-        // A CAS, not a store: if the sleeper woke, slept again and was chosen by another
-        // unlocker meanwhile, the mark is that unlocker's now. Relaxed: a walker that still
-        // reads our address lends to us once more, and that loan is taken back by the lender's
-        // next reconcile (see `donor::after_passing_on`); nothing is published by the clear.
-        let _ = task.woken_by.compare_exchange(
-            self.waker.addr(),
-            0,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        unsafe { &*(addr as *const Task) }.clear_woken_by(self.waker);
     }
 }
 
@@ -467,8 +484,8 @@ mod tests {
     use std::time::{Duration, Instant};
 
     /// The demo's `chain` case at its worst instant: the unlocker of B, SCHED_IDLE on CPU 0,
-    /// has chosen the sleeper (handed it B, or freed B for it) and a nice-0 hog takes CPU 0
-    /// before the sleeper is woken. The sleeper holds A, which a thread on CPU 1 now wants. Its
+    /// has chosen the sleeper (handed it B, freed B for it, or run its section published on
+    /// B) and a nice-0 hog takes CPU 0 before the sleeper is woken. The sleeper holds A, which a thread on CPU 1 now wants. Its
     /// loan must reach the unlocker, which then finishes the wake-up on CPU 1 and is put back
     /// (CPU 0, SCHED_IDLE) once it is done. Without the unlocker on the chain, the loan went
     /// to the sleeper alone, and the unlocker finished on CPU 0 when the hog stopped (2 s).
@@ -479,12 +496,18 @@ mod tests {
         if !has_two_cpus("the preempted threads' and the waiter's") {
             return;
         }
-        for policy in [Policy::Handoff, Policy::Spin] {
-            let (finished_on, cpus, sched) = preempt_unlocker_after_choice(policy);
+        // Handoff: B is handed to the sleeper. Spin: B is freed and the sleeper woken. `run`:
+        // the sleeper waits in `B.run`, and the unlocker runs its section and wakes it.
+        for (policy, run) in [
+            (Policy::Handoff, false),
+            (Policy::Spin, false),
+            (Policy::Adaptive, true),
+        ] {
+            let (finished_on, cpus, sched) = preempt_unlocker_after_choice(policy, run);
             assert_eq!(
                 finished_on,
                 Some(1),
-                "{policy:?}: the unlocker finished its wake-up on CPU {finished_on:?}, not the waiter's"
+                "{policy:?} (run: {run}): the unlocker finished its wake-up on CPU {finished_on:?}, not the waiter's"
             );
             assert_eq!(
                 cpus,
@@ -494,7 +517,7 @@ mod tests {
             assert_eq!(
                 sched.map(|(s, _)| s.policy),
                 Ok(SchedPolicy::Idle),
-                "{policy:?}: unlocker's policy put back"
+                "{policy:?} (run: {run}): unlocker's policy put back"
             );
         }
     }
@@ -505,9 +528,10 @@ mod tests {
         Result<(Sched, (u32, u32)), crate::sys::sched::Errno>,
     );
 
-    /// Stages the case with B under `policy`; returns the CPU the unlocker's hook ended on, and
-    /// the unlocker's affinity and policy once its unlock returned.
-    fn preempt_unlocker_after_choice(policy: Policy) -> Outcome {
+    /// Stages the case with B under `policy`, the sleeper in `B.lock()` or (`run`) in `B.run`;
+    /// returns the CPU the unlocker's hook ended on, and the unlocker's affinity and policy once
+    /// its unlock returned.
+    fn preempt_unlocker_after_choice(policy: Policy, run: bool) -> Outcome {
         const HOG_RUN: Duration = Duration::from_secs(2);
         let idle = Sched {
             policy: SchedPolicy::Idle,
@@ -555,7 +579,11 @@ mod tests {
                 let _a = a.lock().unwrap();
                 holds_a_tx.send(()).unwrap();
                 sleeper_tid_tx.send(crate::sys::gettid()).unwrap();
-                drop(b.lock().unwrap());
+                if run {
+                    b.run(|_| ()).unwrap();
+                } else {
+                    drop(b.lock().unwrap());
+                }
             })
         };
         holds_a.recv().unwrap();

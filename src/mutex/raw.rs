@@ -425,7 +425,7 @@ impl RawMutex {
     pub(crate) fn serve_published(&self, me: Me) {
         // Relaxed: a hint; `serve` clears the bit with Acquire before it looks.
         if self.word.load(Ordering::Relaxed) & REQUESTS != 0 {
-            let mut wakes = Wakes::new();
+            let mut wakes = Wakes::new(me);
             let _ = crate::proxy::serve(self, me, &mut crate::proxy::budget(), &mut wakes);
         }
     }
@@ -654,7 +654,7 @@ impl RawMutex {
                     } else {
                         0
                     };
-                    (budget, Wakes::new())
+                    (budget, Wakes::new(me))
                 });
                 crate::proxy::serve(self, me, budget, wakes) == Served::Passed
             };
