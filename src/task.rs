@@ -132,13 +132,13 @@ impl Task {
         )
     }
 
-    /// The unlocker that chose this sleeping thread and has not yet woken it (see `woken_by`),
-    /// readable while `pin` lives.
+    /// The thread that chose this sleeping thread to wake and has not yet woken it (see
+    /// `woken_by`), readable while `pin` lives.
     pub(crate) fn waker<'p>(&self, _pin: &'p Pin) -> Option<&'p Task> {
-        // Acquire: pairs with the Release in `WakeInFlight::mark`, so the unlocker's record
-        // reads initialised.
+        // Acquire: pairs with the Release in `mark_woken_by`, so the waker's record reads
+        // initialised.
         let waker = self.woken_by.load(Ordering::Acquire);
-        // SAFETY: the unlocker clears the field before its unlock returns, so before its thread
+        // SAFETY: the waker clears the field before its unlock returns, so before its thread
         // can exit and retire its record; an address read while pinned stays readable until the
         // pin drops, as an owner address read from a lock word does.
         (waker != 0).then(|| unsafe { &*(waker as *const Task) })
@@ -483,14 +483,14 @@ mod tests {
     use std::sync::{Arc, mpsc};
     use std::time::{Duration, Instant};
 
-    /// The demo's `chain` case at its worst instant: the unlocker of B, SCHED_IDLE on CPU 0,
-    /// has chosen the sleeper (handed it B, freed B for it, or run its section published on
-    /// B) and a nice-0 hog takes CPU 0 before the sleeper is woken. The sleeper holds A, which a thread on CPU 1 now wants. Its
-    /// loan must reach the unlocker, which then finishes the wake-up on CPU 1 and is put back
-    /// (CPU 0, SCHED_IDLE) once it is done. Without the unlocker on the chain, the loan went
-    /// to the sleeper alone, and the unlocker finished on CPU 0 when the hog stopped (2 s).
-    /// The window is widened by a test hook that burns 20 ms of the unlocker's CPU time right
-    /// after its choice. No privilege needed (the CPU is what gets the unlocker going).
+    /// The demo's `chain` case at its worst instant: the unlocker of B, SCHED_IDLE on CPU 0, has
+    /// chosen the sleeper (handed it B, freed B for it, or run its section published on B) and a
+    /// nice-0 hog takes CPU 0 before the sleeper is woken. The sleeper holds A, which a thread on
+    /// CPU 1 now wants. Its loan must reach the unlocker, which then finishes the wake-up on CPU 1
+    /// and is put back (CPU 0, SCHED_IDLE) once it is done. Without the unlocker on the chain, the
+    /// loan went to the sleeper alone, and the unlocker finished on CPU 0 when the hog stopped
+    /// (2 s). The window is widened by a test hook that burns 20 ms of the unlocker's CPU time
+    /// right after its choice. No privilege needed (the CPU is what gets the unlocker going).
     #[test]
     fn a_preempted_unlocker_that_chose_a_sleeper_gets_the_chains_loan_until_it_woke_it() {
         if !has_two_cpus("the preempted threads' and the waiter's") {
