@@ -476,12 +476,13 @@ pub(crate) fn with_live_tasks<R>(f: impl FnOnce(&mut dyn Iterator<Item = &Task>)
 #[cfg(all(test, not(loom), target_os = "linux"))]
 mod tests {
     use crate::donor::{CpuMask, Sched, SchedPolicy};
-    use crate::sys::sched::{current_cpu, get_affinity, get_sched, set_sched};
-    use crate::sys::test_threads::{burn, has_two_cpus, pin_to, wait_until_asleep};
+    use crate::sys::sched::{current_cpu, get_affinity, get_sched};
+    use crate::sys::test_threads::{
+        Hog, become_idle_on, burn, has_two_cpus, pin_to, wait_until_asleep,
+    };
     use crate::{Mutex, Policy};
-    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, mpsc};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     /// The demo's `chain` case at its worst instant: the unlocker of B, SCHED_IDLE on CPU 0, has
     /// chosen the sleeper (handed it B, freed B for it, or run its section published on B) and a
@@ -533,10 +534,6 @@ mod tests {
     /// its unlock returned.
     fn preempt_unlocker_after_choice(policy: Policy, run: bool) -> Outcome {
         const HOG_RUN: Duration = Duration::from_secs(2);
-        let idle = Sched {
-            policy: SchedPolicy::Idle,
-            ..Sched::DEFAULT
-        };
         let a = Arc::new(Mutex::new(()));
         let b = Arc::new(Mutex::with_policy((), policy));
         // The unlocker: takes B, and lets it go once the sleeper sleeps on it.
@@ -548,8 +545,7 @@ mod tests {
         let unlocker = {
             let b = Arc::clone(&b);
             std::thread::spawn(move || {
-                pin_to(0);
-                set_sched(crate::sys::gettid(), &idle).unwrap();
+                become_idle_on(0);
                 let guard = b.lock().unwrap();
                 locked_b_tx.send(()).unwrap();
                 let sleeper: crate::Tid = sleeper_tid.recv().unwrap();
@@ -574,8 +570,7 @@ mod tests {
         let sleeper = {
             let (a, b) = (Arc::clone(&a), Arc::clone(&b));
             std::thread::spawn(move || {
-                pin_to(0);
-                set_sched(crate::sys::gettid(), &idle).unwrap();
+                become_idle_on(0);
                 let _a = a.lock().unwrap();
                 holds_a_tx.send(()).unwrap();
                 sleeper_tid_tx.send(crate::sys::gettid()).unwrap();
@@ -588,24 +583,13 @@ mod tests {
         };
         holds_a.recv().unwrap();
         in_gap.recv().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let hog = {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                pin_to(0);
-                let end = Instant::now() + HOG_RUN;
-                while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-                    std::hint::spin_loop();
-                }
-            })
-        };
+        let hog = Hog::start(0, HOG_RUN);
         pin_to(1);
         // Let the hog preempt the unlocker, then wait for A.
         std::thread::sleep(Duration::from_millis(10));
         drop(a.lock().unwrap());
         let outcome = done.recv().unwrap();
-        stop.store(true, Ordering::Relaxed);
-        hog.join().unwrap();
+        hog.stop();
         exit_tx.send(()).unwrap();
         unlocker.join().unwrap();
         sleeper.join().unwrap();

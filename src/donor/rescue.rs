@@ -256,12 +256,11 @@ impl Rescue {
 
 #[cfg(all(test, not(loom), target_os = "linux"))]
 mod tests {
-    use crate::donor::{CpuMask, Sched, SchedPolicy};
-    use crate::sys::sched::{get_affinity, get_sched, set_sched};
-    use crate::sys::test_threads::{burn, has_two_cpus, pin_to};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, mpsc};
-    use std::time::{Duration, Instant};
+    use crate::donor::{CpuMask, SchedPolicy};
+    use crate::sys::sched::{get_affinity, get_sched};
+    use crate::sys::test_threads::{Hog, become_idle_on, burn, has_two_cpus, pin_to};
+    use std::sync::mpsc;
+    use std::time::Duration;
 
     /// The demo's `chain` case in small: a SCHED_IDLE thread holds the ledger lock on CPU 0
     /// and a nice-0 hog takes that CPU; a thread on CPU 1 that needs the ledger lends the
@@ -275,16 +274,11 @@ mod tests {
             return;
         }
         const HOG_RUN: Duration = Duration::from_secs(2);
-        let idle = Sched {
-            policy: SchedPolicy::Idle,
-            ..Sched::DEFAULT
-        };
         let (holding_tx, holding) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();
         let (exit_tx, exit) = mpsc::channel::<()>();
         let holder = std::thread::spawn(move || {
-            pin_to(0);
-            set_sched(crate::sys::gettid(), &idle).unwrap();
+            become_idle_on(0);
             let me = crate::task::current();
             let cpu = crate::loom::with_ledger(me.task(), |_| {
                 holding_tx.send(crate::sys::gettid()).unwrap();
@@ -295,17 +289,7 @@ mod tests {
             let _ = exit.recv();
         });
         let holder_tid = holding.recv().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let hog = {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                pin_to(0);
-                let end = Instant::now() + HOG_RUN;
-                while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-                    std::hint::spin_loop();
-                }
-            })
-        };
+        let hog = Hog::start(0, HOG_RUN);
         pin_to(1);
         // Let the hog preempt the holder, then wait for the ledger.
         std::thread::sleep(Duration::from_millis(10));
@@ -313,8 +297,7 @@ mod tests {
         crate::loom::with_ledger(me.task(), |_| ());
         let finished_on = done.recv().unwrap();
         let (cpus, sched) = (get_affinity(holder_tid), get_sched(holder_tid));
-        stop.store(true, Ordering::Relaxed);
-        hog.join().unwrap();
+        hog.stop();
         exit_tx.send(()).unwrap();
         holder.join().unwrap();
         assert_eq!(

@@ -56,3 +56,44 @@ pub(crate) fn has_two_cpus(why: &str) -> bool {
     }
     two
 }
+
+/// Pins the calling thread to `cpu` and makes it SCHED_IDLE (no privilege needed): the
+/// background thread a hog on that CPU preempts.
+pub(crate) fn become_idle_on(cpu: u32) {
+    pin_to(cpu);
+    let idle = crate::donor::Sched {
+        policy: crate::donor::SchedPolicy::Idle,
+        ..crate::donor::Sched::DEFAULT
+    };
+    let made_idle = super::sched::set_sched(super::gettid(), &idle);
+    assert_eq!(made_idle, Ok(()), "SCHED_IDLE");
+}
+
+/// A nice-0 thread spinning on one CPU until stopped, or until `limit` passed if nothing helps
+/// the thread it preempts.
+pub(crate) struct Hog {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Hog {
+    pub(crate) fn start(cpu: u32, limit: Duration) -> Hog {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            pin_to(cpu);
+            let end = Instant::now() + limit;
+            // Relaxed: a stop request; nothing is read after it.
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
+                std::hint::spin_loop();
+            }
+        });
+        Hog { stop, thread }
+    }
+
+    pub(crate) fn stop(self) {
+        // Relaxed: as in `start`.
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap();
+    }
+}
