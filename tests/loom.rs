@@ -604,7 +604,8 @@ fn self_restore_waits_until_no_lock_is_held() {
 /// (`task::WakeInFlight`): main (nice 10, CPU 0) holds B; W (nice 10, CPU 0) holds A and
 /// sleeps on B; a nice-0 waiter on CPU 1 takes A, lending to W when W holds it and, while
 /// main's wake-up of W is in flight, to main. Under Handoff main hands W the lock; under Spin
-/// it frees it and wakes W. Whatever the order of the lend, main's choice, its wake-up call and
+/// it frees it and wakes W; in the third case W waits in `B.run`, and main runs W's section
+/// and wakes it after passing B on (`proxy::Wakes`). Whatever the order of the lend, main's choice, its wake-up call and
 /// its clear of the mark, all three end exactly at base: a loan that reached main through
 /// the mark is taken back by main's own restore or by the lender's next reconcile.
 ///
@@ -613,7 +614,12 @@ fn self_restore_waits_until_no_lock_is_held() {
 #[test]
 fn a_loan_to_an_unlocker_still_waking_its_sleeper_is_returned() {
     use proxy_lock::test_hooks::{attrs_of, set_base};
-    for policy in [Policy::Handoff, Policy::Spin] {
+    let cases = [
+        (Policy::Handoff, false),
+        (Policy::Spin, false),
+        (Policy::Adaptive, true),
+    ];
+    for (policy, run) in cases {
         model_capped(1, move || {
             let a = Arc::new(Mutex::new(UnsafeCell::new(0)));
             let b = Arc::new(Mutex::with_policy(UnsafeCell::new(0), policy));
@@ -624,7 +630,11 @@ fn a_loan_to_an_unlocker_still_waking_its_sleeper_is_returned() {
                 set_base(10, 0);
                 let ga = a2.lock().unwrap();
                 add_one(&ga);
-                bump(&b2);
+                if run {
+                    b2.run(|cell| add_one(cell)).unwrap();
+                } else {
+                    bump(&b2);
+                }
                 drop(ga);
                 current_tid()
             });
