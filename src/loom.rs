@@ -161,7 +161,7 @@ mod real {
             // Relaxed: a hint, see `LEDGER_HOLDER`.
             let holder = LEDGER_HOLDER.load(Ordering::Relaxed);
             if holder != 0 && watch.as_ref().is_none_or(|(tid, _)| *tid != holder) {
-                watch = Some((holder, crate::mutex::spin::OnCpuWatch::new(holder)));
+                watch = Some((holder, crate::mutex::spin::OnCpuWatch::new(holder, 0)));
             }
             // A holder of 0 is one that is about to let go or has just taken the lock: spin a
             // little without a watch and look again, but not for long (it may be preempted

@@ -259,8 +259,9 @@ fn sleep_on_slot(raw: &RawMutex, me: Me, slot: &Slot) {
 
 /// The wait of `sleep_on_slot`, with `blocked_on` published.
 fn park_on_slot(raw: &RawMutex, me: Me, slot: &Slot) -> Result<(), Deadlock> {
-    let spins = crate::donor::before_spinning(me, raw, false)?;
-    if spins && let Some(mut watch) = ChainEndWatch::new(raw, me) {
+    let plan = crate::donor::before_spinning(me, raw, false)?;
+    let spins = plan != crate::donor::Spin::No;
+    if spins && let Some(mut watch) = ChainEndWatch::new(raw, me, plan.start_grace_us()) {
         while still_waiting(slot) && watch.still_running() {}
     }
     // Relaxed: the holder reads SLEEPER from its own RMW on the same word.

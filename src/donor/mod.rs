@@ -12,7 +12,8 @@
 //!    A waiter that finds a worse owner does not lend yet ([`before_spinning`]): it spins
 //!    while the chain's last owner runs (`mutex::raw`), and lends only once that thread stops
 //!    running, CPU included, and goes to sleep. A real-time waiter lends all but its CPU
-//!    before it spins, as a PI futex boosts at once.
+//!    before it spins, as a PI futex boosts at once, and gives the owner it lifted time to be
+//!    switched in ([`Spin::AfterBoost`]).
 //! 2. **Lend** (`ledger`). Under the ledger lock, the waiter lists itself, and every sleeping
 //!    owner further down, as a waiter of the lock it sleeps on, sets `DONATED` on those locks,
 //!    and reconciles.
@@ -154,12 +155,43 @@ pub(crate) fn before_sleep(
     with_cpu: bool,
 ) -> Result<(), crate::chain::Deadlock> {
     let survey = survey(me, lock, deadline)?;
-    if survey.sched || (with_cpu && survey.cpu) {
+    lend_if_worse(me, lock, &survey, with_cpu);
+    Ok(())
+}
+
+/// Lends to the chain the survey found worse than `me` (its CPU only `with_cpu`), or counts
+/// the wait as skipped. Says whether it lent.
+fn lend_if_worse(me: Me, lock: &RawMutex, survey: &Survey, with_cpu: bool) -> bool {
+    let lends = survey.sched || (with_cpu && survey.cpu);
+    if lends {
         ledger::lend(me, lock, survey.here.filter(|_| with_cpu));
     } else {
         crate::stats::count_skipped();
     }
-    Ok(())
+    lends
+}
+
+/// How a waiter that published its wait spins before it sleeps ([`before_spinning`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Spin {
+    /// Nobody on the chain is worse off than the waiter: it sleeps without spinning or lending.
+    No,
+    /// It spins while the chain's last owner runs, and lends once that thread stops.
+    WhileOwnerRuns,
+    /// A real-time waiter that has just lent its policy: the owner it boosted may still be
+    /// waiting for its CPU's reschedule, so it counts as running until it had time to start
+    /// (`mutex::spin::BOOSTED_OWNER_START_US`).
+    AfterBoost,
+}
+
+impl Spin {
+    /// For how long an owner not yet seen running counts as about to run.
+    pub(crate) fn start_grace_us(self) -> u64 {
+        match self {
+            Spin::AfterBoost => crate::mutex::spin::BOOSTED_OWNER_START_US,
+            Spin::No | Spin::WhileOwnerRuns => 0,
+        }
+    }
 }
 
 /// The waiter `me` published `blocked_on = lock`: detect a deadlock cycle (`Err`, with the
@@ -171,7 +203,8 @@ pub(crate) fn before_sleep(
 ///
 /// * A real-time waiter always spins, and lends all but its CPU first, as a PI futex boosts at
 ///   once: an owner left unboosted while it ran was preempted by a lower real-time thread and
-///   lost the waiter 20-40 µs more.
+///   lost the waiter 20-40 µs more. If it lent, the owner gets a start grace
+///   ([`Spin::AfterBoost`]).
 /// * Any other spins if some owner on the chain is worse than it, and lends nothing until it
 ///   sleeps: an owner boosted to its level competed on its own CPU, was preempted inside the
 ///   ledger, and held up the lend that would have moved it (3 ms waits in `direct`). If no
@@ -180,17 +213,21 @@ pub(crate) fn before_spinning(
     me: Me,
     lock: &RawMutex,
     deadline: bool,
-) -> Result<bool, crate::chain::Deadlock> {
-    if waits_real_time(me) {
-        before_sleep(me, lock, deadline, false)?;
-        return Ok(true);
-    }
+) -> Result<Spin, crate::chain::Deadlock> {
     let survey = survey(me, lock, deadline)?;
+    if waits_real_time(me) {
+        return Ok(if lend_if_worse(me, lock, &survey, false) {
+            Spin::AfterBoost
+        } else {
+            Spin::WhileOwnerRuns
+        });
+    }
     let worse = survey.sched || survey.cpu;
     if !worse {
         crate::stats::count_skipped();
+        return Ok(Spin::No);
     }
-    Ok(worse)
+    Ok(Spin::WhileOwnerRuns)
 }
 
 /// What the waiter's walk down its chain found.

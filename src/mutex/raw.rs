@@ -67,6 +67,7 @@ mod handoff;
 
 use super::spin::SpinWait;
 use crate::chain::Deadlock;
+use crate::donor::Spin;
 use crate::loom::{
     AtomicU8, AtomicU32, AtomicUsize, FilterOp, Ordering, ParkResult, ParkToken, Pin, UnparkResult,
     UnparkToken, const_fn, monotonic_us, park, unpark_filter,
@@ -533,8 +534,9 @@ impl RawMutex {
                 continue;
             }
             me.set_blocked_on(self.addr(), deadline.is_some());
-            let spins = crate::donor::before_spinning(me, self, deadline.is_some())?;
-            let parked = if spins && self.spin_while_owner_runs(me, deadline) {
+            let plan = crate::donor::before_spinning(me, self, deadline.is_some())?;
+            let spins = plan != Spin::No;
+            let parked = if spins && self.spin_while_owner_runs(me, deadline, plan) {
                 ParkResult::Unparked(TOKEN_HANDOFF)
             } else {
                 // Looked at again after a spin: the lock may have a new owner by now. Relaxed:

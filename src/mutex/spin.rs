@@ -88,27 +88,46 @@ impl SpinWait {
 /// one read can land inside an update the kernel has not made yet.
 const OFF_CPU_PROBES: u32 = 3;
 
+/// How long a real-time waiter that has just lent its policy to an owner off a CPU keeps
+/// spinning for that owner to be switched in ([`OnCpuWatch::new`]). The lend's
+/// reschedule reaches the owner's CPU 15-35 µs later on these machines (ftrace, the inversion
+/// demo's `rt`); a waiter that took the owner's stillness meanwhile for "off a CPU" lent its CPU
+/// and slept, and the owner, done a few µs later, had to wake it: 30-60 µs more than a PI
+/// futex waiter, which sleeps at once and pays only the wake-up. Past the grace the usual rule
+/// applies, so an owner asleep in a syscall costs a real-time waiter at most this much spinning.
+pub(crate) const BOOSTED_OWNER_START_US: u64 = 100;
+
 /// Spinning for as long as another thread runs: the kernel's "spin while the owner is on a
 /// CPU", from user space. The thread counts as running while its CPU time grows
 /// (`thread_cpu_time_ns`, read every `ON_CPU_PROBE_SPINS` spins, about 1.6 µs); a thread
-/// preempted or asleep shows up after three reads (about 5 µs). Spinning past
-/// `OWNER_SPIN_CAP_US` stops whatever it sees.
+/// preempted or asleep shows up after three reads (about 5 µs), except during a start grace
+/// before it was first seen running. Spinning past `OWNER_SPIN_CAP_US` stops whatever it sees.
 pub(crate) struct OnCpuWatch {
     tid: Tid,
     last: Option<u64>,
     still: u32,
     spins: u32,
     start_us: u64,
+    /// Until `start_us` plus this, a thread not yet seen running counts as about to run.
+    start_grace_us: u64,
+    /// The watched thread's CPU time has grown since the watch began (or since it moved on to
+    /// another thread).
+    seen_running: bool,
 }
 
 impl OnCpuWatch {
-    pub(crate) fn new(tid: Tid) -> OnCpuWatch {
+    /// A watch on thread `tid` that, for `start_grace_us` from now (0: no grace), counts it as
+    /// about to run until it has been seen running: a thread just boosted over what preempted
+    /// it.
+    pub(crate) fn new(tid: Tid, start_grace_us: u64) -> OnCpuWatch {
         OnCpuWatch {
             tid,
             last: thread_cpu_time_ns(tid),
             still: 0,
             spins: 0,
             start_us: monotonic_us(),
+            start_grace_us,
+            seen_running: false,
         }
     }
 
@@ -124,7 +143,8 @@ impl OnCpuWatch {
             return true;
         }
         self.spins = 0;
-        if monotonic_us().saturating_sub(self.start_us) >= OWNER_SPIN_CAP_US {
+        let spun_us = monotonic_us().saturating_sub(self.start_us);
+        if spun_us >= OWNER_SPIN_CAP_US {
             return false;
         }
         let Some(tid) = who() else {
@@ -132,13 +152,14 @@ impl OnCpuWatch {
         };
         let now = thread_cpu_time_ns(tid);
         if tid != self.tid {
-            (self.tid, self.last, self.still) = (tid, now, 0);
+            (self.tid, self.last, self.still, self.seen_running) = (tid, now, 0, false);
         } else if now.is_some() && now != self.last {
-            (self.last, self.still) = (now, 0);
+            (self.last, self.still, self.seen_running) = (now, 0, true);
         } else {
             self.still += 1;
         }
-        now.is_some() && self.still < OFF_CPU_PROBES
+        let starting = !self.seen_running && spun_us < self.start_grace_us;
+        now.is_some() && (self.still < OFF_CPU_PROBES || starting)
     }
 }
 
@@ -155,10 +176,16 @@ pub(crate) struct ChainEndWatch<'a> {
 
 impl<'a> ChainEndWatch<'a> {
     /// `None` if the lock is free or `me` owns a lock on its chain: nobody to watch.
-    pub(crate) fn new(lock: &'a RawMutex, me: Me) -> Option<ChainEndWatch<'a>> {
+    /// `start_grace_us` as in [`OnCpuWatch::new`].
+    pub(crate) fn new(
+        lock: &'a RawMutex,
+        me: Me,
+        start_grace_us: u64,
+    ) -> Option<ChainEndWatch<'a>> {
         // A tid reused by another thread after we read it only makes us watch the wrong
         // clock, which is harmless: the caller's own checks end the spin.
-        let watch = OnCpuWatch::new(crate::chain::last_owner(lock, me)?);
+        let end = crate::chain::last_owner(lock, me)?;
+        let watch = OnCpuWatch::new(end, start_grace_us);
         Some(ChainEndWatch { lock, me, watch })
     }
 
@@ -167,5 +194,49 @@ impl<'a> ChainEndWatch<'a> {
         let (lock, me) = (self.lock, self.me);
         self.watch
             .still_running(|| crate::chain::last_owner(lock, me))
+    }
+}
+
+#[cfg(all(test, not(loom), target_os = "linux"))]
+mod tests {
+    use super::{BOOSTED_OWNER_START_US, OnCpuWatch};
+    use crate::sys::test_threads::wait_until_asleep;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    /// Spins `watch` on thread `tid` until it says the thread is off a CPU; how long that took.
+    fn time_to_off_cpu(mut watch: OnCpuWatch, tid: crate::Tid) -> Duration {
+        let start = Instant::now();
+        while watch.still_running(|| Some(tid)) {}
+        start.elapsed()
+    }
+
+    /// A thread asleep throughout (its CPU time never grows) counts as about to run for the
+    /// whole start grace, and as off a CPU once the grace is over, well before the spin cap.
+    /// Without a grace the same watch gives up after a few reads.
+    #[test]
+    fn a_start_grace_counts_a_thread_not_yet_seen_running_as_about_to_run() {
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let sleeper = std::thread::spawn(move || {
+            tid_tx.send(crate::current_tid()).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = tid_rx.recv().unwrap();
+        wait_until_asleep(tid);
+        let grace = Duration::from_micros(BOOSTED_OWNER_START_US);
+        let graced = time_to_off_cpu(OnCpuWatch::new(tid, BOOSTED_OWNER_START_US), tid);
+        let plain = time_to_off_cpu(OnCpuWatch::new(tid, 0), tid);
+        drop(done_tx);
+        sleeper.join().unwrap();
+        assert!(
+            graced >= grace,
+            "gave up after {graced:?}, within the grace of {grace:?}"
+        );
+        assert!(
+            graced < Duration::from_micros(super::OWNER_SPIN_CAP_US),
+            "spun {graced:?}, to the cap: the grace did not end"
+        );
+        assert!(plain < graced, "without a grace {plain:?}, with {graced:?}");
     }
 }

@@ -5,6 +5,7 @@
 //! owner runs.
 
 use super::{DONATED, PARKED, REQUESTS, RawMutex, SPINNING, UNLOCKED, owner_of};
+use crate::donor::Spin;
 use crate::loom::{
     AWAIT_SPINNER_ROUNDS, FAIRNESS_CHECK_EVERY, HANDOFF_SPIN_ROUNDS, Ordering, deadline_passed,
     monotonic_us, yield_now,
@@ -44,16 +45,22 @@ impl RawMutex {
     /// while the owner is on a CPU: an owner that runs will unlock soon, and a waiter that
     /// sleeps instead pays for its wake-up on top (20-80 µs when its CPU went idle, measured in
     /// the inversion demo's `rt` scenario, where PI futexes spin and did not pay it). It has
-    /// published `blocked_on` and, if real-time, lent all but its CPU; any other waiter has
-    /// lent nothing yet (`donor::before_spinning`).
+    /// published `blocked_on` and, if real-time, lent all but its CPU (then `spin` gives the
+    /// owner it lifted a start grace); any other waiter has lent nothing yet
+    /// (`donor::before_spinning`).
     ///
     /// It also stops when the lock changes hands or is freed, and when `deadline` passes. True
     /// if an unlocker handed it the lock in the slot. False: the caller lends its CPU and parks
     /// (the park's validation sends it round again if the lock was freed meanwhile).
-    pub(super) fn spin_while_owner_runs(&self, me: Me, deadline: Option<Instant>) -> bool {
+    pub(super) fn spin_while_owner_runs(
+        &self,
+        me: Me,
+        deadline: Option<Instant>,
+        spin: Spin,
+    ) -> bool {
         // Relaxed: only tells when the lock changes hands; the slot's own loads order a handoff.
         let owner = owner_of(self.word.load(Ordering::Relaxed));
-        let Some(mut watch) = ChainEndWatch::new(self, me) else {
+        let Some(mut watch) = ChainEndWatch::new(self, me, spin.start_grace_us()) else {
             return false;
         };
         self.spin_in_slot(me, true, |word| {
