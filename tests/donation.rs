@@ -334,7 +334,10 @@ fn wait_on_an_owner_preempted_by_a_real_time_hog() -> u64 {
         set_policy(0, libc::SCHED_FIFO, 5);
         if hog_woken.recv().is_ok() {
             f[hog_runs].store(true, SeqCst);
-            while !f[stop].load(SeqCst) {
+            // Bounded: a waiter that panicked before it said stop must not leave a real-time
+            // spinner on CPU 0 behind.
+            let give_up = std::time::Instant::now() + Duration::from_secs(2);
+            while !f[stop].load(SeqCst) && std::time::Instant::now() < give_up {
                 std::hint::spin_loop();
             }
         }
