@@ -390,7 +390,7 @@ fn thread_cpu_time() -> Duration {
 /// the whole path; the start grace that keeps the waiter awake meanwhile is checked on its own
 /// by `mutex::spin`'s unit test. Here the switch-in is mostly quicker than the 5 µs the watch
 /// allows without it (without the grace 6 of 45 rounds slept, with it 0 of 40), unlike the
-/// 15-35 µs traced in the inversion demo's `rt`, so this test alone would not catch its loss.
+/// 17-33 µs traced in the inversion demo's `rt`, so this test alone would not catch its loss.
 /// As above, most rounds must show it (`in_most_rounds`).
 #[test]
 fn a_real_time_waiter_stays_awake_while_the_owner_it_boosted_is_switched_in() {

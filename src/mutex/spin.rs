@@ -89,12 +89,12 @@ impl SpinWait {
 const OFF_CPU_PROBES: u32 = 3;
 
 /// How long a real-time waiter that has just lent its policy to an owner off a CPU keeps
-/// spinning for that owner to be switched in ([`OnCpuWatch::new`]). The lend's
-/// reschedule reaches the owner's CPU 15-35 µs later on these machines (ftrace, the inversion
-/// demo's `rt`); a waiter that took the owner's stillness meanwhile for "off a CPU" lent its CPU
-/// and slept, and the owner, done a few µs later, had to wake it: 30-60 µs more than a PI
-/// futex waiter, which sleeps at once and pays only the wake-up. Past the grace the usual rule
-/// applies, so an owner asleep in a syscall costs a real-time waiter at most this much spinning.
+/// spinning for that owner to be switched in ([`OnCpuWatch::new`]). The lend's reschedule
+/// reached the owner's CPU 17-33 µs later on these machines (ftrace, the inversion demo's `rt`).
+/// A waiter that took the owner's stillness meanwhile for "off a CPU" lent its CPU and slept,
+/// and the owner, done 10-23 µs after it ran, had to wake it, which took another 37-56 µs.
+/// Past the grace the usual rule applies, so an owner asleep in a syscall costs a real-time
+/// waiter at most this much spinning.
 pub(crate) const BOOSTED_OWNER_START_US: u64 = 100;
 
 /// Spinning for as long as another thread runs: the kernel's "spin while the owner is on a
