@@ -204,9 +204,11 @@ mod tests {
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
 
-    /// Spins `watch` on thread `tid` until it says the thread is off a CPU; how long that took.
-    fn time_to_off_cpu(mut watch: OnCpuWatch, tid: crate::Tid) -> Duration {
+    /// Spins a watch on thread `tid` with `start_grace_us` until it says the thread is off a
+    /// CPU; how long that took, from before the watch was made (its grace starts in `new`).
+    fn time_to_off_cpu(tid: crate::Tid, start_grace_us: u64) -> Duration {
         let start = Instant::now();
+        let mut watch = OnCpuWatch::new(tid, start_grace_us);
         while watch.still_running(|| Some(tid)) {}
         start.elapsed()
     }
@@ -224,9 +226,11 @@ mod tests {
         });
         let tid = tid_rx.recv().unwrap();
         wait_until_asleep(tid);
-        let grace = Duration::from_micros(BOOSTED_OWNER_START_US);
-        let graced = time_to_off_cpu(OnCpuWatch::new(tid, BOOSTED_OWNER_START_US), tid);
-        let plain = time_to_off_cpu(OnCpuWatch::new(tid, 0), tid);
+        // The watch counts whole microseconds of CLOCK_MONOTONIC, so its end of the grace can
+        // come up to 1 µs early against the exact clock (a CI run gave up after 99.73 µs).
+        let grace = Duration::from_micros(BOOSTED_OWNER_START_US - 1);
+        let graced = time_to_off_cpu(tid, BOOSTED_OWNER_START_US);
+        let plain = time_to_off_cpu(tid, 0);
         drop(done_tx);
         sleeper.join().unwrap();
         assert!(
