@@ -368,8 +368,22 @@ mod real {
         unsafe { parking_lot_core::unpark_filter(key, filter, callback) }
     }
 
+    /// Right after an unlocker claimed a lock's spinner. Unit tests: runs this thread's
+    /// `AFTER_SPINNER_CLAIM` hook, if set, once; otherwise nothing.
+    #[inline]
+    pub(crate) fn after_spinner_claim() {
+        #[cfg(test)]
+        if let Some(hook) = AFTER_SPINNER_CLAIM.take() {
+            hook();
+        }
+    }
+
     #[cfg(test)]
     std::thread_local! {
+        /// Unit tests: runs once, on this thread, right after its next claim of a lock's
+        /// spinner, before it ends the spinner's wait: it widens that window.
+        pub(crate) static AFTER_SPINNER_CLAIM: std::cell::Cell<Option<Box<dyn FnOnce()>>> =
+            const { std::cell::Cell::new(None) };
         /// Unit tests: runs once, on this thread, at the end of its next `unpark_filter`
         /// callback. Still under the queue lock, but after the lock changed hands: it widens
         /// the window in which the chosen sleeper waits for its wake-up.
@@ -683,6 +697,9 @@ mod model {
     pub(crate) fn yield_now() {
         loom::thread::yield_now()
     }
+
+    /// No test hooks under loom (see the normal build's).
+    pub(crate) fn after_spinner_claim() {}
 
     /// Loom has no clock. Each call advances a per-execution counter by 600 µs, so successive
     /// fairness checks alternate between "patient" and "waited too long" and models reach both.

@@ -478,7 +478,7 @@ mod tests {
     use crate::donor::{CpuMask, Sched, SchedPolicy};
     use crate::sys::sched::{current_cpu, get_affinity, get_sched};
     use crate::sys::test_threads::{
-        Hog, become_idle_on, burn, has_two_cpus, pin_to, wait_until_asleep,
+        Hog, become_idle_on, burn, cpus_0_and_1, has_two_cpus, pin_to, wait_until_asleep,
     };
     use crate::{Mutex, Policy};
     use std::sync::{Arc, mpsc};
@@ -497,6 +497,7 @@ mod tests {
         if !has_two_cpus("the preempted threads' and the waiter's") {
             return;
         }
+        let _stage = cpus_0_and_1();
         // Handoff: B is handed to the sleeper. Spin: B is freed and the sleeper woken. `run`:
         // the sleeper waits in `B.run`, and the unlocker runs its section and wakes it.
         for (policy, run) in [

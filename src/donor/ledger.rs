@@ -112,8 +112,10 @@ pub(super) fn preferred_waiter(lock: usize) -> Option<usize> {
 /// writes its own base back outside the ledger lock (it may be preempted as soon as it is
 /// lower; nobody waits for it then). Nothing else writes to it meanwhile: once the ledger has
 /// let go, no reconcile looks at it, no waiter can lend to a thread that holds no lock (the
-/// one exception, an unlocker still waking the sleeper it chose, ended before: its unlock
-/// cleared the mark before it came here), and it takes none before this returns.
+/// exceptions end before it comes here: an unlocker still waking the sleeper it chose has
+/// cleared its mark, and one that claimed a spinner, which lends to it until then
+/// (`donor::lend_to_stalled_unlocker`), has handed that spinner the lock), and it takes none
+/// before this returns.
 pub(super) fn restore_self(me: Me) {
     let task = me.task();
     let let_go = with_ledger(task, |ledger| {

@@ -159,6 +159,15 @@ pub(crate) fn before_sleep(
     Ok(())
 }
 
+/// `me`, a spinner claimed by an unlocker that stopped running before it ended `me`'s wait on
+/// `lock` (`mutex::raw`'s spinner slot): lends everything, its CPU too, to the chain, whose
+/// owner is still the unlocker. The wait is ending, so it closes no deadlock: no check.
+pub(crate) fn lend_to_stalled_unlocker(me: Me, lock: &RawMutex) {
+    if let Ok(survey) = survey(me, lock, true) {
+        lend_if_worse(me, lock, &survey, true);
+    }
+}
+
 /// Lends to the chain the survey found worse than `me` (its CPU only `with_cpu`), or counts
 /// the wait as skipped. Says whether it lent.
 fn lend_if_worse(me: Me, lock: &RawMutex, survey: &Survey, with_cpu: bool) -> bool {
@@ -320,10 +329,11 @@ pub(crate) fn before_passing_on(me: Me, serve: bool) -> bool {
 ///
 /// Restoring and boosted, it gives its loans back now, as the kernel's PI unlock does
 /// (`ledger::restore_self`). No waiter can lend to a thread that holds no lock (nor to `me`
-/// as the unlocker still waking its sleeper: that mark is cleared by now), and `me` takes
-/// none before this returns, so its writes cannot land after a newer loan. A loan that
-/// reached `me` through that mark after it read its boost state below is taken back by the
-/// lender's next reconcile, which finds `me` no longer restoring itself.
+/// as the unlocker still waking its sleeper, or as the one that claimed a spinner: by now the
+/// mark is cleared and the spinner named by the word), and `me` takes none before this
+/// returns, so its writes cannot land after a newer loan. A loan that reached `me` through
+/// either way after it read its boost state below is taken back by the lender's next
+/// reconcile, which finds `me` no longer restoring itself.
 ///
 /// Otherwise, if it is still boosted and the lock went to its lenders (it holds another lock
 /// others may wait on, or is a Condvar waiter), its restore is left to the woken donor, and it

@@ -258,7 +258,7 @@ impl Rescue {
 mod tests {
     use crate::donor::{CpuMask, SchedPolicy};
     use crate::sys::sched::{get_affinity, get_sched};
-    use crate::sys::test_threads::{Hog, become_idle_on, burn, has_two_cpus, pin_to};
+    use crate::sys::test_threads::{Hog, become_idle_on, burn, cpus_0_and_1, has_two_cpus, pin_to};
     use std::sync::mpsc;
     use std::time::Duration;
 
@@ -273,6 +273,7 @@ mod tests {
         if !has_two_cpus("the holder's and the waiter's") {
             return;
         }
+        let _stage = cpus_0_and_1();
         const HOG_RUN: Duration = Duration::from_secs(2);
         let (holding_tx, holding) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();

@@ -215,7 +215,9 @@ mod tests {
 
     /// A thread asleep throughout (its CPU time never grows) counts as about to run for the
     /// whole start grace, and as off a CPU once the grace is over, well before the spin cap.
-    /// Without a grace the same watch gives up after a few reads.
+    /// Without a grace the same watch gives up after a few reads. Five rounds: a preemption of
+    /// the test thread (the unit tests run in parallel) only lengthens a round, so no round
+    /// may end within the grace, and the shortest must end before the cap.
     #[test]
     fn a_start_grace_counts_a_thread_not_yet_seen_running_as_about_to_run() {
         let (tid_tx, tid_rx) = mpsc::channel();
@@ -229,17 +231,25 @@ mod tests {
         // The watch counts whole microseconds of CLOCK_MONOTONIC, so its end of the grace can
         // come up to 1 µs early against the exact clock (a CI run gave up after 99.73 µs).
         let grace = Duration::from_micros(BOOSTED_OWNER_START_US - 1);
-        let graced = time_to_off_cpu(tid, BOOSTED_OWNER_START_US);
-        let plain = time_to_off_cpu(tid, 0);
+        let rounds: Vec<(Duration, Duration)> = (0..5)
+            .map(|_| {
+                let graced = time_to_off_cpu(tid, BOOSTED_OWNER_START_US);
+                (graced, time_to_off_cpu(tid, 0))
+            })
+            .collect();
         drop(done_tx);
         sleeper.join().unwrap();
-        assert!(
-            graced >= grace,
-            "gave up after {graced:?}, within the grace of {grace:?}"
-        );
+        for &(graced, _) in &rounds {
+            assert!(
+                graced >= grace,
+                "gave up after {graced:?}, within the grace of {grace:?}"
+            );
+        }
+        let graced = rounds.iter().map(|r| r.0).min().unwrap();
+        let plain = rounds.iter().map(|r| r.1).min().unwrap();
         assert!(
             graced < Duration::from_micros(super::OWNER_SPIN_CAP_US),
-            "spun {graced:?}, to the cap: the grace did not end"
+            "spun {graced:?} at least, to the cap: the grace did not end"
         );
         assert!(plain < graced, "without a grace {plain:?}, with {graced:?}");
     }

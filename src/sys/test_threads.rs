@@ -5,6 +5,17 @@ use crate::Tid;
 use crate::donor::CpuMask;
 use std::time::{Duration, Instant};
 
+/// Held by each test that stages threads on CPUs 0 and 1, so that they take turns: one
+/// test's hog on CPU 0 would starve another's SCHED_IDLE thread there, and a thread that never
+/// runs cannot be staged (the unit tests run in parallel).
+pub(crate) fn cpus_0_and_1() -> std::sync::MutexGuard<'static, ()> {
+    static STAGE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that failed while holding it left nothing behind that the next one needs.
+    STAGE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Pins the calling thread to `cpu`, with the crate's own affinity call.
 pub(crate) fn pin_to(cpu: u32) {
     let pinned = super::sched::set_affinity(super::gettid(), &CpuMask::single(cpu));

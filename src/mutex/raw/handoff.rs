@@ -118,16 +118,37 @@ impl RawMutex {
         // between its steps makes this wait long (23.8 ms once in the demo's `chain`: a
         // SCHED_IDLE unlocker, which nobody lends to while it runs, preempted by a hog right
         // after its claim). So a spinner whose wait is published finishes the handoff itself
-        // once the unlocker has ended that wait; any other yields, in case the unlocker
-        // shares its CPU.
+        // once the unlocker has ended that wait, and lends to an unlocker preempted before
+        // that (`lend_to_stalled_unlocker`); any other yields, in case the unlocker shares
+        // its CPU.
+        let mut unlocker = wait_published
+            .then(|| ChainEndWatch::new(self, me, 0))
+            .flatten();
         let mut spin = SpinWait::default();
         while !(self.is_owned_by(me) || wait_published && self.finish_claimed_handoff(me)) {
-            if !spin.spin() {
+            if let Some(watch) = unlocker.as_mut() {
+                if !watch.still_running() {
+                    unlocker = None;
+                    self.lend_to_stalled_unlocker(me);
+                }
+            } else if !spin.spin() {
                 yield_now();
             }
         }
         self.leave_slot_as_owner();
         true
+    }
+
+    /// The unlocker that claimed us stopped running before it ended our wait: a preemption
+    /// between those two steps (20 ms in the demo's `direct`, traced: a SCHED_IDLE unlocker
+    /// and a nice-0 hog's burst, with the foreground spinning the whole time). Until that
+    /// step the word still names the unlocker, so our loan, CPU included, reaches it as it
+    /// would any owner, and it finishes on our CPU, which we then yield to it. It gives the
+    /// loan back as any unlocker that holds no lock does (`donor::after_passing_on`), and
+    /// our `after_wait` unlists it.
+    #[cold]
+    fn lend_to_stalled_unlocker(&self, me: Me) {
+        crate::donor::lend_to_stalled_unlocker(me, self);
     }
 
     fn is_owned_by(&self, me: Me) -> bool {
@@ -194,6 +215,9 @@ impl RawMutex {
                     Ordering::Relaxed,
                 )
                 .is_ok();
+        if claimed {
+            crate::loom::after_spinner_claim();
+        }
         if !claimed {
             if spinner == 0 {
                 // Relaxed: the spinner left; drop its stale bit (see SPINNING).
@@ -279,4 +303,119 @@ pub(super) enum Spinner {
     None,
     /// Sleepers have been passed over long enough; one of them goes first.
     SleepersFirst,
+}
+
+#[cfg(all(test, not(loom), target_os = "linux"))]
+mod tests {
+    use super::SPINNING;
+    use crate::Mutex;
+    use crate::donor::{CpuMask, Sched, SchedPolicy};
+    use crate::sys::sched::{current_cpu, get_affinity, get_sched};
+    use crate::sys::test_threads::{Hog, become_idle_on, burn, cpus_0_and_1, has_two_cpus, pin_to};
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, mpsc};
+    use std::time::{Duration, Instant};
+
+    /// The demo's `direct` case at its worst instant (traced once, 20 ms): the SCHED_IDLE
+    /// owner, on CPU 0, unlocks and claims the nice-0 waiter spinning in the slot on CPU 1,
+    /// and a nice-0 hog takes CPU 0 before the owner has ended the waiter's wait. The waiter
+    /// must lend to the owner, which then finishes the handoff on CPU 1 and is put back (CPU 0,
+    /// SCHED_IDLE). Before, the waiter spun until the hog stopped (2 s here). A test hook
+    /// widens the window: right after its claim the owner makes itself SCHED_IDLE and burns
+    /// 20 ms of its CPU time. Until then it is nice 0, so that other tests' threads do not
+    /// preempt it and send the waiter to sleep instead (the waiter spins because the owner
+    /// may not run on its CPU). No privilege needed (the CPU is what gets the owner going).
+    #[test]
+    fn a_spinner_claimed_by_a_preempted_unlocker_lends_to_it() {
+        if !has_two_cpus("the preempted unlocker's and the spinner's") {
+            return;
+        }
+        let _stage = cpus_0_and_1();
+        let Some((finished_on, cpus, sched, waited)) = (0..20).find_map(|_| claim_and_preempt())
+        else {
+            panic!("in 20 tries the waiter never spun in the slot while the owner ran");
+        };
+        assert_eq!(
+            finished_on,
+            Some(1),
+            "the unlocker finished its handoff on CPU {finished_on:?}, not the waiter's (waited {waited:?})"
+        );
+        assert!(waited < HOG_RUN / 2, "the waiter waited {waited:?}");
+        assert_eq!(cpus, Ok(CpuMask::single(0)), "unlocker's CPUs put back");
+        assert_eq!(
+            sched.map(|(s, _)| s.policy),
+            Ok(SchedPolicy::Idle),
+            "unlocker's policy put back"
+        );
+    }
+
+    const HOG_RUN: Duration = Duration::from_secs(2);
+
+    type Outcome = (
+        Option<u32>,
+        Result<CpuMask, crate::sys::sched::Errno>,
+        Result<(Sched, (u32, u32)), crate::sys::sched::Errno>,
+        Duration,
+    );
+
+    /// Stages the case once: the CPU the unlocker's hook ended on, the unlocker's affinity and
+    /// policy once its unlock returned, and the waiter's wait. `None` if the waiter did not
+    /// spin in the slot within 50 ms (a thread outside the test preempted the owner, and the
+    /// waiter went to sleep instead); the lock was then passed on as usual.
+    fn claim_and_preempt() -> Option<Outcome> {
+        let m = Arc::new(Mutex::new(()));
+        let (locked_tx, locked) = mpsc::channel();
+        let (in_gap_tx, in_gap) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
+        let unlocker = {
+            let m = Arc::clone(&m);
+            std::thread::spawn(move || {
+                pin_to(0);
+                let guard = m.lock().unwrap();
+                locked_tx.send(()).unwrap();
+                // Running, so that the waiter spins, until the waiter is in the slot.
+                let deadline = Instant::now() + Duration::from_millis(50);
+                // Relaxed: a test's poll of a flag.
+                while m.raw().word.load(Ordering::Relaxed) & SPINNING == 0 {
+                    if Instant::now() > deadline {
+                        drop(in_gap_tx);
+                        return;
+                    }
+                    std::hint::spin_loop();
+                }
+                let (cpu_tx, cpu_rx) = mpsc::channel();
+                crate::loom::AFTER_SPINNER_CLAIM.set(Some(Box::new(move || {
+                    become_idle_on(0);
+                    in_gap_tx.send(()).unwrap();
+                    burn(Duration::from_millis(20));
+                    cpu_tx.send(current_cpu()).unwrap();
+                })));
+                drop(guard);
+                let tid = crate::sys::gettid();
+                let finished_on = cpu_rx.recv().unwrap();
+                done_tx
+                    .send((finished_on, get_affinity(tid), get_sched(tid)))
+                    .unwrap();
+            })
+        };
+        locked.recv().unwrap();
+        let waiter = {
+            let m = Arc::clone(&m);
+            std::thread::spawn(move || {
+                pin_to(1);
+                let start = Instant::now();
+                drop(m.lock().unwrap());
+                start.elapsed()
+            })
+        };
+        let staged = in_gap.recv().is_ok();
+        let hog = staged.then(|| Hog::start(0, HOG_RUN));
+        let outcome = done.recv().ok();
+        let waited = waiter.join().unwrap();
+        if let Some(hog) = hog {
+            hog.stop();
+        }
+        unlocker.join().unwrap();
+        outcome.map(|(finished_on, cpus, sched)| (finished_on, cpus, sched, waited))
+    }
 }
