@@ -28,7 +28,11 @@ pub(crate) struct Sched {
     pub(crate) nice: i32,
     /// 1..=99 for FIFO and RR, else 0.
     pub(crate) rt_priority: u32,
-    /// DEADLINE parameters in nanoseconds, else 0.
+    /// DEADLINE parameters in nanoseconds, else 0. Except `runtime` of a fair thread on Linux
+    /// 6.12+: its time slice, which `sched_getattr` reports whether or not it was set, so a
+    /// loan carries the donor's slice and a restore writes the base's back as a custom slice
+    /// of the same length (a short slice lent to the demo's owner made `direct` worse; see
+    /// the README).
     pub(crate) runtime: u64,
     pub(crate) deadline: u64,
     pub(crate) period: u64,
