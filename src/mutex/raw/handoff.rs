@@ -215,9 +215,6 @@ impl RawMutex {
                     Ordering::Relaxed,
                 )
                 .is_ok();
-        if claimed {
-            crate::loom::after_spinner_claim();
-        }
         if !claimed {
             if spinner == 0 {
                 // Relaxed: the spinner left; drop its stale bit (see SPINNING).
@@ -225,6 +222,7 @@ impl RawMutex {
             }
             return Spinner::None;
         }
+        crate::loom::after_spinner_claim();
         // A spinner waiting while the owner runs still shows as blocked on this lock: its wait
         // ends before the word names it, as a parked waiter's does (`hand_to_parked`).
         // SAFETY: we claimed the spinner, so it cannot withdraw, and it stays in its spin
@@ -360,8 +358,9 @@ mod tests {
 
     /// Stages the case once: the CPU the unlocker's hook ended on, the unlocker's affinity and
     /// policy once its unlock returned, and the waiter's wait. `None` if the waiter did not
-    /// spin in the slot within 50 ms (a thread outside the test preempted the owner, and the
-    /// waiter went to sleep instead); the lock was then passed on as usual.
+    /// spin in the slot within 50 ms, or left it before the unlock (a thread outside the test
+    /// preempted the owner, and the waiter went to sleep instead); the lock was then passed on
+    /// as usual.
     fn claim_and_preempt() -> Option<Outcome> {
         let m = Arc::new(Mutex::new(()));
         let (locked_tx, locked) = mpsc::channel();
@@ -391,6 +390,11 @@ mod tests {
                     cpu_tx.send(current_cpu()).unwrap();
                 })));
                 drop(guard);
+                if crate::loom::AFTER_SPINNER_CLAIM.take().is_some() {
+                    // The waiter left the slot before the unlock (the owner was preempted
+                    // meanwhile): no claim. Dropping the hook tells the test so.
+                    return;
+                }
                 let tid = crate::sys::gettid();
                 let finished_on = cpu_rx.recv().unwrap();
                 done_tx
