@@ -475,10 +475,11 @@ pub(crate) fn with_live_tasks<R>(f: impl FnOnce(&mut dyn Iterator<Item = &Task>)
 
 #[cfg(all(test, not(loom), target_os = "linux"))]
 mod tests {
-    use crate::donor::{CpuMask, Sched, SchedPolicy};
-    use crate::sys::sched::{current_cpu, get_affinity, get_sched};
+    use crate::donor::{CpuMask, SchedPolicy};
+    use crate::sys::sched::current_cpu;
     use crate::sys::test_threads::{
-        Hog, become_idle_on, burn, cpus_0_and_1, has_two_cpus, pin_to, wait_until_asleep,
+        Hog, ReadBack, become_idle_on, burn, cpus_0_and_1, has_two_cpus, pin_to, read_back,
+        wait_until_asleep,
     };
     use crate::{Mutex, Policy};
     use std::sync::{Arc, mpsc};
@@ -505,7 +506,7 @@ mod tests {
             (Policy::Spin, false),
             (Policy::Adaptive, true),
         ] {
-            let (finished_on, cpus, sched) = preempt_unlocker_after_choice(policy, run);
+            let (finished_on, (cpus, sched)) = preempt_unlocker_after_choice(policy, run);
             assert_eq!(
                 finished_on,
                 Some(1),
@@ -524,11 +525,7 @@ mod tests {
         }
     }
 
-    type Outcome = (
-        Option<u32>,
-        Result<CpuMask, crate::sys::sched::Errno>,
-        Result<(Sched, (u32, u32)), crate::sys::sched::Errno>,
-    );
+    type Outcome = (Option<u32>, ReadBack);
 
     /// Stages the case with B under `policy`, the sleeper in `B.lock()` or (`run`) in `B.run`;
     /// returns the CPU the unlocker's hook ended on, and the unlocker's affinity and policy once
@@ -560,7 +557,7 @@ mod tests {
                 drop(guard);
                 let tid = crate::sys::gettid();
                 done_tx
-                    .send((cpu_rx.recv().unwrap(), get_affinity(tid), get_sched(tid)))
+                    .send((cpu_rx.recv().unwrap(), read_back(tid)))
                     .unwrap();
                 let _ = exit.recv();
             })

@@ -160,8 +160,14 @@ pub(crate) fn before_sleep(
 }
 
 /// `me`, a spinner claimed by an unlocker that stopped running before it ended `me`'s wait on
-/// `lock` (`mutex::raw`'s spinner slot): lends everything, its CPU too, to the chain, whose
-/// owner is still the unlocker. The wait is ending, so it closes no deadlock: no check.
+/// `lock` (`mutex::raw`'s spinner slot): a preemption between those two steps (20 ms in the
+/// demo's `direct`, traced: a SCHED_IDLE unlocker and a nice-0 hog's burst, with the
+/// foreground spinning the whole time). Until that step the word still names the unlocker,
+/// so `me` lends everything, its CPU too, to it as to any owner, and it finishes on `me`'s
+/// CPU, which `me` then yields to it. It gives the loan back as any unlocker that holds no
+/// lock does ([`after_passing_on`]), and `me`'s [`after_wait`] unlists `me`. The wait is
+/// ending, so it closes no deadlock: no check.
+#[cold]
 pub(crate) fn lend_to_stalled_unlocker(me: Me, lock: &RawMutex) {
     if let Ok(survey) = survey(me, lock, true) {
         lend_if_worse(me, lock, &survey, true);

@@ -257,8 +257,9 @@ impl Rescue {
 #[cfg(all(test, not(loom), target_os = "linux"))]
 mod tests {
     use crate::donor::{CpuMask, SchedPolicy};
-    use crate::sys::sched::{get_affinity, get_sched};
-    use crate::sys::test_threads::{Hog, become_idle_on, burn, cpus_0_and_1, has_two_cpus, pin_to};
+    use crate::sys::test_threads::{
+        Hog, become_idle_on, burn, cpus_0_and_1, has_two_cpus, pin_to, read_back,
+    };
     use std::sync::mpsc;
     use std::time::Duration;
 
@@ -297,7 +298,7 @@ mod tests {
         let me = crate::task::current();
         crate::loom::with_ledger(me.task(), |_| ());
         let finished_on = done.recv().unwrap();
-        let (cpus, sched) = (get_affinity(holder_tid), get_sched(holder_tid));
+        let (cpus, sched) = read_back(holder_tid);
         hog.stop();
         exit_tx.send(()).unwrap();
         holder.join().unwrap();

@@ -16,6 +16,21 @@ pub(crate) fn cpus_0_and_1() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// A staged thread's CPUs and policy as the kernel reports them: what the tests check was put
+/// back.
+pub(crate) type ReadBack = (
+    Result<CpuMask, super::sched::Errno>,
+    Result<(crate::donor::Sched, (u32, u32)), super::sched::Errno>,
+);
+
+/// Reads thread `tid`'s CPUs and policy back.
+pub(crate) fn read_back(tid: Tid) -> ReadBack {
+    (
+        super::sched::get_affinity(tid),
+        super::sched::get_sched(tid),
+    )
+}
+
 /// Pins the calling thread to `cpu`, with the crate's own affinity call.
 pub(crate) fn pin_to(cpu: u32) {
     let pinned = super::sched::set_affinity(super::gettid(), &CpuMask::single(cpu));

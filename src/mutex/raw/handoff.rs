@@ -118,37 +118,33 @@ impl RawMutex {
         // between its steps makes this wait long (23.8 ms once in the demo's `chain`: a
         // SCHED_IDLE unlocker, which nobody lends to while it runs, preempted by a hog right
         // after its claim). So a spinner whose wait is published finishes the handoff itself
-        // once the unlocker has ended that wait, and lends to an unlocker preempted before
-        // that (`lend_to_stalled_unlocker`); any other yields, in case the unlocker shares
-        // its CPU.
-        let mut unlocker = wait_published
-            .then(|| ChainEndWatch::new(self, me, 0))
-            .flatten();
+        // once the unlocker has ended that wait, and lends to an unlocker that stopped running
+        // before that (`donor::lend_to_stalled_unlocker`); any other yields, in case the
+        // unlocker shares its CPU. The unlocker's watch (a chain walk and a clock read) is made
+        // only once a short spin has not seen the handoff through: most end within
+        // nanoseconds of the claim.
         let mut spin = SpinWait::default();
+        let mut watched = !wait_published;
+        let mut unlocker = None;
         while !(self.is_owned_by(me) || wait_published && self.finish_claimed_handoff(me)) {
+            if spin.spin() {
+                continue;
+            }
+            if !watched {
+                watched = true;
+                unlocker = ChainEndWatch::new(self, me, 0);
+            }
             if let Some(watch) = unlocker.as_mut() {
                 if !watch.still_running() {
                     unlocker = None;
-                    self.lend_to_stalled_unlocker(me);
+                    crate::donor::lend_to_stalled_unlocker(me, self);
                 }
-            } else if !spin.spin() {
+            } else {
                 yield_now();
             }
         }
         self.leave_slot_as_owner();
         true
-    }
-
-    /// The unlocker that claimed us stopped running before it ended our wait: a preemption
-    /// between those two steps (20 ms in the demo's `direct`, traced: a SCHED_IDLE unlocker
-    /// and a nice-0 hog's burst, with the foreground spinning the whole time). Until that
-    /// step the word still names the unlocker, so our loan, CPU included, reaches it as it
-    /// would any owner, and it finishes on our CPU, which we then yield to it. It gives the
-    /// loan back as any unlocker that holds no lock does (`donor::after_passing_on`), and
-    /// our `after_wait` unlists it.
-    #[cold]
-    fn lend_to_stalled_unlocker(&self, me: Me) {
-        crate::donor::lend_to_stalled_unlocker(me, self);
     }
 
     fn is_owned_by(&self, me: Me) -> bool {
@@ -307,9 +303,11 @@ pub(super) enum Spinner {
 mod tests {
     use super::SPINNING;
     use crate::Mutex;
-    use crate::donor::{CpuMask, Sched, SchedPolicy};
-    use crate::sys::sched::{current_cpu, get_affinity, get_sched};
-    use crate::sys::test_threads::{Hog, become_idle_on, burn, cpus_0_and_1, has_two_cpus, pin_to};
+    use crate::donor::{CpuMask, SchedPolicy};
+    use crate::sys::sched::current_cpu;
+    use crate::sys::test_threads::{
+        Hog, ReadBack, become_idle_on, burn, cpus_0_and_1, has_two_cpus, pin_to, read_back,
+    };
     use std::sync::atomic::Ordering;
     use std::sync::{Arc, mpsc};
     use std::time::{Duration, Instant};
@@ -329,7 +327,7 @@ mod tests {
             return;
         }
         let _stage = cpus_0_and_1();
-        let Some((finished_on, cpus, sched, waited)) = (0..20).find_map(|_| claim_and_preempt())
+        let Some((finished_on, (cpus, sched), waited)) = (0..20).find_map(|_| claim_and_preempt())
         else {
             panic!("in 20 tries the waiter never spun in the slot while the owner ran");
         };
@@ -349,12 +347,7 @@ mod tests {
 
     const HOG_RUN: Duration = Duration::from_secs(2);
 
-    type Outcome = (
-        Option<u32>,
-        Result<CpuMask, crate::sys::sched::Errno>,
-        Result<(Sched, (u32, u32)), crate::sys::sched::Errno>,
-        Duration,
-    );
+    type Outcome = (Option<u32>, ReadBack, Duration);
 
     /// Stages the case once: the CPU the unlocker's hook ended on, the unlocker's affinity and
     /// policy once its unlock returned, and the waiter's wait. `None` if the waiter did not
@@ -397,9 +390,7 @@ mod tests {
                 }
                 let tid = crate::sys::gettid();
                 let finished_on = cpu_rx.recv().unwrap();
-                done_tx
-                    .send((finished_on, get_affinity(tid), get_sched(tid)))
-                    .unwrap();
+                done_tx.send((finished_on, read_back(tid))).unwrap();
             })
         };
         locked.recv().unwrap();
@@ -420,6 +411,6 @@ mod tests {
             hog.stop();
         }
         unlocker.join().unwrap();
-        outcome.map(|(finished_on, cpus, sched)| (finished_on, cpus, sched, waited))
+        outcome.map(|(finished_on, read_back)| (finished_on, read_back, waited))
     }
 }
