@@ -14,7 +14,9 @@
 //! `std::sync::Mutex`'s wait while the SCHED_IDLE end of the chain, woken in its place, waited
 //! for the hog). Waking every sleeper instead was tried: in 16 interleaved rounds of `chain`
 //! and `direct` it had 11 of 64 worst waits over 1 ms against 1 of 64 with wake-one. With the
-//! recheck, a wake-up that went to the wrong thread costs a sleeper one `RECHECK_AFTER`.
+//! recheck, a wake-up that went to the wrong thread costs a sleeper one `RECHECK_AFTER`. The
+//! recheck also gives the waiter a new round of its own ([`LedgerLock::lock_waiting`]): the
+//! holder may have changed meanwhile and need a rescue of its own (`donor::rescue`).
 
 use crate::loom::{AtomicU32, Ordering, futex_wait_for, futex_wake_one};
 use std::time::Duration;
@@ -50,24 +52,50 @@ impl LedgerLock {
     /// Takes the lock if it is free.
     #[inline]
     pub(crate) fn try_lock(&self) -> bool {
-        // Acquire: pairs with the Release of the previous holder's unlock, so its writes to
-        // the ledger are seen. Relaxed on failure: nothing is read.
-        self.state
-            .compare_exchange(FREE, HELD, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
+        self.try_lock_in_round(false)
     }
 
     /// Takes the lock, sleeping on the word while someone else holds it.
-    #[cold]
+    #[cfg(test)]
     pub(crate) fn lock_sleeping(&self) {
-        // Acquire: as in `try_lock`, when the swap finds the lock free.
-        while self.state.swap(HELD_WITH_SLEEPERS, Ordering::Acquire) != FREE {
+        self.lock_waiting(|_, _| false);
+    }
+
+    /// Takes the lock, in rounds: each round first runs `before_sleep(self, slept)` (`slept`:
+    /// whether an earlier round slept), which may take the lock with [`Self::try_lock_in_round`]
+    /// and say so; if it did not, the round sleeps on the word until an unlock wakes it or
+    /// `RECHECK_AFTER` has passed. The caller's part is what the recheck is for besides a
+    /// passed-over wake-up: the holder may have changed while we slept, and a new holder off a
+    /// CPU needs a rescue of its own (`crate::loom`'s ledger wait).
+    pub(crate) fn lock_waiting(&self, mut before_sleep: impl FnMut(&Self, bool) -> bool) {
+        let mut slept = false;
+        loop {
+            if before_sleep(self, slept) {
+                return;
+            }
+            // Acquire: as in `try_lock_in_round`, when the swap finds the lock free.
+            if self.state.swap(HELD_WITH_SLEEPERS, Ordering::Acquire) == FREE {
+                return;
+            }
             // The kernel compares the word with HELD_WITH_SLEEPERS atomically with queueing us:
             // an unlock that frees it first makes the wait return at once, and one that frees
             // it later finds us queued and may wake us; if it wakes another, the timeout
             // sends us round again.
             futex_wait_for(&self.state, HELD_WITH_SLEEPERS, RECHECK_AFTER);
+            slept = true;
         }
+    }
+
+    /// Takes the lock if it is free, inside a round of [`Self::lock_waiting`]. A thread that
+    /// has slept takes it as `HELD_WITH_SLEEPERS`: others may still sleep, and it cannot tell.
+    #[inline]
+    pub(crate) fn try_lock_in_round(&self, slept: bool) -> bool {
+        let taken = if slept { HELD_WITH_SLEEPERS } else { HELD };
+        // Acquire: pairs with the Release of the previous holder's unlock, so its writes to
+        // the ledger are seen. Relaxed on failure: nothing is read.
+        self.state
+            .compare_exchange(FREE, taken, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
     }
 
     /// Releases the lock, waking one thread asleep on it.

@@ -258,8 +258,10 @@ impl Rescue {
 mod tests {
     use crate::donor::{CpuMask, SchedPolicy};
     use crate::sys::test_threads::{
-        Hog, become_idle_on, burn, cpus_0_and_1, has_two_cpus, pin_to, read_back,
+        Hog, ReadBack, become_idle_on, burn, cpus_0_and_1, has_two_cpus, pin_to, read_back,
+        wait_until_asleep,
     };
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;
     use std::time::Duration;
 
@@ -313,5 +315,112 @@ mod tests {
             Ok(SchedPolicy::Idle),
             "holder's policy put back"
         );
+    }
+
+    /// How one staging of `a_waiter_rescues_a_holder_that_took_the_lock_while_it_slept` went:
+    /// the CPU the second holder finished its work on, and its CPUs and policy once the
+    /// waiter held the lock; `None` if the waiter took the lock before the second holder did
+    /// (both recheck their sleep, so either may be first in the futex's queue).
+    type SecondHolder = Option<(Option<u32>, ReadBack)>;
+
+    /// A waiter sleeps behind a holder it cannot help (the same CPU and attributes as its
+    /// own), and that holder lets go to a SCHED_IDLE thread on CPU 0, which a nice-0 hog then
+    /// preempts. The waiter must rescue the new holder on a recheck of its sleep: it finishes
+    /// on the waiter's CPU and is put back afterwards. Before, a waiter tried a rescue once,
+    /// before its first sleep, and then only rechecked the word: the new holder finished on
+    /// CPU 0 once the hog stopped (in the inversion demo's `chain` the foreground waited out a
+    /// 20 ms hog burst so, traced). No privilege needed. Needs two CPUs.
+    #[test]
+    fn a_waiter_rescues_a_holder_that_took_the_lock_while_it_slept() {
+        if !has_two_cpus("the second holder's and the waiter's") {
+            return;
+        }
+        let _stage = cpus_0_and_1();
+        for _ in 0..20 {
+            let Some((finished_on, (cpus, sched))) = stage_second_holder() else {
+                continue;
+            };
+            assert_eq!(
+                finished_on,
+                Some(1),
+                "the second holder finished on CPU {finished_on:?}, not on the waiter's"
+            );
+            assert_eq!(
+                cpus,
+                Ok(CpuMask::single(0)),
+                "second holder's CPUs put back"
+            );
+            assert_eq!(
+                sched.map(|(s, _)| s.policy),
+                Ok(SchedPolicy::Idle),
+                "second holder's policy put back"
+            );
+            return;
+        }
+        panic!("the waiter took the ledger lock before the second holder 20 times");
+    }
+
+    fn stage_second_holder() -> SecondHolder {
+        const HOG_RUN: Duration = Duration::from_secs(2);
+        // Who took the ledger lock in which order: the second holder must come before the
+        // waiter.
+        let order: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
+        let (first_tx, first_holding) = mpsc::channel();
+        let (let_go_tx, let_go) = mpsc::channel::<()>();
+        let first = std::thread::spawn(move || {
+            pin_to(1);
+            let me = crate::task::current();
+            crate::loom::with_ledger(me.task(), |_| {
+                first_tx.send(()).unwrap();
+                // Off a CPU while it holds the lock, and unrescuable: nobody lends better.
+                let _ = let_go.recv();
+            });
+        });
+        first_holding.recv().unwrap();
+        let (second_tx, second_events) = mpsc::channel();
+        let (exit_tx, exit) = mpsc::channel::<()>();
+        let second = std::thread::spawn(move || {
+            become_idle_on(0);
+            second_tx.send(Err(crate::sys::gettid())).unwrap();
+            let me = crate::task::current();
+            let cpu = crate::loom::with_ledger(me.task(), |_| {
+                // Relaxed: a ticket; the ledger lock orders the takers.
+                let position = order.fetch_add(1, Ordering::Relaxed);
+                second_tx.send(Ok(position)).unwrap();
+                burn(Duration::from_millis(20));
+                crate::sys::sched::current_cpu()
+            });
+            second_tx.send(Ok(usize::MAX)).unwrap();
+            let _ = exit.recv();
+            cpu
+        });
+        let Ok(Err(second_tid)) = second_events.recv() else {
+            unreachable!("the second holder sends its tid first")
+        };
+        // It sleeps on the ledger lock, queued before the waiter.
+        wait_until_asleep(second_tid);
+        let (waiter_tx, waiter_tid) = mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            pin_to(1);
+            waiter_tx.send(crate::sys::gettid()).unwrap();
+            let me = crate::task::current();
+            // Relaxed: as above.
+            crate::loom::with_ledger(me.task(), |_| order.fetch_add(1, Ordering::Relaxed))
+        });
+        wait_until_asleep(waiter_tid.recv().unwrap());
+        let_go_tx.send(()).unwrap();
+        first.join().unwrap();
+        let second_first = second_events.recv() == Ok(Ok(0));
+        let hog = second_first.then(|| Hog::start(0, HOG_RUN));
+        // The second holder is done with the lock (it says so with usize::MAX).
+        while second_events.recv() != Ok(Ok(usize::MAX)) {}
+        let waiter_position = waiter.join().unwrap();
+        let second_back = read_back(second_tid);
+        if let Some(hog) = hog {
+            hog.stop();
+        }
+        exit_tx.send(()).unwrap();
+        let finished_on = second.join().unwrap();
+        (second_first && waiter_position == 1).then_some((finished_on, second_back))
     }
 }
