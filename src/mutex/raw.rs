@@ -547,8 +547,8 @@ impl RawMutex {
                 // (traced twice in `chain`). Relaxed: a routing hint; the barge validates.
                 ParkResult::Invalid
             } else {
-                // Relaxed: the lock may have a new owner by now, and a free word only spares
-                // us a lend; `park` validates again.
+                // Held, perhaps by a new owner since the spin: lend to whoever that is before
+                // sleeping (`park` validates the word again).
                 if spins {
                     crate::donor::before_sleep(me, self, deadline.is_some(), true)?;
                 }
