@@ -475,11 +475,10 @@ pub(crate) fn with_live_tasks<R>(f: impl FnOnce(&mut dyn Iterator<Item = &Task>)
 
 #[cfg(all(test, not(loom), target_os = "linux"))]
 mod tests {
-    use crate::donor::{CpuMask, SchedPolicy};
     use crate::sys::sched::current_cpu;
     use crate::sys::test_threads::{
-        Hog, ReadBack, become_idle_on, burn, cpus_0_and_1, has_two_cpus, pin_to, read_back,
-        wait_until_asleep,
+        Hog, ReadBack, assert_finished_on_cpu_1_and_put_back, become_idle_on, burn, cpus_0_and_1,
+        has_two_cpus, pin_to, read_back, wait_until_asleep,
     };
     use crate::{Mutex, Policy};
     use std::sync::{Arc, mpsc};
@@ -506,21 +505,12 @@ mod tests {
             (Policy::Spin, false),
             (Policy::Adaptive, true),
         ] {
-            let (finished_on, (cpus, sched)) = preempt_unlocker_after_choice(policy, run);
-            assert_eq!(
+            let (finished_on, back) = preempt_unlocker_after_choice(policy, run);
+            assert_finished_on_cpu_1_and_put_back(
+                &format!("{policy:?} (run: {run}): the unlocker (its wake-up)"),
+                "",
                 finished_on,
-                Some(1),
-                "{policy:?} (run: {run}): the unlocker finished its wake-up on CPU {finished_on:?}, not the waiter's"
-            );
-            assert_eq!(
-                cpus,
-                Ok(CpuMask::single(0)),
-                "{policy:?}: unlocker's CPUs put back"
-            );
-            assert_eq!(
-                sched.map(|(s, _)| s.policy),
-                Ok(SchedPolicy::Idle),
-                "{policy:?} (run: {run}): unlocker's policy put back"
+                back,
             );
         }
     }

@@ -256,10 +256,9 @@ impl Rescue {
 
 #[cfg(all(test, not(loom), target_os = "linux"))]
 mod tests {
-    use crate::donor::{CpuMask, SchedPolicy};
     use crate::sys::test_threads::{
-        Hog, ReadBack, become_idle_on, burn, cpus_0_and_1, has_two_cpus, pin_to, read_back,
-        wait_until_asleep,
+        Hog, ReadBack, assert_finished_on_cpu_1_and_put_back, become_idle_on, burn, cpus_0_and_1,
+        has_two_cpus, pin_to, read_back, wait_until_asleep,
     };
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;
@@ -300,21 +299,11 @@ mod tests {
         let me = crate::task::current();
         crate::loom::with_ledger(me.task(), |_| ());
         let finished_on = done.recv().unwrap();
-        let (cpus, sched) = read_back(holder_tid);
+        let back = read_back(holder_tid);
         hog.stop();
         exit_tx.send(()).unwrap();
         holder.join().unwrap();
-        assert_eq!(
-            finished_on,
-            Some(1),
-            "the holder finished on CPU {finished_on:?}, not on the waiter's"
-        );
-        assert_eq!(cpus, Ok(CpuMask::single(0)), "holder's CPUs put back");
-        assert_eq!(
-            sched.map(|(s, _)| s.policy),
-            Ok(SchedPolicy::Idle),
-            "holder's policy put back"
-        );
+        assert_finished_on_cpu_1_and_put_back("the holder", "", finished_on, back);
     }
 
     /// How one staging of `a_waiter_rescues_a_holder_that_took_the_lock_while_it_slept` went:
@@ -337,24 +326,10 @@ mod tests {
         }
         let _stage = cpus_0_and_1();
         for _ in 0..20 {
-            let Some((finished_on, (cpus, sched))) = stage_second_holder() else {
+            let Some((finished_on, back)) = stage_second_holder() else {
                 continue;
             };
-            assert_eq!(
-                finished_on,
-                Some(1),
-                "the second holder finished on CPU {finished_on:?}, not on the waiter's"
-            );
-            assert_eq!(
-                cpus,
-                Ok(CpuMask::single(0)),
-                "second holder's CPUs put back"
-            );
-            assert_eq!(
-                sched.map(|(s, _)| s.policy),
-                Ok(SchedPolicy::Idle),
-                "second holder's policy put back"
-            );
+            assert_finished_on_cpu_1_and_put_back("the second holder", "", finished_on, back);
             return;
         }
         panic!("the waiter took the ledger lock before the second holder 20 times");

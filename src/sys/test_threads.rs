@@ -31,6 +31,30 @@ pub(crate) fn read_back(tid: Tid) -> ReadBack {
     )
 }
 
+/// Checks what every test that stages a SCHED_IDLE thread on CPU 0 beside a hog checks: the
+/// thread (`who`) finished its staged work on CPU 1, the waiter's (`finished_on`; `context` is
+/// added to that message), and was put back to CPU 0 and SCHED_IDLE afterwards (`back`).
+#[track_caller]
+pub(crate) fn assert_finished_on_cpu_1_and_put_back(
+    who: &str,
+    context: &str,
+    finished_on: Option<u32>,
+    back: ReadBack,
+) {
+    let (cpus, sched) = back;
+    assert_eq!(
+        finished_on,
+        Some(1),
+        "{who} finished on CPU {finished_on:?}, not on the waiter's{context}"
+    );
+    assert_eq!(cpus, Ok(CpuMask::single(0)), "{who}: CPUs put back");
+    assert_eq!(
+        sched.map(|(s, _)| s.policy),
+        Ok(crate::donor::SchedPolicy::Idle),
+        "{who}: policy put back"
+    );
+}
+
 /// Pins the calling thread to `cpu`, with the crate's own affinity call.
 pub(crate) fn pin_to(cpu: u32) {
     let pinned = super::sched::set_affinity(super::gettid(), &CpuMask::single(cpu));

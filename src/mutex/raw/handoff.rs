@@ -303,10 +303,10 @@ pub(super) enum Spinner {
 mod tests {
     use super::SPINNING;
     use crate::Mutex;
-    use crate::donor::{CpuMask, SchedPolicy};
     use crate::sys::sched::current_cpu;
     use crate::sys::test_threads::{
-        Hog, ReadBack, become_idle_on, burn, cpus_0_and_1, has_two_cpus, pin_to, read_back,
+        Hog, ReadBack, assert_finished_on_cpu_1_and_put_back, become_idle_on, burn, cpus_0_and_1,
+        has_two_cpus, pin_to, read_back,
     };
     use std::sync::atomic::Ordering;
     use std::sync::{Arc, mpsc};
@@ -327,21 +327,15 @@ mod tests {
             return;
         }
         let _stage = cpus_0_and_1();
-        let Some((finished_on, (cpus, sched), waited)) = (0..20).find_map(|_| claim_and_preempt())
-        else {
+        let Some((finished_on, back, waited)) = (0..20).find_map(|_| claim_and_preempt()) else {
             panic!("in 20 tries the waiter never spun in the slot while the owner ran");
         };
-        assert_eq!(
-            finished_on,
-            Some(1),
-            "the unlocker finished its handoff on CPU {finished_on:?}, not the waiter's (waited {waited:?})"
-        );
         assert!(waited < HOG_RUN / 2, "the waiter waited {waited:?}");
-        assert_eq!(cpus, Ok(CpuMask::single(0)), "unlocker's CPUs put back");
-        assert_eq!(
-            sched.map(|(s, _)| s.policy),
-            Ok(SchedPolicy::Idle),
-            "unlocker's policy put back"
+        assert_finished_on_cpu_1_and_put_back(
+            "the unlocker (its handoff)",
+            &format!(" (waited {waited:?})"),
+            finished_on,
+            back,
         );
     }
 
