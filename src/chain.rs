@@ -289,12 +289,15 @@ pub(crate) fn walk(first: &RawMutex, mut visit: impl FnMut(LockId, &Task) -> boo
     }
 }
 
-/// The tid of the last owner on the chain from `first` (see `walk`): the thread whose running
-/// moves the whole chain on. `None` if `first` is free or `me` owns a lock on the chain.
-pub(crate) fn last_owner(first: &RawMutex, me: Me) -> Option<Tid> {
+/// The last owner on the chain from `first` (see `walk`), the thread whose running moves the
+/// whole chain on: its tid, and whether it is on a CPU if its switch log can say
+/// (`Task::on_cpu`). `None` if `first` is free or `me` owns a lock on the chain.
+pub(crate) fn last_owner(first: &RawMutex, me: Me) -> Option<(Tid, Option<bool>)> {
     let mut last = None;
+    // Each hop's answer is read while the walk's pin keeps its record alive; the last one
+    // stands. The others cost two loads each.
     walk(first, |_, owner| {
-        last = (!owner.is(me)).then(|| owner.tid());
+        last = (!owner.is(me)).then(|| (owner.tid(), owner.on_cpu()));
         last.is_some()
     });
     last

@@ -190,7 +190,7 @@ mod real {
             // little without a watch and look again, but not for long (it may be preempted
             // right there).
             let spinning = match watch.as_mut() {
-                Some((_, w)) if holder != 0 => w.still_running(|| Some(holder)),
+                Some((_, w)) if holder != 0 => w.still_running(|| Some((holder, None))),
                 _ => {
                     spin_hint();
                     unnamed_rounds += 1;
@@ -277,6 +277,10 @@ mod real {
     pub(crate) fn deadline_passed(deadline: Instant) -> bool {
         Instant::now() >= deadline
     }
+
+    /// A thread's context-switch log, which tells a watcher whether it is on a CPU without
+    /// touching it (`sys::switch_log`).
+    pub(crate) use crate::sys::switch_log::SwitchLogSlot;
 
     /// Spin hints between two reads of a watched thread's CPU time (`mutex::spin::OnCpuWatch`):
     /// about 1.6 µs at the 25 ns a hint takes here, so the reads (0.6 µs each) cost a quarter
@@ -742,6 +746,21 @@ mod model {
 
     pub(crate) const OWNER_SPIN_CAP_US: u64 = 1000;
     pub(crate) const ON_CPU_PROBE_SPINS: u32 = 1;
+
+    /// Models have no switch logs: every watch reads the fake clock above.
+    pub(crate) struct SwitchLogSlot;
+
+    impl SwitchLogSlot {
+        pub(crate) fn new() -> SwitchLogSlot {
+            SwitchLogSlot
+        }
+
+        pub(crate) fn on_cpu(&self) -> Option<bool> {
+            None
+        }
+
+        pub(crate) fn open(&self, _tid: crate::Tid) {}
+    }
 
     /// Loom has no clock: a deadline never passes on its own (a timed park may time out at any
     /// point anyway, see above).

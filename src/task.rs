@@ -63,6 +63,8 @@ pub(crate) struct Task {
     held: Cell<usize>,
     /// This thread's request slot for `Mutex::run` (see `proxy`).
     pub(crate) slot: crate::proxy::Slot,
+    /// The log of this thread's context switches, opened when a waiter first watches it.
+    switches: crate::loom::SwitchLogSlot,
 }
 
 // SAFETY: every field but `held` is atomic or immutable. `held` is read and written only by the
@@ -83,6 +85,22 @@ impl Task {
     /// Whether this is the calling thread's record.
     pub(crate) fn is(&self, me: Me) -> bool {
         ptr::eq(self, me.task())
+    }
+
+    /// Whether this thread is on a CPU right now, from its switch log. `None` where there is no
+    /// log: the caller reads the thread's CPU clock.
+    pub(crate) fn on_cpu(&self) -> Option<bool> {
+        if self.has_exited() {
+            // An exited thread's log ends with its last switch in.
+            return Some(false);
+        }
+        self.switches.on_cpu()
+    }
+
+    /// Opens this thread's switch log if it has none (see `sys::switch_log`): about 50 µs once,
+    /// paid by the thread itself when it holds no lock.
+    pub(crate) fn open_switch_log(&self) {
+        self.switches.open(self.tid);
     }
 
     /// The lock this thread sleeps on, if any.
@@ -368,6 +386,7 @@ fn create_current() -> Me {
         next_new: AtomicUsize::new(0),
         held: Cell::new(0),
         slot: crate::proxy::Slot::new(),
+        switches: crate::loom::SwitchLogSlot::new(),
     }));
     announce(task);
     CURRENT.with(|c| c.set(task));

@@ -360,6 +360,9 @@ pub(crate) fn after_passing_on(me: Me, restoring: bool, to_donor: bool) {
         // own wait: a `sched_setattr` that demotes a running thread on another CPU, 50 µs of
         // a 157 µs worst wait in the demo's `rt` scenario (traced).
         ledger::restore_self(me);
+        // Lent to once, so waiters will watch it again: from now on they can do that without
+        // slowing it down (`mutex::spin::OnCpuWatch`).
+        me.task().open_switch_log();
     } else if restoring {
         // Relaxed: the atomic's own order decides between us and a skipping reconcile (see
         // `TaskDonor::restores_self`); `restore_self` then takes the ledger lock, which orders

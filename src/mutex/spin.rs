@@ -98,20 +98,24 @@ const OFF_CPU_PROBES: u32 = 3;
 pub(crate) const BOOSTED_OWNER_START_US: u64 = 100;
 
 /// Spinning for as long as another thread runs: the kernel's "spin while the owner is on a
-/// CPU", from user space. The thread counts as running while its CPU time grows
-/// (`thread_cpu_time_ns`, read every `ON_CPU_PROBE_SPINS` spins, about 1.6 µs); a thread
-/// preempted or asleep shows up after three reads (about 5 µs), except during a start grace
-/// before it was first seen running. Spinning past `OWNER_SPIN_CAP_US` stops whatever it sees.
+/// CPU", from user space. Where the thread's switch log answers (`Task::on_cpu`), one look
+/// says whether it is on a CPU. Otherwise the thread counts as running while its CPU time
+/// grows (`thread_cpu_time_ns`); a thread preempted or asleep then shows up after three reads
+/// (about 5 µs), but each read of a running thread's clock slows it down (the log's module
+/// docs). A look is taken every `ON_CPU_PROBE_SPINS` spins (about 1.6 µs). A thread not yet
+/// seen running counts as about to run during a start grace. Spinning past
+/// `OWNER_SPIN_CAP_US` stops whatever the looks say.
 pub(crate) struct OnCpuWatch {
     tid: Tid,
+    /// The watched thread's CPU time at the last clock read, if any since it was chosen.
     last: Option<u64>,
     still: u32,
     spins: u32,
     start_us: u64,
     /// Until `start_us` plus this, a thread not yet seen running counts as about to run.
     start_grace_us: u64,
-    /// The watched thread's CPU time has grown since the watch began (or since it moved on to
-    /// another thread).
+    /// The watched thread has been seen on a CPU since the watch began (or since it moved on
+    /// to another thread).
     seen_running: bool,
 }
 
@@ -122,7 +126,7 @@ impl OnCpuWatch {
     pub(crate) fn new(tid: Tid, start_grace_us: u64) -> OnCpuWatch {
         OnCpuWatch {
             tid,
-            last: thread_cpu_time_ns(tid),
+            last: None,
             still: 0,
             spins: 0,
             start_us: monotonic_us(),
@@ -131,12 +135,15 @@ impl OnCpuWatch {
         }
     }
 
-    /// Spins once, and every `ON_CPU_PROBE_SPINS` spins reads the CPU time of the thread `who`
-    /// names (`None`: stop; a new one starts with a fresh count of unchanged reads): says
-    /// whether it still looks like it runs (false also past the cap, or if its clock cannot be
-    /// read: a tid that is no thread of ours). One spin at a time, so that the caller sees what
-    /// it waits for (a handoff, a free word) within a spin of it happening.
-    pub(crate) fn still_running(&mut self, who: impl FnOnce() -> Option<Tid>) -> bool {
+    /// Spins once, and every `ON_CPU_PROBE_SPINS` spins looks at the thread `who` names, with
+    /// what its switch log says if it has one (`None`: stop; a new thread is watched afresh):
+    /// says whether it still looks like it runs (false also past the cap, or if its clock
+    /// cannot be read: a tid that is no thread of ours). One spin at a time, so that the caller
+    /// sees what it waits for (a handoff, a free word) within a spin of it happening.
+    pub(crate) fn still_running(
+        &mut self,
+        who: impl FnOnce() -> Option<(Tid, Option<bool>)>,
+    ) -> bool {
         spin_hint();
         self.spins += 1;
         if self.spins < ON_CPU_PROBE_SPINS {
@@ -147,19 +154,36 @@ impl OnCpuWatch {
         if spun_us >= OWNER_SPIN_CAP_US {
             return false;
         }
-        let Some(tid) = who() else {
+        let Some((tid, logged)) = who() else {
             return false;
         };
-        let now = thread_cpu_time_ns(tid);
         if tid != self.tid {
-            (self.tid, self.last, self.still, self.seen_running) = (tid, now, 0, false);
-        } else if now.is_some() && now != self.last {
-            (self.last, self.still, self.seen_running) = (now, 0, true);
-        } else {
-            self.still += 1;
+            (self.tid, self.last, self.still, self.seen_running) = (tid, None, 0, false);
         }
-        let starting = !self.seen_running && spun_us < self.start_grace_us;
-        now.is_some() && (self.still < OFF_CPU_PROBES || starting)
+        let running = match logged {
+            Some(on_cpu) => {
+                self.seen_running |= on_cpu;
+                on_cpu
+            }
+            None => match self.clock_says_running() {
+                Some(running) => running,
+                None => return false, // no thread of ours
+            },
+        };
+        running || !self.seen_running && spun_us < self.start_grace_us
+    }
+
+    /// Reads the watched thread's clock: whether it has not stood still for `OFF_CPU_PROBES`
+    /// reads in a row (the first read only sets the mark; growth counts as seen running).
+    /// `None` if it cannot be read.
+    fn clock_says_running(&mut self) -> Option<bool> {
+        let now = thread_cpu_time_ns(self.tid)?;
+        match self.last.replace(now) {
+            Some(before) if before != now => (self.still, self.seen_running) = (0, true),
+            Some(_) => self.still += 1,
+            None => {}
+        }
+        Some(self.still < OFF_CPU_PROBES)
     }
 }
 
@@ -184,7 +208,7 @@ impl<'a> ChainEndWatch<'a> {
     ) -> Option<ChainEndWatch<'a>> {
         // A tid reused by another thread after we read it only makes us watch the wrong
         // clock, which is harmless: the caller's own checks end the spin.
-        let end = crate::chain::last_owner(lock, me)?;
+        let (end, _) = crate::chain::last_owner(lock, me)?;
         let watch = OnCpuWatch::new(end, start_grace_us);
         Some(ChainEndWatch { lock, me, watch })
     }
@@ -209,7 +233,7 @@ mod tests {
     fn time_to_off_cpu(tid: crate::Tid, start_grace_us: u64) -> Duration {
         let start = Instant::now();
         let mut watch = OnCpuWatch::new(tid, start_grace_us);
-        while watch.still_running(|| Some(tid)) {}
+        while watch.still_running(|| Some((tid, None))) {}
         start.elapsed()
     }
 

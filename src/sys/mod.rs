@@ -2,6 +2,9 @@
 //! policy lives elsewhere.
 
 pub(crate) mod sched;
+// Models read a fake clock instead (`loom::SwitchLogSlot`).
+#[cfg(not(loom))]
+pub(crate) mod switch_log;
 #[cfg(all(test, not(loom), target_os = "linux"))]
 pub(crate) mod test_threads;
 

@@ -1,0 +1,424 @@
+//! Whether a thread of ours is on a CPU right now, read from the log of its context switches
+//! that the kernel keeps for perf (`PERF_RECORD_SWITCH` records in a ring shared with us).
+//!
+//! Why not the thread's CPU clock: for a thread that runs, the kernel answers a clock read
+//! under that thread's runqueue lock after charging it the time it has run, and when another
+//! thread is queued on that CPU the charge usually ends in a reschedule interrupt. A waiter
+//! that read a running owner's clock every couple of microseconds cut a nice-0 owner's work to
+//! a third (`examples/watch_cost.rs`). Reading the log is two loads from shared memory: the
+//! owner never notices.
+//!
+//! What it costs instead:
+//! * opening a log is a `perf_event_open` and an `mmap` (25-80 µs here). A thread opens its
+//!   own, once, after it has given back a loan (`donor::after_passing_on`): a thread lent to
+//!   is one waiters watch, and it pays when it holds no lock. Opening it from the waiter's
+//!   watch instead put those microseconds into the foreground's worst wait (the inversion
+//!   demo's `rt`: above pthread PI in 2 of 6 rounds). Until a thread has its log, waiters
+//!   read its clock;
+//! * the first per-task perf event of a process patches the kernel's scheduler hooks in
+//!   (5-11 ms here). That one is opened by a short-lived thread of its own (`prime`) and kept
+//!   open for the life of the process, so that nobody waits for it and the hooks stay in;
+//! * every context switch of a thread with a log costs it about 1.5 µs more (a pipe
+//!   ping-pong, here), for as long as that thread lives;
+//! * an fd and two pages per watched thread.
+//!
+//! Where perf is refused (`perf_event_paranoid` 3, a seccomp filter, no `CONFIG_PERF_EVENTS`),
+//! nothing is opened again and the callers read CPU clocks as before.
+
+use crate::Tid;
+use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, Ordering};
+
+/// `perf_event_attr`, in its first published size (`PERF_ATTR_SIZE_VER0`): the kernel reads
+/// the fields it knows from a shorter struct and takes the rest as zero.
+#[repr(C)]
+#[derive(Default)]
+struct PerfEventAttr {
+    kind: u32,
+    size: u32,
+    config: u64,
+    sample_period: u64,
+    sample_type: u64,
+    read_format: u64,
+    flags: u64,
+    wakeup_events: u32,
+    bp_type: u32,
+    bp_addr: u64,
+}
+
+const PERF_TYPE_SOFTWARE: u32 = 1;
+/// A software event that counts nothing: it exists for its side-band records.
+const PERF_COUNT_SW_DUMMY: u64 = 9;
+/// `perf_event_attr` flag bits used here.
+const FLAG_EXCLUDE_KERNEL: u64 = 1 << 5;
+const FLAG_EXCLUDE_HV: u64 = 1 << 6;
+/// Log a record at every switch in and out of the thread.
+const FLAG_CONTEXT_SWITCH: u64 = 1 << 26;
+const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+const PERF_RECORD_SWITCH: u32 = 14;
+/// In a switch record's `misc`: the thread left its CPU (else it arrived).
+const PERF_RECORD_MISC_SWITCH_OUT: u16 = 1 << 13;
+/// Offsets in the ring's first page (`struct perf_event_mmap_page`).
+const DATA_HEAD_AT: usize = 1024;
+const DATA_OFFSET_AT: usize = 1040;
+const DATA_SIZE_AT: usize = 1048;
+/// A switch record is its 8-byte header alone (no `sample_id_all`).
+const RECORD_LEN: u64 = 8;
+
+/// An open log of one thread's context switches. Closed on drop.
+pub(crate) struct SwitchLog {
+    fd: libc::c_int,
+    /// The mapping: a control page, then the ring.
+    map: *mut libc::c_void,
+    map_len: usize,
+    ring_at: usize,
+    ring_len: u64,
+}
+
+// SAFETY: the mapping is only read, through atomics, and the kernel is its only writer; the fd
+// is closed once, on drop.
+unsafe impl Send for SwitchLog {}
+// SAFETY: as for Send: shared readers only load.
+unsafe impl Sync for SwitchLog {}
+
+impl SwitchLog {
+    /// Opens a log of thread `tid`'s switches, unless perf is refused to this process (then
+    /// never again), or not primed yet (`prime`, started here: no waiter pays for the first
+    /// event). `None` either way, and on any other failure (fd limit, thread gone).
+    pub(crate) fn open(tid: Tid) -> Option<SwitchLog> {
+        if !primed() {
+            return None;
+        }
+        let log = Self::open_now(tid);
+        if let Err(errno) = &log
+            && refused(*errno)
+        {
+            // Relaxed: a one-way flag; a stale read costs one more refused open.
+            STATE.store(REFUSED, Ordering::Relaxed);
+        }
+        log.ok()
+    }
+
+    fn open_now(tid: Tid) -> Result<SwitchLog, libc::c_int> {
+        let attr = PerfEventAttr {
+            kind: PERF_TYPE_SOFTWARE,
+            size: std::mem::size_of::<PerfEventAttr>() as u32,
+            config: PERF_COUNT_SW_DUMMY,
+            // Without `exclude_kernel`, `perf_event_paranoid` 2 (the usual default) refuses
+            // an unprivileged caller; switch records are logged either way.
+            flags: FLAG_CONTEXT_SWITCH | FLAG_EXCLUDE_KERNEL | FLAG_EXCLUDE_HV,
+            ..Default::default()
+        };
+        // SAFETY: `attr` is a valid perf_event_attr of the size it states, alive for the call;
+        // the kernel validates everything else (an unknown or foreign tid is an error).
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_perf_event_open,
+                &attr as *const PerfEventAttr,
+                tid as libc::pid_t,
+                -1 as libc::c_int,
+                -1 as libc::c_int,
+                PERF_FLAG_FD_CLOEXEC,
+            )
+        } as libc::c_int;
+        if fd < 0 {
+            return Err(errno());
+        }
+        // One control page and one ring page: the ring needs to hold one record.
+        let page = page_size();
+        let map_len = 2 * page;
+        // SAFETY: maps a fresh, valid perf fd read-only. Read-only is what makes the kernel
+        // overwrite old records instead of stopping when the ring is full (nobody consumes).
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            let e = errno();
+            // SAFETY: closes the fd opened above, which nothing else refers to.
+            unsafe { libc::close(fd) };
+            return Err(e);
+        }
+        let mut log = SwitchLog {
+            fd,
+            map,
+            map_len,
+            ring_at: page,
+            ring_len: page as u64,
+        };
+        // Kernels since 4.1 say where the ring is; older ones leave zeros and use the layout
+        // assumed above.
+        let (at, len) = (log.load(DATA_OFFSET_AT), log.load(DATA_SIZE_AT));
+        if at != 0 && len != 0 {
+            (log.ring_at, log.ring_len) = (at as usize, len);
+        }
+        Ok(log)
+    }
+
+    /// Loads the u64 at byte `at` of the mapping.
+    fn load(&self, at: usize) -> u64 {
+        debug_assert!(at.is_multiple_of(8) && at + 8 <= self.map_len);
+        // SAFETY: `at` is an aligned offset inside the live mapping (checked by the callers'
+        // constants and `ring_at`/`ring_len`, which the kernel gave); the kernel writes it
+        // concurrently, hence the atomic load.
+        let word = unsafe { &*(self.map.cast::<u8>().add(at) as *const AtomicU64) };
+        // Acquire: for the head, pairs with the kernel's barrier between writing a record and
+        // publishing the head, so the record read next is complete.
+        word.load(Ordering::Acquire)
+    }
+
+    /// Whether the thread is on a CPU: its last logged switch was one in. `None` before the
+    /// first switch is logged, or if the ring holds something else (then the caller asks the
+    /// clock).
+    pub(crate) fn on_cpu(&self) -> Option<bool> {
+        let head = self.load(DATA_HEAD_AT);
+        if head < RECORD_LEN {
+            return None;
+        }
+        // The record before the head stays intact until the ring wraps round to it, hundreds
+        // of switches later; a switch since the head was read only makes the answer as old as
+        // any answer is by the time it is used.
+        let at = self.ring_at + ((head - RECORD_LEN) % self.ring_len) as usize;
+        let header = self.load(at);
+        let (kind, misc) = (header as u32, (header >> 32) as u16);
+        (kind == PERF_RECORD_SWITCH).then_some(misc & PERF_RECORD_MISC_SWITCH_OUT == 0)
+    }
+}
+
+impl Drop for SwitchLog {
+    fn drop(&mut self) {
+        // SAFETY: the mapping and fd are ours, and dropping the log ends every use of them.
+        unsafe {
+            libc::munmap(self.map, self.map_len);
+            libc::close(self.fd);
+        }
+    }
+}
+
+/// A thread's switch log, opened by the thread itself once it has given back a loan (so a
+/// waiter is likely to watch it again), and closed with the thread's record (which the epoch
+/// scheme frees only once no reader can hold it).
+pub(crate) struct SwitchLogSlot(AtomicPtr<SwitchLog>);
+
+/// In a slot: opening a log for this thread failed although perf works (fd limit, thread
+/// gone); do not try again.
+const NO_LOG: *mut SwitchLog = std::ptr::dangling_mut();
+
+impl SwitchLogSlot {
+    pub(crate) const fn new() -> SwitchLogSlot {
+        SwitchLogSlot(AtomicPtr::new(std::ptr::null_mut()))
+    }
+
+    /// Whether the thread is on a CPU (`SwitchLog::on_cpu`). `None` until its log is open:
+    /// the caller asks the thread's clock.
+    pub(crate) fn on_cpu(&self) -> Option<bool> {
+        // Acquire: pairs with the Release install below, so the log's fields are visible.
+        let log = self.0.load(Ordering::Acquire);
+        if log.is_null() || log == NO_LOG {
+            return None;
+        }
+        // SAFETY: a non-null, non-sentinel pointer came from `Box::into_raw` in `install`
+        // and is freed only when the slot drops, with the record the caller borrows.
+        unsafe { &*log }.on_cpu()
+    }
+
+    /// Opens the log of thread `tid`, whose record holds this slot, unless it is open or
+    /// cannot be.
+    pub(crate) fn open(&self, tid: Tid) {
+        // Relaxed: only decides whether to try; `install` publishes with a CAS.
+        if self.0.load(Ordering::Relaxed).is_null() {
+            self.install(tid);
+        }
+    }
+
+    #[cold]
+    fn install(&self, tid: Tid) {
+        let new = match SwitchLog::open(tid) {
+            Some(log) => Box::into_raw(Box::new(log)),
+            // Perf works, so the failure is this thread's.
+            None if STATE.load(Ordering::Relaxed) == READY => NO_LOG,
+            // Priming, or refused: nothing to remember here.
+            None => return,
+        };
+        // Release: publishes the log (see `on_cpu`). Relaxed on failure: another opener won,
+        // and we only drop our own.
+        let lost = self
+            .0
+            .compare_exchange(
+                std::ptr::null_mut(),
+                new,
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_err();
+        if lost && new != NO_LOG {
+            // SAFETY: ours, never published.
+            drop(unsafe { Box::from_raw(new) });
+        }
+    }
+}
+
+impl Drop for SwitchLogSlot {
+    fn drop(&mut self) {
+        let log = *self.0.get_mut();
+        if !log.is_null() && log != NO_LOG {
+            // SAFETY: installed by `install` from `Box::into_raw`; the slot is going away, so
+            // nobody reads the log any more.
+            drop(unsafe { Box::from_raw(log) });
+        }
+    }
+}
+
+/// Whether perf may be used: `UNTRIED` until the first `open`, which starts `prime`.
+static STATE: AtomicU8 = AtomicU8::new(UNTRIED);
+const UNTRIED: u8 = 0;
+const PRIMING: u8 = 1;
+const READY: u8 = 2;
+const REFUSED: u8 = 3;
+
+/// True once the first event is open; the first call starts a thread that opens it.
+fn primed() -> bool {
+    // Relaxed: the state guards no data; the event the primer opened is the kernel's.
+    match STATE.load(Ordering::Relaxed) {
+        READY => true,
+        UNTRIED => {
+            if STATE
+                .compare_exchange(UNTRIED, PRIMING, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                prime();
+            }
+            false
+        }
+        _ => false,
+    }
+}
+
+/// Opens the process's first per-task perf event, on a thread of its own (the kernel patches
+/// its scheduler hooks in, 5-11 ms), and keeps it open for the life of the process so the
+/// hooks stay in (closing the last event takes them out again, and the next open would pay
+/// again).
+fn prime() {
+    let spawned = std::thread::Builder::new()
+        .name("proxy-lock-perf".into())
+        .spawn(|| {
+            step_aside();
+            let state = match SwitchLog::open_now(crate::sys::gettid()) {
+                Ok(log) => {
+                    std::mem::forget(log);
+                    READY
+                }
+                Err(e) if refused(e) => REFUSED,
+                // Short of fds or memory: leave it to a later waiter to try again.
+                Err(_) => UNTRIED,
+            };
+            // Relaxed: see `primed`.
+            STATE.store(state, Ordering::Relaxed);
+        });
+    if spawned.is_err() {
+        // Relaxed: see `primed`.
+        STATE.store(UNTRIED, Ordering::Relaxed);
+    }
+}
+
+/// Drops the priming thread to SCHED_OTHER at nice 19. It inherits its spawner's policy and
+/// CPUs, and its spawner is a waiter, perhaps real-time and pinned: at that policy, the
+/// kernel's patching (milliseconds of CPU) would hold off the very thread that waits. Lowering
+/// one's own policy needs no privilege; a failure only leaves it where it was.
+fn step_aside() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is valid for the call; pid 0 is the calling thread.
+    unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+    }
+}
+
+/// Whether `errno` from `perf_event_open` means this process may not use it at all.
+fn refused(errno: libc::c_int) -> bool {
+    matches!(
+        errno,
+        libc::EACCES | libc::EPERM | libc::ENOSYS | libc::ENOENT | libc::EINVAL | libc::EOPNOTSUPP
+    )
+}
+
+fn errno() -> libc::c_int {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 { size as usize } else { 4096 }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::SwitchLog;
+    use crate::sys::test_threads::wait_until_asleep;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, mpsc};
+    use std::time::{Duration, Instant};
+
+    /// Opens a log of `tid`, priming perf first; `None` (with the reason printed) where perf
+    /// is refused.
+    fn open_log(tid: crate::Tid) -> Option<SwitchLog> {
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(log) = SwitchLog::open(tid) {
+                return Some(log);
+            }
+            if super::STATE.load(Ordering::Relaxed) == super::REFUSED || Instant::now() > end {
+                eprintln!("skipped: perf_event_open is refused here, the clock reads stand in");
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A thread asleep reads as off a CPU, the same thread spinning as on one, and asleep again
+    /// as off one, through a log opened from another thread.
+    #[test]
+    fn the_log_tells_a_sleeping_thread_from_a_running_one() {
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let worker = std::thread::spawn(move || {
+            tid_tx.send(crate::current_tid()).unwrap();
+            go_rx.recv().unwrap();
+            while !stop2.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+            let _ = go_rx.recv();
+        });
+        let tid = tid_rx.recv().unwrap();
+        wait_until_asleep(tid);
+        let log = open_log(tid);
+        if let Some(log) = &log {
+            // Nothing logged until it next switches: the caller asks the clock then.
+            assert_eq!(log.on_cpu(), None);
+        }
+        go_tx.send(()).unwrap();
+        if let Some(log) = &log {
+            // Running: within a second (the unit tests share the CPUs) the log says so.
+            let end = Instant::now() + Duration::from_secs(1);
+            while log.on_cpu() != Some(true) && Instant::now() < end {}
+            assert_eq!(log.on_cpu(), Some(true), "never seen running");
+        }
+        stop.store(true, Ordering::Relaxed);
+        wait_until_asleep(tid);
+        if let Some(log) = &log {
+            assert_eq!(log.on_cpu(), Some(false), "asleep, yet logged as running");
+        }
+        drop(go_tx);
+        worker.join().unwrap();
+        // A thread that has exited is not switched out in the log: its last record says it
+        // runs. That is why `Task::on_cpu` answers for an exited owner's record itself.
+    }
+}
