@@ -16,8 +16,8 @@
 //!   demo's `rt`: above pthread PI in 2 of 6 rounds). Until a thread has its log, waiters
 //!   read its clock;
 //! * the first per-task perf event of a process patches the kernel's scheduler hooks in
-//!   (5-11 ms here). That one is opened by a short-lived thread of its own (`prime`) and kept
-//!   open for the life of the process, so that nobody waits for it and the hooks stay in;
+//!   (5-11 ms here), paid by the first such thread; that event is kept open for the life of
+//!   the process (`keep_hooks_in`), so that the hooks stay in;
 //! * every context switch of a thread with a log costs it about 1.5 µs more (a pipe
 //!   ping-pong, here), for as long as that thread lives;
 //! * an fd and two pages per watched thread.
@@ -82,11 +82,14 @@ unsafe impl Sync for SwitchLog {}
 
 impl SwitchLog {
     /// Opens a log of thread `tid`'s switches, unless perf is refused to this process (then
-    /// never again), or not primed yet (`prime`, started here: no waiter pays for the first
-    /// event). `None` either way, and on any other failure (fd limit, thread gone).
+    /// never again). The process's first call also opens the event that keeps the kernel's
+    /// hooks in (`keep_hooks_in`). `None` on any failure (also fd limit, thread gone).
     pub(crate) fn open(tid: Tid) -> Option<SwitchLog> {
-        if !primed() {
-            return None;
+        // Relaxed: the state guards no data; the events are the kernel's.
+        match STATE.load(Ordering::Relaxed) {
+            READY => {}
+            UNTRIED if keep_hooks_in() => {}
+            _ => return None,
         }
         let log = Self::open_now(tid);
         if let Err(errno) = &log
@@ -274,69 +277,39 @@ impl Drop for SwitchLogSlot {
     }
 }
 
-/// Whether perf may be used: `UNTRIED` until the first `open`, which starts `prime`.
+/// Whether perf may be used: `UNTRIED` until the first `open`.
 static STATE: AtomicU8 = AtomicU8::new(UNTRIED);
 const UNTRIED: u8 = 0;
-const PRIMING: u8 = 1;
+/// One thread is opening the first event; the others open nothing meanwhile.
+const OPENING_FIRST: u8 = 1;
 const READY: u8 = 2;
 const REFUSED: u8 = 3;
 
-/// True once the first event is open; the first call starts a thread that opens it.
-fn primed() -> bool {
-    // Relaxed: the state guards no data; the event the primer opened is the kernel's.
-    match STATE.load(Ordering::Relaxed) {
-        READY => true,
-        UNTRIED => {
-            if STATE
-                .compare_exchange(UNTRIED, PRIMING, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-            {
-                prime();
-            }
-            false
+/// Opens the process's first per-task perf event, on the calling thread, and never closes it:
+/// the kernel patches its scheduler hooks in for the first one (5-11 ms here) and out again
+/// once the last one closes, so without this every thread that came after a lull would pay
+/// again. True if perf works. The caller is a thread that holds no lock
+/// (`Task::open_switch_log`), so nobody waits for it meanwhile.
+#[cold]
+fn keep_hooks_in() -> bool {
+    // Relaxed: see `open`.
+    if STATE
+        .compare_exchange(UNTRIED, OPENING_FIRST, Ordering::Relaxed, Ordering::Relaxed)
+        .is_err()
+    {
+        return false;
+    }
+    let state = match SwitchLog::open_now(crate::sys::gettid()) {
+        Ok(log) => {
+            std::mem::forget(log);
+            READY
         }
-        _ => false,
-    }
-}
-
-/// Opens the process's first per-task perf event, on a thread of its own (the kernel patches
-/// its scheduler hooks in, 5-11 ms), and keeps it open for the life of the process so the
-/// hooks stay in (closing the last event takes them out again, and the next open would pay
-/// again).
-fn prime() {
-    let spawned = std::thread::Builder::new()
-        .name("proxy-lock-perf".into())
-        .spawn(|| {
-            step_aside();
-            let state = match SwitchLog::open_now(crate::sys::gettid()) {
-                Ok(log) => {
-                    std::mem::forget(log);
-                    READY
-                }
-                Err(e) if refused(e) => REFUSED,
-                // Short of fds or memory: leave it to a later waiter to try again.
-                Err(_) => UNTRIED,
-            };
-            // Relaxed: see `primed`.
-            STATE.store(state, Ordering::Relaxed);
-        });
-    if spawned.is_err() {
-        // Relaxed: see `primed`.
-        STATE.store(UNTRIED, Ordering::Relaxed);
-    }
-}
-
-/// Drops the priming thread to SCHED_OTHER at nice 19. It inherits its spawner's policy and
-/// CPUs, and its spawner is a waiter, perhaps real-time and pinned: at that policy, the
-/// kernel's patching (milliseconds of CPU) would hold off the very thread that waits. Lowering
-/// one's own policy needs no privilege; a failure only leaves it where it was.
-fn step_aside() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: `param` is valid for the call; pid 0 is the calling thread.
-    unsafe {
-        libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
-        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
-    }
+        Err(e) if refused(e) => REFUSED,
+        // Short of fds or memory: a later thread tries again.
+        Err(_) => UNTRIED,
+    };
+    STATE.store(state, Ordering::Relaxed);
+    state == READY
 }
 
 /// Whether `errno` from `perf_event_open` means this process may not use it at all.
@@ -365,7 +338,7 @@ mod tests {
     use std::sync::{Arc, mpsc};
     use std::time::{Duration, Instant};
 
-    /// Opens a log of `tid`, priming perf first; `None` (with the reason printed) where perf
+    /// Opens a log of `tid` (the first open also opens the process's first event); `None` (with the reason printed) where perf
     /// is refused.
     fn open_log(tid: crate::Tid) -> Option<SwitchLog> {
         let end = Instant::now() + Duration::from_secs(5);
