@@ -32,7 +32,7 @@ const SCHED_FLAG_UTIL_CLAMP_MIN: u64 = 0x20;
 const SCHED_FLAG_UTIL_CLAMP_MAX: u64 = 0x40;
 const SCHED_DEADLINE: u32 = 6;
 
-fn errno() -> Errno {
+pub(crate) fn errno() -> Errno {
     std::io::Error::last_os_error()
         .raw_os_error()
         .unwrap_or(libc::EIO)

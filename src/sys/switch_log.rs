@@ -26,6 +26,7 @@
 //! nothing is opened again and the callers read CPU clocks as before.
 
 use crate::Tid;
+use crate::sys::sched::errno;
 use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, Ordering};
 
 /// `perf_event_attr`, in its first published size (`PERF_ATTR_SIZE_VER0`): the kernel reads
@@ -231,9 +232,9 @@ impl SwitchLogSlot {
     }
 
     /// Opens the log of thread `tid`, whose record holds this slot, unless it is open or
-    /// cannot be.
+    /// cannot be. Called by that thread only.
     pub(crate) fn open(&self, tid: Tid) {
-        // Relaxed: only decides whether to try; `install` publishes with a CAS.
+        // Relaxed: we are the slot's only writer.
         if self.0.load(Ordering::Relaxed).is_null() {
             self.install(tid);
         }
@@ -245,24 +246,13 @@ impl SwitchLogSlot {
             Some(log) => Box::into_raw(Box::new(log)),
             // Perf works, so the failure is this thread's.
             None if STATE.load(Ordering::Relaxed) == READY => NO_LOG,
-            // Priming, or refused: nothing to remember here.
+            // Another thread opening the process's first event, or refused: nothing to
+            // remember here.
             None => return,
         };
-        // Release: publishes the log (see `on_cpu`). Relaxed on failure: another opener won,
-        // and we only drop our own.
-        let lost = self
-            .0
-            .compare_exchange(
-                std::ptr::null_mut(),
-                new,
-                Ordering::Release,
-                Ordering::Relaxed,
-            )
-            .is_err();
-        if lost && new != NO_LOG {
-            // SAFETY: ours, never published.
-            drop(unsafe { Box::from_raw(new) });
-        }
+        // Release: publishes the log (see `on_cpu`). A plain store: only the thread itself
+        // opens its log (`Task::open_switch_log`), so nobody else writes the slot.
+        self.0.store(new, Ordering::Release);
     }
 }
 
@@ -318,10 +308,6 @@ fn refused(errno: libc::c_int) -> bool {
         errno,
         libc::EACCES | libc::EPERM | libc::ENOSYS | libc::ENOENT | libc::EINVAL | libc::EOPNOTSUPP
     )
-}
-
-fn errno() -> libc::c_int {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 fn page_size() -> usize {
