@@ -32,7 +32,7 @@ pub(crate) struct Sched {
     /// 6.12+: its time slice, which `sched_getattr` reports whether or not it was set, so a
     /// loan carries the donor's slice and a restore writes the base's back as a custom slice
     /// of the same length (a short slice lent to the demo's owner made `direct` worse; see
-    /// the README).
+    /// docs/demo-history.md).
     pub(crate) runtime: u64,
     pub(crate) deadline: u64,
     pub(crate) period: u64,
