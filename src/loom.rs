@@ -119,13 +119,17 @@ mod real {
         holder: &crate::task::Task,
         f: impl FnOnce(&mut crate::donor::Ledger) -> R,
     ) -> R {
+        // Before the lock: a thread's first call makes a syscall, and a holder that is not yet
+        // named can be neither spun for nor rescued (`wait_for_ledger`), so nothing between
+        // taking the lock and naming the holder may give the kernel a chance to preempt it.
+        let tid = holder_tid();
         let rescue = if LEDGER_LOCK.try_lock() {
             None
         } else {
             wait_for_ledger(holder)
         };
         // Relaxed: a hint for `wait_for_ledger`; the lock itself orders the ledger's data.
-        LEDGER_HOLDER.store(holder_tid(), Ordering::Relaxed);
+        LEDGER_HOLDER.store(tid, Ordering::Relaxed);
         RESCUE.holding(holder);
         /// Lets go of the ledger when `f` returns, or unwinds (nothing panics in there, but a
         /// ledger left locked would stop every donation).
