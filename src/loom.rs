@@ -119,9 +119,10 @@ mod real {
         holder: &crate::task::Task,
         f: impl FnOnce(&mut crate::donor::Ledger) -> R,
     ) -> R {
-        // Before the lock: a thread's first call makes a syscall, and a holder that is not yet
-        // named can be neither spun for nor rescued (`wait_for_ledger`), so nothing between
-        // taking the lock and naming the holder may give the kernel a chance to preempt it.
+        // Before the lock: a thread's first call makes a syscall, whose return is where the
+        // kernel preempts a thread it has marked, and a holder not yet named is spun for only
+        // briefly and cannot be rescued (`wait_for_ledger`). So the few instructions between
+        // taking the lock and naming the holder make no syscall.
         let tid = holder_tid();
         let rescue = if LEDGER_LOCK.try_lock() {
             None
