@@ -63,7 +63,8 @@ pub(crate) struct Task {
     held: Cell<usize>,
     /// This thread's request slot for `Mutex::run` (see `proxy`).
     pub(crate) slot: crate::proxy::Slot,
-    /// The log of this thread's context switches, opened when a waiter first watches it.
+    /// The log of this thread's context switches, opened by the thread itself once it has
+    /// given back a loan (`donor::after_passing_on`), as waiters are likely to watch it again.
     switches: crate::loom::SwitchLogSlot,
 }
 

@@ -324,8 +324,8 @@ mod tests {
     use std::sync::{Arc, mpsc};
     use std::time::{Duration, Instant};
 
-    /// Opens a log of `tid` (the first open also opens the process's first event); `None` (with the reason printed) where perf
-    /// is refused.
+    /// Opens a log of `tid` (the first open also opens the process's first event); `None`,
+    /// with the reason printed, where perf is refused.
     fn open_log(tid: crate::Tid) -> Option<SwitchLog> {
         let end = Instant::now() + Duration::from_secs(5);
         loop {
