@@ -34,9 +34,10 @@
 //! returns. An owner's attributes are always its base plus the best of every waiter still waiting
 //! on a lock it holds, directly or through a chain; when the last such waiter leaves (it gets the
 //! lock or times out) the owner gets its base back, and a change the application made meanwhile
-//! becomes the new base. Between equal threads nothing is lent and no syscall is made: the walk
-//! compares cached summaries first. A waiter that would lend first spins while the last owner on
-//! its chain runs (up to 1 ms, reading that thread's CPU clock), as the kernel's rt_mutex waiters
+//! becomes the new base. Between equal threads nothing is lent and nothing is written: a waiter
+//! about to sleep reads its own policy (one syscall) and compares it with cached summaries of
+//! the owners'. A waiter that would lend first spins while the last owner on its chain runs
+//! (up to 1 ms, reading that thread's CPU clock), as the kernel's rt_mutex waiters
 //! spin while their owner is on a CPU, and an unlock hands it the lock without a wake-up; it lends
 //! its CPU, and unless it is real-time anything at all, only once that owner stops running. A
 //! failed loan (no CAP_SYS_NICE, a thread that exited) never fails or delays a lock; it is counted

@@ -71,11 +71,19 @@ mod real {
     /// attribute reads (two syscalls per thread at most this often).
     pub(crate) const HINT_TTL_US: u64 = 10_000;
 
+    /// Whether a waiter reads its own policy again at each wait (`donor::refresh_own_hint`).
+    pub(crate) const REREAD_OWN_HINT_EACH_WAIT: bool = true;
+
     /// Thread `tid`'s scheduling attributes, from the kernel.
     pub(crate) fn read_attrs(tid: crate::Tid) -> Result<Attrs, Errno> {
-        let (sched, util) = crate::sys::sched::get_sched(tid)?;
+        let (sched, util) = read_sched(tid)?;
         let cpus = crate::sys::sched::get_affinity(tid)?;
         Ok(Attrs { sched, util, cpus })
+    }
+
+    /// Thread `tid`'s policy, priority and utilization clamps, from the kernel.
+    pub(crate) fn read_sched(tid: crate::Tid) -> Result<(Sched, (u32, u32)), Errno> {
+        crate::sys::sched::get_sched(tid)
     }
 
     pub(crate) fn write_sched(tid: crate::Tid, sched: &Sched) -> Result<(), Errno> {
@@ -475,6 +483,10 @@ mod model {
     /// bases before they lock, and fewer reads keep the models small.
     pub(crate) const HINT_TTL_US: u64 = 1 << 60;
 
+    /// Off in the models: they change no thread's attributes behind the ledger's back, so a
+    /// waiter's cached policy stays true, and reading it again would only add interleavings.
+    pub(crate) const REREAD_OWN_HINT_EACH_WAIT: bool = false;
+
     /// The recording scheduler backend: each (fake) tid's attributes, as the ledger wrote them.
     /// A thread nobody wrote yet has the default: nice 0 on CPUs 0 and 1.
     fn default_attrs() -> Attrs {
@@ -509,6 +521,10 @@ mod model {
             .get(&tid)
             .copied()
             .unwrap_or_else(default_attrs))
+    }
+
+    pub(crate) fn read_sched(tid: crate::Tid) -> Result<(Sched, (u32, u32)), Errno> {
+        read_attrs(tid).map(|a| (a.sched, a.util))
     }
 
     fn update(tid: crate::Tid, f: impl FnOnce(&mut Attrs)) -> Result<(), Errno> {

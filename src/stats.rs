@@ -47,8 +47,10 @@ pub struct Counters {
     pub last_errno: i32,
     /// Unlocks that passed ownership straight to a waiter.
     pub handoffs: u64,
-    /// Reads of a thread's attributes (`sched_getattr` plus `sched_getaffinity`) to refresh
-    /// the cached summary the lock-free check compares; at most one per thread per 10 ms.
+    /// Reads of a thread's attributes for the summaries the lock-free check compares: an
+    /// owner's (`sched_getattr` plus `sched_getaffinity`, at most once per thread per 10 ms),
+    /// and a waiter's own policy (`sched_getattr`, once per wait that gets as far as deciding
+    /// whether to lend).
     pub attribute_reads: u64,
     /// Sections published with [`crate::Mutex::run`] that another thread (the lock holder)
     /// ran on the caller's behalf.

@@ -239,6 +239,35 @@ fn a_change_made_while_boosted_becomes_the_new_base() {
     owner.finish();
 }
 
+/// A waiter is judged by the attributes it has when it waits, even when it changed them right
+/// after an earlier wait put its old ones in the cache. The waiter's Condvar wait records its
+/// rank (nice 0) in the cache, which lives 10 ms; it then takes nice -5 and waits on an owner
+/// at nice 0. Judged by the cache, the two are equals and nothing is lent (the owner kept nice
+/// 0 before each wait read its own attributes again).
+#[test]
+fn a_waiter_that_just_raised_itself_lends_its_new_nice() {
+    let _s = serial();
+    if !privileged("a_waiter_that_just_raised_itself_lends_its_new_nice") {
+        return;
+    }
+    let m = Arc::new(Mutex::new(()));
+    let owner = Owner::spawn(&m, || {});
+    let (_, waiter) = spawn_waiter(
+        &m,
+        || {
+            let (private, cv) = (Mutex::new(()), proxy_lock::Condvar::new());
+            let _ = cv.wait_timeout(private.lock().unwrap(), Duration::from_micros(1));
+            set_nice(-5);
+        },
+        None,
+    );
+    assert_eq!(nice_of(owner.tid), -5, "the waiter's new nice is lent");
+    owner.release();
+    assert!(waiter.join().unwrap());
+    assert_eq!(nice_of(owner.tid), 0, "the owner gets its own nice back");
+    owner.finish();
+}
+
 /// The calling thread's voluntary context switches so far: it went to sleep that many times.
 fn voluntary_switches() -> u64 {
     let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();

@@ -224,10 +224,15 @@ impl Attrs {
     /// The summary stored in `Task::hint` for quick, lock-free "is the donor better?" checks:
     /// sched rank in bits 0..24, util min in 24..36, util max in 36..48.
     pub(crate) fn hint(&self) -> u64 {
-        let (class, sub) = self.sched.rank();
+        Attrs::hint_of(&self.sched, self.util)
+    }
+
+    /// [`Attrs::hint`] from the parts it summarises.
+    pub(crate) fn hint_of(sched: &Sched, util: (u32, u32)) -> u64 {
+        let (class, sub) = sched.rank();
         let sub = sub.min(0xFFFF);
         let rank = (class as u64) << 16 | sub;
-        rank | (self.util.0.min(0xFFF) as u64) << 24 | (self.util.1.min(0xFFF) as u64) << 36
+        rank | (util.0.min(0xFFF) as u64) << 24 | (util.1.min(0xFFF) as u64) << 36
     }
 
     /// The affinity summary stored in `Task::cpus_hint`: CPUs 0..64. A CPU above 63 never

@@ -3,11 +3,12 @@
 //!
 //! # Protocol
 //!
-//! 1. **Quick check, no lock, no syscall** ([`before_sleep`]). The waiter walks the chain
-//!    (`chain::walk`) comparing cached summaries of attributes (`TaskDonor::hint`): its own
-//!    effective attributes against each owner's base, and its CPU against the owner's
-//!    affinity. If no owner is strictly worse, nothing happens (counted as skipped). Between
-//!    equal threads, as in hackbench, donation costs this walk and nothing else. The same walk
+//! 1. **Quick check, no lock, one syscall** ([`before_sleep`]). The waiter reads its own
+//!    policy from the kernel (`refresh_own_hint`), then walks the chain (`chain::walk`)
+//!    comparing summaries of attributes (`TaskDonor::hint`): its own effective attributes
+//!    against each owner's cached base, and its CPU against the owner's affinity. If no owner
+//!    is strictly worse, nothing happens (counted as skipped). Between equal threads, as in
+//!    hackbench, donation costs this read and this walk and nothing else. The same walk
 //!    detects deadlock cycles (`chain::check_deadlock`).
 //!    A waiter that finds a worse owner does not lend yet ([`before_spinning`]): it spins
 //!    while the chain's last owner runs (`mutex::raw`), and lends only once that thread stops
@@ -60,7 +61,9 @@ pub(crate) use ledger_lock::LedgerLock;
 pub use report::{Capabilities, capabilities};
 pub(crate) use rescue::{Rescue, RescueSlot};
 
-use crate::loom::{AtomicBool, AtomicU8, CacheU64, HINT_TTL_US, Ordering, coarse_us};
+use crate::loom::{
+    AtomicBool, AtomicU8, CacheU64, HINT_TTL_US, Ordering, REREAD_OWN_HINT_EACH_WAIT, coarse_us,
+};
 use crate::mutex::raw::RawMutex;
 use crate::task::{Me, Task};
 use attrs::hint_better;
@@ -229,6 +232,7 @@ pub(crate) fn before_spinning(
     lock: &RawMutex,
     deadline: bool,
 ) -> Result<Spin, crate::chain::Deadlock> {
+    refresh_own_hint(me);
     let survey = survey(me, lock, deadline)?;
     if waits_real_time(me) {
         return Ok(if lend_if_worse(me, lock, &survey, false) {
@@ -499,6 +503,34 @@ fn forget_hint(task: &Task) {
 
 fn cpu_lending() -> bool {
     cpu_donation() != CpuDonation::Off
+}
+
+/// Reads the waiter's own policy and priority from the kernel, once per wait, before the wait
+/// decides whether to spin and what to lend (`before_spinning`): a thread is judged by the
+/// policy it has now, not by one it had up to `HINT_TTL_US` ago. In the demo, each thread's
+/// first lock wait (a warm-up) cached its attributes just before it took its role's policy;
+/// the SCHED_FIFO foreground then waited as a nice-0 thread for its first milliseconds, lent
+/// its policy only after its spin, and its owner stayed behind the real-time hog meanwhile (7
+/// of 11 traced `rt` waits of 125-186 µs). One `sched_getattr` per wait that gets this far.
+/// Only the rank part of the hint is refreshed: the affinity summary keeps its own stamp.
+fn refresh_own_hint(me: Me) {
+    let d = &me.task().donor;
+    // A boosted thread's hint is the ledger's (its base), not what the kernel shows. Relaxed:
+    // a cache. A loan that lands between the second check and the store leaves the loan in
+    // the hint as if it were the base; the ledger writes the base there again when it changes
+    // or ends that loan (`Ledger::record`), and until then the owner has those attributes.
+    let boosted = || d.lent_hint.load(Ordering::Relaxed) != 0;
+    if !REREAD_OWN_HINT_EACH_WAIT || boosted() {
+        return;
+    }
+    crate::stats::count_attribute_read();
+    if let Ok((sched, util)) = crate::loom::read_sched(me.task().tid())
+        && !boosted()
+    {
+        // Relaxed: a cache, read only by quick checks that the ledger re-validates.
+        d.hint
+            .store(Attrs::hint_of(&sched, util), Ordering::Relaxed);
+    }
 }
 
 /// `task`'s cached (hint, cpus_hint), read again from the kernel when older than
