@@ -483,8 +483,8 @@ mod model {
     /// bases before they lock, and fewer reads keep the models small.
     pub(crate) const HINT_TTL_US: u64 = 1 << 60;
 
-    /// Off in the models: they change no thread's attributes behind the ledger's back, so a
-    /// waiter's cached policy stays true, and reading it again would only add interleavings.
+    /// Off in the models: they set each thread's base before it first locks, so a waiter's
+    /// cached policy stays true, and reading it again would only add interleavings.
     pub(crate) const REREAD_OWN_HINT_EACH_WAIT: bool = false;
 
     /// The recording scheduler backend: each (fake) tid's attributes, as the ledger wrote them.

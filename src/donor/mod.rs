@@ -3,13 +3,13 @@
 //!
 //! # Protocol
 //!
-//! 1. **Quick check, no lock, one syscall** ([`before_sleep`]). The waiter reads its own
-//!    policy from the kernel (`refresh_own_hint`), then walks the chain (`chain::walk`)
-//!    comparing summaries of attributes (`TaskDonor::hint`): its own effective attributes
-//!    against each owner's cached base, and its CPU against the owner's affinity. If no owner
-//!    is strictly worse, nothing happens (counted as skipped). Between equal threads, as in
-//!    hackbench, donation costs this read and this walk and nothing else. The same walk
-//!    detects deadlock cycles (`chain::check_deadlock`).
+//! 1. **Quick check, no lock, one syscall** ([`before_spinning`], [`before_sleep`]). The
+//!    waiter reads its own policy from the kernel (`refresh_own_hint`), then walks the chain
+//!    (`chain::walk`) comparing summaries of attributes (`TaskDonor::hint`): its own effective
+//!    attributes against each owner's cached base, and its CPU against the owner's affinity.
+//!    If no owner is strictly worse, nothing happens (counted as skipped). Between equal
+//!    threads, as in hackbench, donation costs this read and this walk and nothing else. The
+//!    same walk detects deadlock cycles (`chain::check_deadlock`).
 //!    A waiter that finds a worse owner does not lend yet ([`before_spinning`]): it spins
 //!    while the chain's last owner runs (`mutex::raw`), and lends only once that thread stops
 //!    running, CPU included, and goes to sleep. A real-time waiter lends all but its CPU
