@@ -268,6 +268,30 @@ fn a_waiter_that_just_raised_itself_lends_its_new_nice() {
     owner.finish();
 }
 
+/// An owner that changed its own attributes right after a wait of its own is seen with the new
+/// ones. The owner's Condvar wait reads its attributes (nice 0); it then takes nice 10 and the
+/// lock, and a waiter at nice 0 waits. When a thread's look at itself went into the cache
+/// other threads read, the waiter found nice 0 there (for up to 10 ms) and lent nothing.
+#[test]
+fn an_owner_that_just_lowered_itself_is_lent_to() {
+    let _s = serial();
+    if !privileged("an_owner_that_just_lowered_itself_is_lent_to") {
+        return;
+    }
+    let m = Arc::new(Mutex::new(()));
+    let owner = Owner::spawn(&m, || {
+        let (private, cv) = (Mutex::new(()), proxy_lock::Condvar::new());
+        let _ = cv.wait_timeout(private.lock().unwrap(), Duration::from_micros(1));
+        set_nice(10);
+    });
+    let (_, waiter) = spawn_waiter(&m, || set_nice(0), None);
+    assert_eq!(nice_of(owner.tid), 0, "the waiter's nice is lent");
+    owner.release();
+    assert!(waiter.join().unwrap());
+    assert_eq!(nice_of(owner.tid), 10, "the owner gets its own nice back");
+    owner.finish();
+}
+
 /// The calling thread's voluntary context switches so far: it went to sleep that many times.
 fn voluntary_switches() -> u64 {
     let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();

@@ -6,7 +6,9 @@
 //! 1. **Quick check, no lock, one syscall** ([`before_spinning`], [`before_sleep`]). The
 //!    waiter reads its own policy from the kernel (`refresh_own_hint`), then walks the chain
 //!    (`chain::walk`) comparing summaries of attributes (`TaskDonor::hint`): its own effective
-//!    attributes against each owner's cached base, and its CPU against the owner's affinity.
+//!    attributes, as just read, against each owner's base as cached by other threads' reads
+//!    (a thread's read of itself does not date that cache), and its CPU against the owner's
+//!    affinity.
 //!    If no owner is strictly worse, nothing happens (counted as skipped). Between equal
 //!    threads, as in hackbench, donation costs this read and this walk and nothing else. The
 //!    same walk detects deadlock cycles (`chain::check_deadlock`).
@@ -274,7 +276,7 @@ fn survey(me: Me, lock: &RawMutex, deadline: bool) -> Result<Survey, crate::chai
     } else {
         crate::loom::current_cpu()
     };
-    let mine = effective_hint(me.task());
+    let mine = own_effective_hint(me);
     let (mut sched, mut cpu) = (false, false);
     let mut cycle = false;
     crate::chain::walk(lock, |_, owner| {
@@ -422,7 +424,7 @@ pub(crate) fn on_thread_exit(task: &Task) {
 /// The scheduling rank (policy and priority or nice; `Attrs::hint`'s low bits) a Condvar
 /// waiter would lend, for the Condvar's record of its best waiter. 0 is the lowest.
 pub(crate) fn waiter_rank(me: Me) -> usize {
-    (effective_hint(me.task()) & RANK_BITS) as usize
+    (own_effective_hint(me) & RANK_BITS) as usize
 }
 
 /// Whether a waiter of rank `rank` would lend to the current owner of `lock` (a Condvar
@@ -447,7 +449,7 @@ pub(crate) fn outranks_owner(me: Me, lock: &RawMutex) -> bool {
 /// was lent): it then spins while the owner runs before it sleeps (`mutex::raw`), as the
 /// kernel's rt_mutex waiters do.
 fn waits_real_time(me: Me) -> bool {
-    effective_hint(me.task()) & RANK_BITS >= REAL_TIME_RANK
+    own_effective_hint(me) & RANK_BITS >= REAL_TIME_RANK
 }
 
 /// The lowest real-time sched rank in `Attrs::hint` (class 2, FIFO and RR priority 0).
@@ -456,7 +458,32 @@ const REAL_TIME_RANK: u64 = 2 << 16;
 /// The sched-rank part of `Attrs::hint`.
 const RANK_BITS: u64 = 0xFF_FFFF;
 
-/// The best a donor `me` has: its base, or what it was lent if that is more.
+/// The best `me` has to lend: its own policy as its last wait read it ([`refresh_own_hint`];
+/// read now if it never was), or what it was lent if that is more. A thread's look at itself
+/// stays out of the timed cache other threads read (`fresh_hint`, `HINT_TTL_US`): a thread
+/// that read itself into it and then changed its policy would show the old one to every
+/// waiter for up to 10 ms. In the demo, each thread's warm-up (a Condvar wait) did exactly
+/// that just before the thread took its role's policy, and a waiter that found the end of the
+/// `chain` still at nice 0 slept without passing its loan on (7.4 and 20.2 ms traced at
+/// start-up; the known limits in the README).
+fn own_effective_hint(me: Me) -> u64 {
+    let d = &me.task().donor;
+    let hint = if REREAD_OWN_HINT_EACH_WAIT {
+        // Relaxed: a cache. A hint read from the kernel is never 0 (its util-max part is not),
+        // so 0 means never read.
+        if d.hint.load(Ordering::Relaxed) == 0 {
+            refresh_own_hint(me);
+        }
+        d.hint.load(Ordering::Relaxed)
+    } else {
+        fresh_hint(me.task()).0
+    };
+    // Relaxed: as in `effective_hint`.
+    let lent = d.lent_hint.load(Ordering::Relaxed);
+    if hint_better(lent, hint) { lent } else { hint }
+}
+
+/// The best an owner `task` has: its base, or what it was lent if that is more.
 fn effective_hint(task: &Task) -> u64 {
     let (hint, _) = fresh_hint(task);
     // Relaxed: a cache; the ledger re-reads real attributes before acting.
@@ -512,7 +539,8 @@ fn cpu_lending() -> bool {
 /// the SCHED_FIFO foreground then waited as a nice-0 thread for its first milliseconds, lent
 /// its policy only after its spin, and its owner stayed behind the real-time hog meanwhile (7
 /// of 11 traced `rt` waits of 125-186 µs). One `sched_getattr` per wait that gets this far.
-/// Only the rank part of the hint is refreshed: the affinity summary keeps its own stamp.
+/// It writes the hint without a new stamp: the stamp dates the reads other threads make
+/// (`fresh_hint`), which also cover the affinity summary, and this one does not.
 fn refresh_own_hint(me: Me) {
     let d = &me.task().donor;
     // A boosted thread's hint is the ledger's (its base), not what the kernel shows. Relaxed:
