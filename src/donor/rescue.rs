@@ -8,9 +8,10 @@
 //! out whole 20 ms hog bursts behind a boosted owner that slept on the ledger lock (traced).
 //!
 //! So a waiter that finds the holder off a CPU (`crate::loom`'s ledger wait) lends it what it
-//! would lend an owner: its policy and priority and the CPU it is about to free
-//! ([`RescueSlot::try_rescue`]). That write happens outside the ledger lock, so it must not
-//! confuse the ledger, which compares what it applied with what it finds:
+//! would lend an owner: its policy and priority, and the CPU it is about to free if its rank
+//! is better than the holder's ([`RescueSlot::try_rescue`]). That write happens outside the
+//! ledger lock, so it must not confuse the ledger, which compares what it applied with what
+//! it finds:
 //!
 //! * The rescuer writes only while the holder still holds the lock: it claims the slot, then
 //!   checks the holder (Dekker with [`RescueSlot::releasing`], which waits for a claimed
@@ -147,11 +148,12 @@ impl RescueSlot {
     }
 
     /// Called by a ledger waiter (`me`, the calling thread's record) that sees the holder off
-    /// a CPU: lends the holder this thread's attributes and the CPU it is about to free, if
-    /// that would help and no other rescue stands. The rescue must be undone once the caller
-    /// holds the ledger lock. Not from a thread in its exit hook: that one may take the ledger
-    /// lock (`ledger::forget`) after its thread locals are gone, and pinning then would set up
-    /// a thread local that is never torn down (LeakSanitizer found the leak).
+    /// a CPU: lends the holder this thread's attributes and perhaps the CPU it is about to free
+    /// (`lend_to_holder`), if that would help and no other rescue stands. The rescue must be
+    /// undone once the caller holds the ledger lock. Not from a thread in its exit hook: that
+    /// one may take the ledger lock (`ledger::forget`) after its thread locals are gone, and
+    /// pinning then would set up a thread local that is never torn down (LeakSanitizer found
+    /// the leak).
     pub(crate) fn try_rescue(&'static self, me: &Task) -> Option<Rescue> {
         // Relaxed: our own flag, set by this thread's exit hook.
         if me.donor.exiting.load(Ordering::Relaxed) {
@@ -200,8 +202,18 @@ impl RescueSlot {
     }
 }
 
-/// Lends the attributes and CPU of the calling thread (`me`) to `task` (the preempted ledger
-/// holder), if that is better than what it has. Returns what it had and what it has now.
+/// Lends the attributes of the calling thread (`me`) to `task` (the preempted ledger holder),
+/// if that is better than what it has, and the CPU it is about to free if its rank is better
+/// than the holder's. Returns what it had and what it has now.
+///
+/// A rescuer of the holder's own rank lends no CPU, as a donor's CPU goes with its rank in
+/// `Lent::merge`: where it ran, threads of that rank run too, and the holder would compete
+/// with them there instead of on its own CPU. Seen in the demo's `direct` scenario: the
+/// foreground, holding the ledger lock, was writing nice 0 to the SCHED_IDLE owner on the
+/// hog's CPU; the owner, running on that loan, found the foreground off its CPU, read itself
+/// as nice 0, the foreground's equal, and moved the foreground onto the hog's CPU, where it
+/// waited 2.3-5.2 ms for the hog's slice (timestamped in a scratch build: such a first wait
+/// in 11 of 100 short runs, and in 5 of 120 later).
 fn lend_to_holder(task: &Task, me: &Task) -> Option<(Attrs, Attrs)> {
     if !super::ledger::claim_target(task) {
         return None; // exiting: no syscall may reach it any more
@@ -211,7 +223,8 @@ fn lend_to_holder(task: &Task, me: &Task) -> Option<(Attrs, Attrs)> {
     if had.sched.better_than(&mine.sched) {
         return None; // our CPU is no better a place for it (`Lent::merge`)
     }
-    let loan = Lent::from_donor(&mine, crate::loom::current_cpu());
+    let cpu = crate::loom::current_cpu().filter(|_| mine.sched.better_than(&had.sched));
+    let loan = Lent::from_donor(&mine, cpu);
     let target = had.with_loan(Some(&loan), super::cpu_donation());
     if target == had {
         return None;
@@ -256,6 +269,7 @@ impl Rescue {
 
 #[cfg(all(test, not(loom), target_os = "linux"))]
 mod tests {
+    use crate::donor::CpuMask;
     use crate::sys::test_threads::{
         Hog, ReadBack, assert_finished_on_cpu_1_and_put_back, become_idle_on, burn, cpus_0_and_1,
         has_two_cpus, pin_to, read_back, wait_until_asleep,
@@ -304,6 +318,44 @@ mod tests {
         exit_tx.send(()).unwrap();
         holder.join().unwrap();
         assert_finished_on_cpu_1_and_put_back("the holder", "", finished_on, back);
+    }
+
+    /// A waiter of the holder's own rank lends it no CPU: the holder, nice 0 on CPU 1, sleeps
+    /// while it holds the ledger lock, and a nice-0 waiter on CPU 0 waits for the lock. The
+    /// holder must keep CPU 1 while the waiter sleeps. With the CPU lent at equal rank, the
+    /// holder was moved to CPU 0 (in the inversion demo, next to the hog). No privilege
+    /// needed. Needs two CPUs.
+    #[test]
+    fn a_waiter_of_the_holders_rank_lends_it_no_cpu() {
+        if !has_two_cpus("the holder's and the waiter's") {
+            return;
+        }
+        let _stage = cpus_0_and_1();
+        let (holding_tx, holding) = mpsc::channel();
+        let (let_go_tx, let_go) = mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            pin_to(1);
+            let me = crate::task::current();
+            crate::loom::with_ledger(me.task(), |_| {
+                holding_tx.send(crate::sys::gettid()).unwrap();
+                // Off a CPU while it holds the lock: a waiter tries a rescue.
+                let _ = let_go.recv();
+            });
+        });
+        let holder_tid = holding.recv().unwrap();
+        let (waiter_tx, waiter_tid) = mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            pin_to(0);
+            waiter_tx.send(crate::sys::gettid()).unwrap();
+            let me = crate::task::current();
+            crate::loom::with_ledger(me.task(), |_| ());
+        });
+        wait_until_asleep(waiter_tid.recv().unwrap());
+        let (cpus, _) = read_back(holder_tid);
+        let_go_tx.send(()).unwrap();
+        holder.join().unwrap();
+        waiter.join().unwrap();
+        assert_eq!(cpus, Ok(CpuMask::single(1)), "the holder kept its CPU");
     }
 
     /// How one staging of `a_waiter_rescues_a_holder_that_took_the_lock_while_it_slept` went:
