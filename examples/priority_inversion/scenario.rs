@@ -2,8 +2,8 @@
 
 use crate::locks::DemoLock;
 use crate::setup::{self, Groups, RenameDir};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 pub const HOG_BURST: Duration = Duration::from_millis(20);
@@ -167,30 +167,41 @@ impl Stage {
     pub fn run<L: DemoLock>(&self) -> Vec<Duration> {
         let (a, b) = (Arc::new(L::new()), Arc::new(L::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        // Every thread takes its role before the foreground's first wait: the owners, the hog
+        // and the foreground itself. The measurement is of the staged inversion, not of threads
+        // still starting: without this, the foreground's first waits raced the others' pinning,
+        // warm-up and policy changes, and a short run measured mostly that start-up.
+        let owners = if self.scenario == Scenario::Chain {
+            2
+        } else {
+            1
+        };
+        let ready = Arc::new(Barrier::new(owners + 2));
         let mut threads = Vec::new();
         let section = self.section.clone();
         if self.scenario == Scenario::Chain {
             // The middle owner holds A while it waits for B.
             let (a, b1, s) = (a.clone(), b.clone(), section.clone());
-            threads.push(self.owner(&stop, move || {
+            threads.push(self.owner(&stop, &ready, move || {
                 a.hold(|| b1.hold(|| s.run()));
                 busy(Duration::from_micros(100));
             }));
             let (b, s) = (b.clone(), section.clone());
-            threads.push(self.owner(&stop, move || {
+            threads.push(self.owner(&stop, &ready, move || {
                 b.hold(|| s.run());
                 busy(Duration::from_micros(100));
             }));
         } else {
             let (a, s) = (a.clone(), section.clone());
-            threads.push(self.owner(&stop, move || {
+            threads.push(self.owner(&stop, &ready, move || {
                 a.hold(|| s.run());
                 busy(Duration::from_micros(100));
             }));
         }
-        let (stage, s) = (self.clone(), stop.clone());
+        let (stage, s, r) = (self.clone(), stop.clone(), ready.clone());
         threads.push(std::thread::spawn(move || {
             stage.become_(Role::Hog);
+            r.wait();
             while !s.load(Ordering::Relaxed) {
                 busy(HOG_BURST);
                 std::thread::sleep(HOG_REST);
@@ -199,6 +210,7 @@ impl Stage {
         let (stage, l, s) = (self.clone(), a.clone(), stop.clone());
         let foreground = std::thread::spawn(move || {
             stage.become_(Role::Foreground);
+            ready.wait();
             let mut waits = Vec::new();
             let end = Instant::now() + Duration::from_secs_f64(stage.seconds);
             let mut next = Instant::now();
@@ -227,11 +239,13 @@ impl Stage {
     fn owner(
         &self,
         stop: &Arc<AtomicBool>,
+        ready: &Arc<Barrier>,
         body: impl Fn() + Send + 'static,
     ) -> std::thread::JoinHandle<()> {
-        let (stage, stop) = (self.clone(), stop.clone());
+        let (stage, stop, ready) = (self.clone(), stop.clone(), ready.clone());
         std::thread::spawn(move || {
             stage.become_(Role::Owner);
+            ready.wait();
             while !stop.load(Ordering::Relaxed) {
                 body();
             }
