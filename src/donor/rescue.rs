@@ -276,6 +276,7 @@ mod tests {
     };
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;
+    use std::thread::JoinHandle;
     use std::time::Duration;
 
     /// The demo's `chain` case in small: a SCHED_IDLE thread holds the ledger lock on CPU 0
@@ -331,18 +332,7 @@ mod tests {
             return;
         }
         let _stage = cpus_0_and_1();
-        let (holding_tx, holding) = mpsc::channel();
-        let (let_go_tx, let_go) = mpsc::channel::<()>();
-        let holder = std::thread::spawn(move || {
-            pin_to(1);
-            let me = crate::task::current();
-            crate::loom::with_ledger(me.task(), |_| {
-                holding_tx.send(crate::sys::gettid()).unwrap();
-                // Off a CPU while it holds the lock: a waiter tries a rescue.
-                let _ = let_go.recv();
-            });
-        });
-        let holder_tid = holding.recv().unwrap();
+        let (holder, holder_tid, let_go_tx) = hold_the_ledger_asleep_on_cpu_1();
         let (waiter_tx, waiter_tid) = mpsc::channel();
         let waiter = std::thread::spawn(move || {
             pin_to(0);
@@ -356,6 +346,23 @@ mod tests {
         holder.join().unwrap();
         waiter.join().unwrap();
         assert_eq!(cpus, Ok(CpuMask::single(1)), "the holder kept its CPU");
+    }
+
+    /// A nice-0 thread on CPU 1 that takes the ledger lock and sleeps while it holds it (off a
+    /// CPU: a waiter tries a rescue) until told to let go. Returns once it holds the lock:
+    /// its handle, its tid and the sender that lets it go.
+    fn hold_the_ledger_asleep_on_cpu_1() -> (JoinHandle<()>, crate::Tid, mpsc::Sender<()>) {
+        let (holding_tx, holding) = mpsc::channel();
+        let (let_go_tx, let_go) = mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            pin_to(1);
+            let me = crate::task::current();
+            crate::loom::with_ledger(me.task(), |_| {
+                holding_tx.send(crate::sys::gettid()).unwrap();
+                let _ = let_go.recv();
+            });
+        });
+        (holder, holding.recv().unwrap(), let_go_tx)
     }
 
     /// How one staging of `a_waiter_rescues_a_holder_that_took_the_lock_while_it_slept` went:
@@ -392,18 +399,8 @@ mod tests {
         // Who took the ledger lock in which order: the second holder must come before the
         // waiter.
         let order: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
-        let (first_tx, first_holding) = mpsc::channel();
-        let (let_go_tx, let_go) = mpsc::channel::<()>();
-        let first = std::thread::spawn(move || {
-            pin_to(1);
-            let me = crate::task::current();
-            crate::loom::with_ledger(me.task(), |_| {
-                first_tx.send(()).unwrap();
-                // Off a CPU while it holds the lock, and unrescuable: nobody lends better.
-                let _ = let_go.recv();
-            });
-        });
-        first_holding.recv().unwrap();
+        // Unrescuable: nobody lends it better.
+        let (first, _, let_go_tx) = hold_the_ledger_asleep_on_cpu_1();
         let (second_tx, second_events) = mpsc::channel();
         let (exit_tx, exit) = mpsc::channel::<()>();
         let second = std::thread::spawn(move || {
