@@ -478,17 +478,19 @@ fn own_effective_hint(me: Me) -> u64 {
     } else {
         fresh_hint(me.task()).0
     };
-    // Relaxed: as in `effective_hint`.
-    let lent = d.lent_hint.load(Ordering::Relaxed);
-    if hint_better(lent, hint) { lent } else { hint }
+    or_lent(me.task(), hint)
 }
 
 /// The best an owner `task` has: its base, or what it was lent if that is more.
 fn effective_hint(task: &Task) -> u64 {
-    let (hint, _) = fresh_hint(task);
+    or_lent(task, fresh_hint(task).0)
+}
+
+/// `base`, a hint of `task`'s own attributes, or what `task` was lent if that is better.
+fn or_lent(task: &Task, base: u64) -> u64 {
     // Relaxed: a cache; the ledger re-reads real attributes before acting.
     let lent = task.donor.lent_hint.load(Ordering::Relaxed);
-    if hint_better(lent, hint) { lent } else { hint }
+    if hint_better(lent, base) { lent } else { base }
 }
 
 /// What an owner would gain from a waiter.
