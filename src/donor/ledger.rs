@@ -118,8 +118,13 @@ pub(super) fn preferred_waiter(lock: usize) -> Option<usize> {
 /// before this returns.
 pub(super) fn restore_self(me: Me) {
     let task = me.task();
+    // Read before the ledger lock, not under it: the donor that was just handed our lock
+    // takes that lock next (`donor::after_wait`), and in the demo's `rt` scenario it waited
+    // 2-12 µs for it, mostly for these two syscalls (30-45 µs in the longest waits, traced).
+    // `let_go_of` uses the read only if nothing wrote to us since.
+    let seen = crate::loom::read_attrs(task.tid()).ok();
     let let_go = with_ledger(task, |ledger| {
-        let let_go = ledger.let_go_of(me);
+        let let_go = ledger.let_go_of(me, seen);
         super::done_restoring(me);
         let_go
     });
@@ -331,7 +336,13 @@ impl Ledger {
     /// was restored already (a reconcile that ran before it said it would restore itself), or
     /// if something is lent to it after all (it would have to hold a lock): then it settles as
     /// any owner does.
-    fn let_go_of(&mut self, me: Me) -> Option<(Attrs, Attrs)> {
+    ///
+    /// `seen` is what `me` read of itself just before it took the ledger lock. It is what `me`
+    /// has now if it still shows what the ledger last applied and no rescue stands on `me`:
+    /// a ledger write since would show in `applied`, and a rescue's loan is not `me`'s own.
+    /// Otherwise it is read again here. (An application thread changing `me` between the two
+    /// is a race the restore always had: its change may be written over, as if it came first.)
+    fn let_go_of(&mut self, me: Me, seen: Option<Attrs>) -> Option<(Attrs, Attrs)> {
         let task = me.task();
         let i = self
             .boosted
@@ -342,17 +353,20 @@ impl Ledger {
             self.settle(task, Some(loan), me);
             return None;
         }
-        let current = rescue_slot()
-            .current_attrs(task)
-            .map_err(report::count_failure)
-            .ok()?;
+        let slot = rescue_slot();
+        let current = match seen {
+            Some(seen) if seen == self.boosted[i].applied && !slot.has_rescued(task) => seen,
+            _ => slot
+                .current_attrs(task)
+                .map_err(report::count_failure)
+                .ok()?,
+        };
         let b = self.boosted.swap_remove(i);
         let base = adopt_changes(b.base, b.applied, current);
         // The writes are as good as made: nothing else will write to the thread before them.
         // Nor may a rescue: one now would take the boosted attributes for what the thread has,
         // and its undo could put them back after the thread's own restore (a first version of
         // the rescue left torture writers boosted). So it is no longer rescuable in this hold.
-        let slot = rescue_slot();
         slot.wrote(task, base);
         slot.releasing();
         self.record(task, base, base, None);

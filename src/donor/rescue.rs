@@ -108,7 +108,7 @@ impl RescueSlot {
     }
 
     /// Whether `task` is the thread a standing rescue lent to. Under the ledger lock.
-    fn has_rescued(&self, task: &Task) -> bool {
+    pub(crate) fn has_rescued(&self, task: &Task) -> bool {
         self.wait_unclaimed();
         // Relaxed: `wait_unclaimed`'s load ordered us after the rescuer's stores.
         self.state.load(Ordering::Relaxed) == RESCUED
