@@ -44,8 +44,10 @@
 //! the word is an RMW (release) and the holder's clear is an RMW (acquire), either the holder's
 //! clear comes later and the holder's take sees the push, or the publisher's write comes later
 //! and finds `REQUESTS` clear, sets it, and the holder's unlock CAS fails again. Handovers keep
-//! `REQUESTS`; an unlock that frees the word with `REQUESTS` set takes the lock back and serves
-//! (`RawMutex::unlock_slow`). So a published section is never left behind a free lock.
+//! `REQUESTS`, and an unlock that would free the word finds it set in the same RMW and keeps
+//! the lock to serve instead (`RawMutex::pass_on`). So a published section is never left
+//! behind a free lock, except by a holder that reached the bound, which has woken the caller
+//! that takes over.
 //!
 //! # The bound
 //!

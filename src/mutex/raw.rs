@@ -84,7 +84,10 @@ const PARKED: usize = 1;
 const SPINNING: usize = 2;
 /// Waiters listed in the donation ledger lend to this lock's owner.
 const DONATED: usize = 4;
-/// Sections published by `Mutex::run` may be waiting on the `requests` stack.
+/// Sections published by `Mutex::run` may be waiting on the `requests` stack. A holder never
+/// frees the word with this bit set, unless it has passed the sections on (`proxy`'s bound)
+/// and woken the caller that takes over: it keeps the lock and serves them instead
+/// (`RawMutex::release_or_keep`).
 const REQUESTS: usize = 8;
 /// Every flag bit. Must stay below the record alignment so an address never overlaps a flag.
 const FLAGS: usize = PARKED | SPINNING | DONATED | REQUESTS;
@@ -644,9 +647,13 @@ impl RawMutex {
     }
 
     /// First the published sections (`crate::proxy::serve`, up to its budget), then the
-    /// waiters (`pass_lock`). If sections were published while we released and the word is
-    /// free, we take it back and serve them: nobody else would. `word` is what the failed
-    /// fast-path CAS saw. Returns whether the lock went to its lenders (`pass_lock`).
+    /// waiters (`pass_lock`). Sections published after our last take keep the lock with us,
+    /// and we serve them too: freed, the word would leave them to whoever took it next, and
+    /// their callers sleep on their slots, not on the lock. (This once freed the word and took
+    /// it back after: an unlocker preempted in between, by a thread that outranked it before
+    /// its waiters lent to it, left the sections there for as long as it was off its CPU.)
+    /// `word` is what the failed fast-path CAS saw. Returns whether the lock went to its
+    /// lenders (`pass_lock`).
     fn pass_on(&self, me: Me, force_fair: bool, serve: bool, mut word: usize) -> bool {
         // The budget and the wake list, set up by the first pass that finds sections: most slow
         // unlocks (guard waiters queued) have none, and need not fill a 512-byte buffer. Callers
@@ -679,14 +686,12 @@ impl RawMutex {
             {
                 return false;
             }
-            let (freed_with_requests, to_donor) = self.pass_lock(me, force_fair);
-            // A holder that passed the sections on woke a caller to serve them. Otherwise a
-            // section pushed after our last take may sit behind the word we just freed.
-            if passed || !freed_with_requests || !self.try_barge(me) {
+            // A holder that passed the sections on woke a caller to serve them: it may free the
+            // word with sections still published.
+            let (kept, to_donor) = self.pass_lock(me, force_fair, !passed);
+            if !kept {
                 return to_donor;
             }
-            // We hold it again (someone else holding it would serve on its own unlock).
-            me.released();
             // Relaxed: a routing hint, as the fast path's failed CAS was.
             word = self.word.load(Ordering::Relaxed);
         }
@@ -695,30 +700,34 @@ impl RawMutex {
     /// Passes the lock on: to a spinning waiter (Handoff), else by waking one sleeper and
     /// handing the lock over (Handoff, a fair unlock, or Adaptive's fairness timer), else by
     /// freeing it for the woken sleeper to compete for (Spin, Adaptive otherwise). Returns
-    /// whether it freed the word while `REQUESTS` was set, and whether donors waited.
-    fn pass_lock(&self, me: Me, force_fair: bool) -> (bool, bool) {
+    /// whether it kept the lock instead of freeing it (`release_or_keep`, with
+    /// `keep_for_requests`), and whether donors waited.
+    fn pass_lock(&self, me: Me, force_fair: bool, keep_for_requests: bool) -> (bool, bool) {
         // Relaxed: a routing hint; `unlock_to_donor` works under the queue lock.
         if self.word.load(Ordering::Relaxed) & DONATED != 0 {
             // The donor may not be queued yet (it is on its way to sleep, or was preempted on
             // the way): then serve whoever is.
-            let freed_with_requests = self
-                .unlock_to_donor(me, force_fair)
-                .unwrap_or_else(|| self.unlock_to_queue(me, force_fair));
-            return (freed_with_requests, true);
+            let kept = self
+                .unlock_to_donor(me, force_fair, keep_for_requests)
+                .unwrap_or_else(|| self.unlock_to_queue(me, force_fair, keep_for_requests));
+            return (kept, true);
         }
-        (self.unlock_to_queue(me, force_fair), false)
+        (
+            self.unlock_to_queue(me, force_fair, keep_for_requests),
+            false,
+        )
     }
 
     /// The unlock slow path without lenders: a spinner first (Handoff), else the first
-    /// sleeper, handed the lock or woken to compete for it as the policy says. True if it
-    /// freed the word while `REQUESTS` was set.
-    fn unlock_to_queue(&self, me: Me, force_fair: bool) -> bool {
+    /// sleeper, handed the lock or woken to compete for it as the policy says. True if it kept
+    /// the lock instead of freeing it (`release_or_keep`).
+    fn unlock_to_queue(&self, me: Me, force_fair: bool, keep_for_requests: bool) -> bool {
         if self.policy == Policy::Handoff && !force_fair && self.try_spinner_first() {
             return false;
         }
         // Until the woken sleeper is awake, chain walks that reach it go on to us.
         let wake = WakeInFlight::new(me);
-        let freed_with_requests = std::cell::Cell::new(false);
+        let kept = std::cell::Cell::new(false);
         // The filter runs before the callback, both under the queue lock.
         let first_waiter = std::cell::Cell::new(0);
         let filter = |token: ParkToken| {
@@ -756,23 +765,23 @@ impl RawMutex {
                 // Nobody was really asleep (a stale PARKED); a spinner takes the lock.
                 TOKEN_RETRY
             } else {
-                freed_with_requests.set(self.release_to(UNLOCKED, still_parked));
+                kept.set(self.release_or_keep(me, still_parked, keep_for_requests));
                 TOKEN_RETRY
             }
         };
         // SAFETY: the key is this lock's address; the callbacks do not panic.
         unsafe { unpark_filter(self.addr(), filter, callback) };
-        freed_with_requests.get()
+        kept.get()
     }
 
     /// Unlock of a lock with listed lenders: wake the best of them (`donor::preferred_waiter`,
     /// the kernel's `blocked_donor`) and, under Handoff and Adaptive or a fair unlock, hand it
     /// the lock; under Spin, free the lock for it to compete for. Spinners are passed over: the
     /// lender outranks them. `None` if the preferred waiter is no longer queued (then the
-    /// ordinary path serves the queue) or none is listed; else whether it freed the word while
-    /// `REQUESTS` was set.
+    /// ordinary path serves the queue) or none is listed; else whether it kept the lock instead
+    /// of freeing it (`release_or_keep`).
     #[cold]
-    fn unlock_to_donor(&self, me: Me, force_fair: bool) -> Option<bool> {
+    fn unlock_to_donor(&self, me: Me, force_fair: bool, keep_for_requests: bool) -> Option<bool> {
         let preferred = crate::donor::preferred_waiter(self)?;
         let hand_over = force_fair || self.policy != Policy::Spin;
         // A donor spinning while we ran (`spin_while_owner_runs`) takes the lock where it is,
@@ -801,7 +810,11 @@ impl RawMutex {
                 // SAFETY: the token is the record of the thread we are unparking, still queued.
                 unsafe { self.hand_to_parked(preferred, still_parked) }
             } else {
-                served.set(Some(self.release_to(UNLOCKED, still_parked)));
+                served.set(Some(self.release_or_keep(
+                    me,
+                    still_parked,
+                    keep_for_requests,
+                )));
                 TOKEN_RETRY
             }
         };
@@ -826,19 +839,35 @@ impl RawMutex {
     }
 
     /// Stores `owner | parked` into the word, keeping `SPINNING` (and the spinner registered),
-    /// `DONATED` and `REQUESTS`. Called by the owner under the queue lock. True if that freed
-    /// the word with `REQUESTS` set (the caller must see that the sections are served).
-    fn release_to(&self, owner: usize, parked: usize) -> bool {
+    /// `DONATED` and `REQUESTS`. Called by the owner under the queue lock.
+    fn release_to(&self, owner: usize, parked: usize) {
         // Release: the critical section happens-before whoever takes the lock next. A CAS
         // loop, not a store: a spinner may register or withdraw, the ledger may set or clear
         // DONATED, and a `run` caller may set REQUESTS, concurrently.
-        let before = self
+        let _ = self
             .word
             .fetch_update(Ordering::Release, Ordering::Relaxed, |w| {
                 Some(owner | parked | (w & (SPINNING | DONATED | REQUESTS)))
-            })
-            .unwrap_or_else(|w| w);
-        owner == UNLOCKED && before & REQUESTS != 0
+            });
+    }
+
+    /// Frees the word as `release_to` does, for a woken sleeper or nobody; but if
+    /// `keep_for_requests` and sections are published (`REQUESTS`), keeps it for `me`, still
+    /// with `parked` as the queue's new state, and returns true: `me` serves them next. Decided
+    /// in the same read-modify-write that would free the word, so a publisher's flag is
+    /// either seen here or set on a word it found free (and then it takes the lock itself).
+    /// Under the queue lock.
+    fn release_or_keep(&self, me: Me, parked: usize, keep_for_requests: bool) -> bool {
+        let mut kept = false;
+        // Release: as in `release_to`; when we keep the lock it orders nothing we need.
+        let _ = self
+            .word
+            .fetch_update(Ordering::Release, Ordering::Relaxed, |w| {
+                kept = keep_for_requests && w & REQUESTS != 0;
+                let owner = if kept { me.addr() } else { UNLOCKED };
+                Some(owner | parked | (w & (SPINNING | DONATED | REQUESTS)))
+            });
+        kept
     }
 }
 
