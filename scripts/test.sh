@@ -91,4 +91,7 @@ cargo run --quiet --release --example priority_inversion -- --seconds 0.3
 lines=$(cargo run --quiet --release --example priority_inversion -- --json --scenario direct --seconds 0.2 | grep -c '"scenario":"direct"')
 [ "$lines" -eq 5 ] || { echo "priority_inversion --json printed $lines lines, expected 5"; exit 1; }
 
+step "cpu stall probe smoke run"
+cargo run --quiet --release --example cpu_stalls -- --seconds 0.2 --tick-us 4000
+
 step "done"
