@@ -10,7 +10,7 @@
 //! | donation bookkeeping (recording backend) | `donation_is_lent_and_returned`, `a_timed_out_donor_withdraws_its_loan`, `two_donors_one_timed_end_at_base`, `self_restore_waits_until_no_lock_is_held`, `a_boosted_unlocker_restores_itself_not_its_donor` |
 //! | chain walk under concurrent unlocks | `chain_walk_reports_no_false_deadlock`, `snapshot_walker_handshake` |
 //! | an unlocker still waking the sleeper it chose, on the chain | `a_loan_to_an_unlocker_still_waking_its_sleeper_is_returned` |
-//! | proxy publish / serve / complete | `run_sections_run_exactly_once`, `run_panic_reaches_its_caller` |
+//! | proxy publish / serve / complete | `run_sections_run_exactly_once`, `run_panic_reaches_its_caller`, `a_published_section_never_waits_behind_a_free_word` |
 //! | timeout withdrawal | `timed_out_waiter_withdraws`, `a_timed_out_donor_withdraws_its_loan`, `condvar_timeout_races_notify` |
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom` (LOOM_MAX_PREEMPTIONS bounds
@@ -831,6 +831,43 @@ fn run_sections_run_exactly_once() {
             assert!(!m.raw().is_locked());
         });
     }
+}
+
+/// A section published while the holder unlocks never waits behind a free word: at every
+/// point main can look, the word is not free with `REQUESTS` set. The holder's unlock takes
+/// the slow path for a parked guard waiter, and may find the section flagged only after it
+/// looked; it then keeps the lock and serves (`RawMutex::release_or_keep`). Freeing the word
+/// and taking it back afterwards, as the unlock once did, fails here: between the two, nobody
+/// awake would serve the section if the unlocker were preempted. One section, so no unlock
+/// reaches the bound (the one case that may free the word with sections published, having
+/// woken the caller that takes over). Spin, whose unlock frees the word for a woken sleeper.
+///
+/// Preemption bound: the suite's, capped at 2.
+#[test]
+fn a_published_section_never_waits_behind_a_free_word() {
+    model_capped(2, || {
+        let m = Arc::new(Mutex::with_policy(UnsafeCell::new(0), Policy::Spin));
+        let ts: Vec<_> = (0..2)
+            .map(|_| {
+                let m = m.clone();
+                thread::spawn(move || bump(&m))
+            })
+            .collect();
+        let m2 = m.clone();
+        let publisher = thread::spawn(move || m2.run(|c| add_one(c)).unwrap());
+        for _ in 0..2 {
+            assert!(
+                !m.raw().free_with_published_sections(),
+                "a published section behind a free word"
+            );
+            thread::yield_now();
+        }
+        for t in ts {
+            t.join().unwrap();
+        }
+        publisher.join().unwrap();
+        assert_eq!(read(&m), 3);
+    });
 }
 
 /// A section that panics: its caller gets the original payload, the mutex is poisoned, the

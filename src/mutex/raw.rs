@@ -350,6 +350,16 @@ impl RawMutex {
         self.word.fetch_or(PARKED, Ordering::Relaxed);
     }
 
+    /// True if the word shows "free" while sections are flagged as published (`REQUESTS`). An
+    /// unlock never leaves that behind unless it reached the combining bound, so loom models
+    /// use it to show that a published section never waits behind a free word.
+    #[doc(hidden)]
+    pub fn free_with_published_sections(&self) -> bool {
+        // Relaxed: a snapshot for tests.
+        let word = self.word.load(Ordering::Relaxed);
+        owner_of(word) == 0 && word & REQUESTS != 0
+    }
+
     /// True if the word shows "free" while threads are flagged as parked. `Handoff` never
     /// produces this on its own (only a Condvar waking one waiter and moving the rest does), so
     /// loom models use it to show that nobody can barge past a queued waiter.
