@@ -851,14 +851,7 @@ impl RawMutex {
     /// Stores `owner | parked` into the word, keeping `SPINNING` (and the spinner registered),
     /// `DONATED` and `REQUESTS`. Called by the owner under the queue lock.
     fn release_to(&self, owner: usize, parked: usize) {
-        // Release: the critical section happens-before whoever takes the lock next. A CAS
-        // loop, not a store: a spinner may register or withdraw, the ledger may set or clear
-        // DONATED, and a `run` caller may set REQUESTS, concurrently.
-        let _ = self
-            .word
-            .fetch_update(Ordering::Release, Ordering::Relaxed, |w| {
-                Some(owner | parked | (w & (SPINNING | DONATED | REQUESTS)))
-            });
+        self.release_with(parked, |_| owner);
     }
 
     /// Frees the word as `release_to` does, for a woken sleeper or nobody; but if
@@ -868,16 +861,23 @@ impl RawMutex {
     /// either seen here or set on a word it found free (and then it takes the lock itself).
     /// Under the queue lock.
     fn release_or_keep(&self, me: Me, parked: usize, keep_for_requests: bool) -> bool {
-        let mut kept = false;
-        // Release: as in `release_to`; when we keep the lock it orders nothing we need.
-        let _ = self
-            .word
+        let keeps = |word: usize| keep_for_requests && word & REQUESTS != 0;
+        let before = self.release_with(parked, |w| if keeps(w) { me.addr() } else { UNLOCKED });
+        keeps(before)
+    }
+
+    /// Stores `owner(word) | parked` into the word, keeping its `SPINNING`, `DONATED` and
+    /// `REQUESTS`; returns the word it replaced.
+    fn release_with(&self, parked: usize, owner: impl Fn(usize) -> usize) -> usize {
+        // Release: the critical section happens-before whoever takes the lock next (when the
+        // word names us again, it orders nothing we need). A CAS loop, not a store: a spinner
+        // may register or withdraw, the ledger may set or clear DONATED, and a `run` caller may
+        // set REQUESTS, concurrently.
+        self.word
             .fetch_update(Ordering::Release, Ordering::Relaxed, |w| {
-                kept = keep_for_requests && w & REQUESTS != 0;
-                let owner = if kept { me.addr() } else { UNLOCKED };
-                Some(owner | parked | (w & (SPINNING | DONATED | REQUESTS)))
-            });
-        kept
+                Some(owner(w) | parked | (w & (SPINNING | DONATED | REQUESTS)))
+            })
+            .unwrap_or_else(|w| w)
     }
 }
 
