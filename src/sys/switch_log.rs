@@ -365,10 +365,16 @@ mod tests {
         }
         go_tx.send(()).unwrap();
         if let Some(log) = &log {
-            // Running: within a second (the unit tests share the CPUs) the log says so.
+            // Running: within a second (the unit tests share the CPUs) the log says so. The
+            // look that saw it is the one checked: a second look could find it preempted.
             let end = Instant::now() + Duration::from_secs(1);
-            while log.on_cpu() != Some(true) && Instant::now() < end {}
-            assert_eq!(log.on_cpu(), Some(true), "never seen running");
+            let seen = loop {
+                let now = log.on_cpu();
+                if now == Some(true) || Instant::now() >= end {
+                    break now;
+                }
+            };
+            assert_eq!(seen, Some(true), "never seen running");
         }
         stop.store(true, Ordering::Relaxed);
         wait_until_asleep(tid);
