@@ -32,6 +32,8 @@ const FIFO_PRIORITY: i32 = 10;
 const COUNTED_GAP: Duration = Duration::from_micros(10);
 /// Bounds of the printed gap counts, in µs.
 const BOUNDS_US: [u64; 4] = [10, 20, 40, 80];
+/// The stalls whose spacing `--tick-us` checks: those over this many µs.
+const ALIGNED_OVER_US: u64 = 20;
 /// How far off a whole number of tick periods a stall may be and still count as aligned.
 const TICK_SLACK_US: u64 = 100;
 
@@ -151,16 +153,20 @@ fn report(s: &Stalls, tick_us: Option<u64>) {
     if let Some(period) = tick_us {
         let (aligned, pairs) = tick_aligned(&s.gaps, period);
         print!(
-            "; {aligned} of {pairs} stalls over 20 µs a whole number of {period} µs periods after the previous one"
+            "; {aligned} of {pairs} stalls over {ALIGNED_OVER_US} µs a whole number of {period} µs periods after the previous one"
         );
     }
     println!();
 }
 
-/// Of the stalls over 20 µs after the first, how many began a whole number of `period`s
+/// Of the stalls over `ALIGNED_OVER_US` after the first, how many began a whole number of `period`s
 /// (within `TICK_SLACK_US`) after the previous one; and how many there were.
 fn tick_aligned(gaps: &[(u64, u64)], period: u64) -> (usize, usize) {
-    let starts: Vec<u64> = gaps.iter().filter(|g| g.1 > 20).map(|g| g.0).collect();
+    let starts: Vec<u64> = gaps
+        .iter()
+        .filter(|g| g.1 > ALIGNED_OVER_US)
+        .map(|g| g.0)
+        .collect();
     let aligned = starts
         .windows(2)
         .filter(|w| {
