@@ -317,10 +317,11 @@ mod tests {
     /// and a nice-0 hog takes CPU 0 before the owner has ended the waiter's wait. The waiter
     /// must lend to the owner, which then finishes the handoff on CPU 1 and is put back (CPU 0,
     /// SCHED_IDLE). Before, the waiter spun until the hog stopped (2 s here). A test hook
-    /// widens the window: right after its claim the owner makes itself SCHED_IDLE and burns
-    /// 20 ms of its CPU time. Until then it is nice 0, so that other tests' threads do not
-    /// preempt it and send the waiter to sleep instead (the waiter spins because the owner
-    /// may not run on its CPU). No privilege needed (the CPU is what gets the owner going).
+    /// widens the window: right after its claim the owner burns 20 ms of its CPU time. The
+    /// owner makes itself SCHED_IDLE once the waiter spins in the slot, just before it
+    /// unlocks; until then it is nice 0, so that other tests' threads do not preempt it and
+    /// send the waiter to sleep instead (the waiter spins because the owner may not run on its
+    /// CPU). No privilege needed (the CPU is what gets the owner going).
     #[test]
     fn a_spinner_claimed_by_a_preempted_unlocker_lends_to_it() {
         if !has_two_cpus("the preempted unlocker's and the spinner's") {
@@ -369,9 +370,12 @@ mod tests {
                     }
                     std::hint::spin_loop();
                 }
+                // SCHED_IDLE before the unlock, not in the hook: a waiter that lent to us while
+                // we were preempted between the claim and the hook would see its loan undone
+                // by the hook's own writes, and spin for the whole hog run (a CI failure).
+                become_idle_on(0);
                 let (cpu_tx, cpu_rx) = mpsc::channel();
                 crate::loom::AFTER_SPINNER_CLAIM.set(Some(Box::new(move || {
-                    become_idle_on(0);
                     in_gap_tx.send(()).unwrap();
                     burn(Duration::from_millis(20));
                     cpu_tx.send(current_cpu()).unwrap();
