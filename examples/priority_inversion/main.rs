@@ -9,6 +9,7 @@
 //! ```text
 //! cargo run --release --example priority_inversion -- [--scenario direct|chain|cgroup|rt|all]
 //!     [--seconds N] [--section cpu|rename] [--json] [--svg PATH] [--cpu-donation move|union|off]
+//!     [--trace-stop-us US]
 //! ```
 //!
 //! Scenarios (`scenario.rs`): `direct` (a SCHED_IDLE owner), `chain` (the foreground waits on
@@ -18,7 +19,8 @@
 //! parking_lot, a pthread mutex with PTHREAD_PRIO_INHERIT, proxy-lock's guard API and its
 //! `Mutex::run`. Output: a table per scenario with the headline ratio last, a CDF chart of the
 //! waits (`target/priority_inversion.svg` unless `--svg` says otherwise), or with `--json` one
-//! JSON object per line and (scenario, lock).
+//! JSON object per line and (scenario, lock). `--trace-stop-us US` (root) stops a kernel trace
+//! the caller started at the first proxy-lock wait over US µs (`scripts/trace_long_waits.sh`).
 
 mod locks;
 mod report;
@@ -28,10 +30,12 @@ mod setup;
 use locks::{LOCKS, PiMutex, RunLock};
 use report::Result;
 use scenario::{Scenario, Section, Stage};
+use setup::TraceStop;
+use std::sync::Arc;
 use std::time::Duration;
 
 const USAGE: &str = "usage: priority_inversion [--scenario direct|chain|cgroup|rt|all] [--seconds N] \
-[--section cpu|rename] [--json] [--svg PATH] [--cpu-donation move|union|off]";
+[--section cpu|rename] [--json] [--svg PATH] [--cpu-donation move|union|off] [--trace-stop-us US]";
 
 struct Args {
     scenarios: Vec<Scenario>,
@@ -39,6 +43,7 @@ struct Args {
     rename: bool,
     json: bool,
     svg: String,
+    trace_stop_us: Option<f64>,
 }
 
 fn parse_args() -> std::result::Result<Args, String> {
@@ -50,6 +55,7 @@ fn parse_args() -> std::result::Result<Args, String> {
         rename: false,
         json: false,
         svg: format!("{target}/priority_inversion.svg"),
+        trace_stop_us: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -80,6 +86,15 @@ fn parse_args() -> std::result::Result<Args, String> {
                 "rename" => a.rename = true,
                 other => return Err(format!("unknown section {other}")),
             },
+            "--trace-stop-us" => {
+                let v = value()?;
+                a.trace_stop_us = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|us: &f64| *us >= 0.0 && us.is_finite())
+                        .ok_or(format!("--trace-stop-us: not a number of µs: {v}"))?,
+                )
+            }
             "--json" => a.json = true,
             "--svg" => a.svg = value()?,
             "--cpu-donation" => proxy_lock::set_cpu_donation(match value()?.as_str() {
@@ -98,18 +113,26 @@ fn parse_args() -> std::result::Result<Args, String> {
     Ok(a)
 }
 
-/// Runs the stage with every lock, in table order.
-fn run_all(stage: &Stage, progress: &mut impl FnMut(&str)) -> Vec<Result> {
+/// Runs the stage with every lock, in table order. `trace_stop` watches proxy-lock's waits
+/// only: the other locks' long waits are the inversion the demo shows.
+fn run_all(
+    stage: &Stage,
+    trace_stop: Option<&Arc<TraceStop>>,
+    progress: &mut impl FnMut(&str),
+) -> Vec<Result> {
     let mut out = Vec::new();
     for (i, (lock, label)) in LOCKS.iter().enumerate() {
         progress(label);
+        let watch = trace_stop
+            .filter(|_| lock.starts_with("proxy_lock"))
+            .map(|t| (Arc::clone(t), *lock));
         let before = proxy_lock::counters();
         let waits = match i {
-            0 => stage.run::<std::sync::Mutex<()>>(),
-            1 => stage.run::<parking_lot::Mutex<()>>(),
-            2 => stage.run::<PiMutex>(),
-            3 => stage.run::<proxy_lock::Mutex<()>>(),
-            _ => stage.run::<RunLock>(),
+            0 => stage.run::<std::sync::Mutex<()>>(watch),
+            1 => stage.run::<parking_lot::Mutex<()>>(watch),
+            2 => stage.run::<PiMutex>(watch),
+            3 => stage.run::<proxy_lock::Mutex<()>>(watch),
+            _ => stage.run::<RunLock>(watch),
         };
         let after = proxy_lock::counters();
         out.push(Result {
@@ -140,6 +163,13 @@ fn main() {
             "only {cpus} CPU: every scenario needs the owner and the foreground on different CPUs (the foreground's CPU is what the owner borrows); running unpinned, which shows less"
         );
     }
+    let trace_stop = args.trace_stop_us.map(|us| {
+        let after = Duration::from_secs_f64(us / 1e6);
+        Arc::new(TraceStop::open(after).unwrap_or_else(|e| {
+            eprintln!("priority_inversion: --trace-stop-us: {e}");
+            std::process::exit(1)
+        }))
+    });
     let caps = proxy_lock::capabilities();
     if !caps.can_leave_idle {
         eprintln!("{caps}\n(donation cannot lift a SCHED_IDLE owner here; CPU loans still work)");
@@ -184,7 +214,7 @@ fn main() {
             groups,
             seconds: args.seconds,
         };
-        let results = run_all(&stage, &mut |label| {
+        let results = run_all(&stage, trace_stop.as_ref(), &mut |label| {
             done += 1;
             eprintln!(
                 "[{done}/{total}] {}: {label} for {} s ...",

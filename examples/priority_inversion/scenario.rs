@@ -1,7 +1,7 @@
 //! The inversions staged: who holds the lock, who preempts it, who waits, and how.
 
 use crate::locks::DemoLock;
-use crate::setup::{self, Groups, RenameDir};
+use crate::setup::{self, Groups, RenameDir, TraceStop};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -163,8 +163,12 @@ impl Stage {
         }
     }
 
-    /// Stages the scenario with lock type `L` and returns the foreground's waits, sorted.
-    pub fn run<L: DemoLock>(&self) -> Vec<Duration> {
+    /// Stages the scenario with lock type `L` and returns the foreground's waits, sorted. With
+    /// `trace_stop`, each wait is also checked against its threshold, under the lock's name.
+    pub fn run<L: DemoLock>(
+        &self,
+        trace_stop: Option<(Arc<TraceStop>, &'static str)>,
+    ) -> Vec<Duration> {
         let (a, b) = (Arc::new(L::new()), Arc::new(L::new()));
         let stop = Arc::new(AtomicBool::new(false));
         // Every thread takes its role before the foreground's first wait: the owners, the hog
@@ -218,7 +222,13 @@ impl Stage {
                 let t0 = Instant::now();
                 // Under `run` this may execute on the owner's thread: it records when the
                 // section got the lock, wherever that was.
-                l.hold(|| waits.push(t0.elapsed()));
+                l.hold(|| {
+                    let wait = t0.elapsed();
+                    if let Some((t, lock)) = &trace_stop {
+                        t.check(wait, lock);
+                    }
+                    waits.push(wait)
+                });
                 next += PERIOD;
                 if let Some(d) = next.checked_duration_since(Instant::now()) {
                     std::thread::sleep(d);

@@ -1,7 +1,11 @@
 //! Thread attributes the scenarios need: CPU pinning, scheduling policies, cgroups. Each setter
-//! acts on the calling thread and returns an error saying what failed.
+//! acts on the calling thread and returns an error saying what failed. Also the stop of a
+//! kernel trace at a long wait (`--trace-stop-us`).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 fn os_err(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
@@ -120,5 +124,58 @@ impl RenameDir {
 impl Drop for RenameDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `--trace-stop-us`: stops the kernel's trace ring (tracefs `tracing_on`) at the first
+/// proxy-lock wait longer than a threshold, so that the ring ends with what led up to that
+/// wait. Starting the ring and choosing its events is the caller's part
+/// (`scripts/trace_long_waits.sh`).
+pub struct TraceStop {
+    after: Duration,
+    tracing_on: std::fs::File,
+    stopped: AtomicBool,
+}
+
+/// Where tracefs is mounted: its own mount point, or under debugfs on older setups.
+const TRACING_ON: [&str; 2] = [
+    "/sys/kernel/tracing/tracing_on",
+    "/sys/kernel/debug/tracing/tracing_on",
+];
+
+impl TraceStop {
+    /// Opens `tracing_on` for writing, or says why it cannot (tracefs needs root).
+    pub fn open(after: Duration) -> Result<TraceStop, String> {
+        let mut why = Vec::new();
+        for path in TRACING_ON {
+            match std::fs::OpenOptions::new().write(true).open(path) {
+                Ok(tracing_on) => {
+                    return Ok(TraceStop {
+                        after,
+                        tracing_on,
+                        stopped: AtomicBool::new(false),
+                    });
+                }
+                Err(e) => why.push(format!("{path}: {e}")),
+            }
+        }
+        Err(format!(
+            "cannot open tracefs's tracing_on ({}); needs root and tracefs",
+            why.join("; ")
+        ))
+    }
+
+    /// Called with each wait of `lock` as the foreground's section starts: stops the ring at the
+    /// first wait over the threshold (once per process), and says so on stderr.
+    pub fn check(&self, wait: Duration, lock: &str) {
+        // Relaxed: a once-only flag; the ring is stopped by the write, not by this.
+        if wait <= self.after || self.stopped.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let stopped = (&self.tracing_on).write_all(b"0");
+        eprintln!(
+            "trace stopped at a {lock} wait of {:.1} µs: {stopped:?}",
+            wait.as_secs_f64() * 1e6
+        );
     }
 }
