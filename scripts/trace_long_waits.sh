@@ -8,7 +8,8 @@
 #
 # usage: scripts/trace_long_waits.sh [SCENARIO (rt)] [US (1000)] [MINUTES (30)] [OUT_DIR]
 # OUT_DIR (default target/trace_long_waits) gets each round's --json lines and stderr, and the
-# trace of the round that caught a wait.
+# trace of the round that caught a wait. Each round's stderr ends with the jiffies of host steal
+# counted during it (/proc/stat), which a host stall may or may not show.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenario=${1:-rt} us=${2:-1000} minutes=${3:-30} out=${4:-target/trace_long_waits}
@@ -41,21 +42,24 @@ for e in sched:sched_switch sched:sched_wakeup sched:sched_waking sched:sched_mi
   syscalls:sys_enter_futex syscalls:sys_exit_futex; do
   echo "$e" >> "$T/set_event"
 done
-# 16 MiB per CPU: about the last second of the demo on these machines.
+# 16 MiB per CPU: a whole round of `rt` fits (6.6 s, 5 MB of text, on these machines).
 echo 16384 > "$T/buffer_size_kb"
 
+steal() { awk '/^cpu /{print $9}' /proc/stat; }
 end=$((SECONDS + minutes * 60))
 round=0
 while [ "$SECONDS" -lt "$end" ]; do
   round=$((round + 1))
   echo > "$T/trace"
   echo 1 > "$T/tracing_on"
+  stolen=$(steal)
   "$demo" --scenario "$scenario" --json --trace-stop-us "$us" --svg "$out/last.svg" \
     > "$out/round_$round.json" 2> "$out/round_$round.err"
   echo 0 > "$T/tracing_on"
+  echo "host steal: $(($(steal) - stolen)) jiffies" >> "$out/round_$round.err"
   if caught=$(grep "trace stopped" "$out/round_$round.err"); then
     cp "$T/trace" "$out/trace_round_$round.txt"
-    echo "round $round: $caught; trace in $out/trace_round_$round.txt"
+    echo "round $round: $caught; $(tail -n 1 "$out/round_$round.err"); trace in $out/trace_round_$round.txt"
     exit 0
   fi
 done
