@@ -43,7 +43,7 @@ struct Args {
     rename: bool,
     json: bool,
     svg: String,
-    trace_stop_us: Option<f64>,
+    trace_stop_after: Option<Duration>,
 }
 
 fn parse_args() -> std::result::Result<Args, String> {
@@ -55,7 +55,7 @@ fn parse_args() -> std::result::Result<Args, String> {
         rename: false,
         json: false,
         svg: format!("{target}/priority_inversion.svg"),
-        trace_stop_us: None,
+        trace_stop_after: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -88,10 +88,10 @@ fn parse_args() -> std::result::Result<Args, String> {
             },
             "--trace-stop-us" => {
                 let v = value()?;
-                a.trace_stop_us = Some(
+                a.trace_stop_after = Some(
                     v.parse()
                         .ok()
-                        .filter(|us: &f64| *us >= 0.0 && us.is_finite())
+                        .and_then(|us: f64| Duration::try_from_secs_f64(us / 1e6).ok())
                         .ok_or(format!("--trace-stop-us: not a number of µs: {v}"))?,
                 )
             }
@@ -163,8 +163,7 @@ fn main() {
             "only {cpus} CPU: every scenario needs the owner and the foreground on different CPUs (the foreground's CPU is what the owner borrows); running unpinned, which shows less"
         );
     }
-    let trace_stop = args.trace_stop_us.map(|us| {
-        let after = Duration::from_secs_f64(us / 1e6);
+    let trace_stop = args.trace_stop_after.map(|after| {
         Arc::new(TraceStop::open(after).unwrap_or_else(|e| {
             eprintln!("priority_inversion: --trace-stop-us: {e}");
             std::process::exit(1)
