@@ -90,6 +90,11 @@ cargo run --quiet --release --example priority_inversion -- --seconds 0.3
 # --json: one object per (scenario, lock), five locks.
 lines=$(cargo run --quiet --release --example priority_inversion -- --json --scenario direct --seconds 0.2 | grep -c '"scenario":"direct"')
 [ "$lines" -eq 5 ] || { echo "priority_inversion --json printed $lines lines, expected 5"; exit 1; }
+# A bad --trace-stop-us is refused with a message and exit code 2, before anything runs.
+rc=0
+msg=$(cargo run --quiet --release --example priority_inversion -- --trace-stop-us 1e300 2>&1) || rc=$?
+[ "$rc" -eq 2 ] && grep -q "not a number of µs" <<< "$msg" ||
+  { echo "priority_inversion --trace-stop-us 1e300: exit $rc, said: $msg"; exit 1; }
 
 step "cpu stall probe smoke run"
 cargo run --quiet --release --example cpu_stalls -- --seconds 0.2 --tick-us 4000

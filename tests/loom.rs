@@ -72,6 +72,16 @@ fn bump(m: &Mutex<UnsafeCell<usize>>) {
     add_one(&m.lock().unwrap());
 }
 
+/// Spawns `n` threads that each `bump` the counter once.
+fn spawn_bumpers(m: &Arc<Mutex<UnsafeCell<usize>>>, n: usize) -> Vec<thread::JoinHandle<()>> {
+    (0..n)
+        .map(|_| {
+            let m = m.clone();
+            thread::spawn(move || bump(&m))
+        })
+        .collect()
+}
+
 fn read(m: &Mutex<UnsafeCell<usize>>) -> usize {
     let g = m.lock().unwrap();
     // SAFETY: the guard is held; loom checks the ordering.
@@ -88,12 +98,7 @@ fn mutual_exclusion_and_no_lost_wakeup() {
     for policy in POLICIES {
         model(move || {
             let m = Arc::new(Mutex::with_policy(UnsafeCell::new(0), policy));
-            let ts: Vec<_> = (0..2)
-                .map(|_| {
-                    let m = m.clone();
-                    thread::spawn(move || bump(&m))
-                })
-                .collect();
+            let ts = spawn_bumpers(&m, 2);
             bump(&m);
             for t in ts {
                 t.join().unwrap();
@@ -113,12 +118,7 @@ fn mutual_exclusion_and_no_lost_wakeup() {
 fn handoff_never_lets_a_barger_in() {
     model(|| {
         let m = Arc::new(Mutex::with_policy(UnsafeCell::new(0), Policy::Handoff));
-        let ts: Vec<_> = (0..2)
-            .map(|_| {
-                let m = m.clone();
-                thread::spawn(move || bump(&m))
-            })
-            .collect();
+        let ts = spawn_bumpers(&m, 2);
         for _ in 0..2 {
             assert!(
                 !m.raw().free_with_parked_waiters(),
@@ -847,12 +847,7 @@ fn run_sections_run_exactly_once() {
 fn a_published_section_never_waits_behind_a_free_word() {
     model_capped(2, || {
         let m = Arc::new(Mutex::with_policy(UnsafeCell::new(0), Policy::Spin));
-        let ts: Vec<_> = (0..2)
-            .map(|_| {
-                let m = m.clone();
-                thread::spawn(move || bump(&m))
-            })
-            .collect();
+        let ts = spawn_bumpers(&m, 2);
         let m2 = m.clone();
         let publisher = thread::spawn(move || m2.run(|c| add_one(c)).unwrap());
         for _ in 0..2 {
