@@ -34,9 +34,10 @@
 //! returns. An owner's attributes are always its base plus the best of every waiter still waiting
 //! on a lock it holds, directly or through a chain; when the last such waiter leaves (it gets the
 //! lock or times out) the owner gets its base back, and a change the application made meanwhile
-//! becomes the new base. Between equal threads nothing is lent and nothing is written: a waiter
-//! about to sleep reads its own policy (one syscall) and compares it with cached summaries of
-//! the owners'. A waiter that would lend first spins while the last owner on its chain runs
+//! becomes the new base. Between equal threads nothing is lent, nothing is written, and a wait
+//! makes no syscall but the futex: a waiter about to sleep compares its own policy, as it last
+//! read it, with cached summaries of the owners' (each re-read at most every 10 ms), and reads
+//! its own again only when it finds someone to lend to. A waiter that would lend first spins while the last owner on its chain runs
 //! (up to 1 ms, reading that thread's CPU clock), as the kernel's rt_mutex waiters
 //! spin while their owner is on a CPU, and an unlock hands it the lock without a wake-up; it lends
 //! its CPU, and unless it is real-time anything at all, only once that owner stops running. A
@@ -80,7 +81,8 @@
 //! **Unlock policies** ([`Policy`]), chosen per mutex with [`Mutex::with_policy`]:
 //! * `Spin`: waiters spin briefly and may barge; unlock frees the word and wakes one waiter.
 //! * `Handoff`: unlock passes ownership straight to a waiter (a spinning one first, see
-//!   [`Policy::Handoff`]); nobody barges.
+//!   [`Policy::Handoff`]); nobody barges. An unlock that hands the lock to a sleeping waiter
+//!   yields its CPU, so that the new owner runs sooner.
 //! * `Adaptive` (the default): as `Spin`, with eventual fairness: roughly every half
 //!   millisecond an unlock hands off instead, so barging never starves a waiter for long.
 //! * Whatever the policy, a lock whose owner was lent attributes goes straight to the best

@@ -71,8 +71,9 @@ mod real {
     /// attribute reads (two syscalls per thread at most this often).
     pub(crate) const HINT_TTL_US: u64 = 10_000;
 
-    /// Whether a waiter reads its own policy again at each wait (`donor::refresh_own_hint`).
-    pub(crate) const REREAD_OWN_HINT_EACH_WAIT: bool = true;
+    /// Whether a waiter reads its own policy again (`donor::refresh_own_hint`): when its last
+    /// read is older than `HINT_TTL_US`, or when it is about to lend.
+    pub(crate) const REREAD_OWN_HINT: bool = true;
 
     /// Thread `tid`'s scheduling attributes, from the kernel.
     pub(crate) fn read_attrs(tid: crate::Tid) -> Result<Attrs, Errno> {
@@ -263,6 +264,14 @@ mod real {
 
     #[inline]
     pub(crate) fn yield_now() {
+        std::thread::yield_now()
+    }
+
+    /// Gives this thread's CPU to whatever is runnable, for a moment: an unlocker that just
+    /// handed its lock to a thread it woke lets that thread run. A no-op in loom models, where
+    /// it changes no state and would only add interleavings.
+    #[inline]
+    pub(crate) fn step_aside() {
         std::thread::yield_now()
     }
 
@@ -485,7 +494,7 @@ mod model {
 
     /// Off in the models: they set each thread's base before it first locks, so a waiter's
     /// cached policy stays true, and reading it again would only add interleavings.
-    pub(crate) const REREAD_OWN_HINT_EACH_WAIT: bool = false;
+    pub(crate) const REREAD_OWN_HINT: bool = false;
 
     /// The recording scheduler backend: each (fake) tid's attributes, as the ledger wrote them.
     /// A thread nobody wrote yet has the default: nice 0 on CPUs 0 and 1.
@@ -744,6 +753,9 @@ mod model {
     pub(crate) fn yield_now() {
         loom::thread::yield_now()
     }
+
+    /// Nothing: scheduling hints have no state for a model to check.
+    pub(crate) fn step_aside() {}
 
     /// No test hooks under loom (see the normal build's).
     pub(crate) fn after_spinner_claim() {}

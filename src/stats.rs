@@ -49,8 +49,9 @@ pub struct Counters {
     pub handoffs: u64,
     /// Reads of a thread's attributes for the summaries the lock-free check compares: an
     /// owner's (`sched_getattr` plus `sched_getaffinity`, at most once per thread per 10 ms),
-    /// and a waiter's own policy (`sched_getattr`, once per wait that gets as far as deciding
-    /// whether to lend).
+    /// and a waiter's own policy (`sched_getattr`, at most once per thread per 10 ms, and
+    /// again when it is about to lend). Between equal threads this grows with time, not with
+    /// the number of waits: compare it with [`Counters::skipped`].
     pub attribute_reads: u64,
     /// Sections published with [`crate::Mutex::run`] that another thread (the lock holder)
     /// ran on the caller's behalf.

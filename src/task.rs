@@ -229,11 +229,12 @@ impl Me {
         self.task().held.get() == 0
     }
 
-    /// Records that this thread released a lock.
+    /// Records that this thread released a lock. Every release follows the acquisition it
+    /// undoes on this thread (guards are `!Send`), so the count never goes below zero.
     #[inline]
     pub(crate) fn released(self) {
         let held = &self.task().held;
-        held.set(held.get().saturating_sub(1));
+        held.set(held.get() - 1);
     }
 
     /// Publishes that this thread is about to sleep on `lock` (with a deadline if `timed`).

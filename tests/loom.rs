@@ -3,7 +3,7 @@
 //! | protocol | models |
 //! |---|---|
 //! | lock word, per policy | `mutual_exclusion_and_no_lost_wakeup`, `fair_unlock_and_bump_reach_the_waiter` |
-//! | handoff | `handoff_never_lets_a_barger_in`, `handoff_to_spinner_claim_races_withdrawal`, `owner_and_blocked_on_are_consistent` |
+//! | handoff | `handoff_never_lets_a_barger_in`, `handoff_to_spinner_claim_races_withdrawal`, `a_handoff_empties_the_spinner_slot`, `owner_and_blocked_on_are_consistent` |
 //! | waiter spinning while the owner runs (spinner slot, every policy), and a claimed spinner finishing the handoff itself | `real_time_waiter_spins_while_the_owner_runs`, `donation_is_lent_and_returned`, `a_timed_out_donor_withdraws_its_loan` |
 //! | Condvar (requeue, wake-to-lend) | `condvar_notify_one_is_never_lost`, `condvar_notify_all_reaches_every_waiter`, `condvar_timeout_races_notify`, `condvar_wakes_a_better_waiter_to_lend` |
 //! | the ledger's lock (wakes one sleeper, sleepers recheck) | `ledger_lock_excludes_and_loses_no_wakeup` |
@@ -11,6 +11,7 @@
 //! | chain walk under concurrent unlocks | `chain_walk_reports_no_false_deadlock`, `snapshot_walker_handshake` |
 //! | an unlocker still waking the sleeper it chose, on the chain | `a_loan_to_an_unlocker_still_waking_its_sleeper_is_returned` |
 //! | proxy publish / serve / complete | `run_sections_run_exactly_once`, `run_panic_reaches_its_caller`, `a_published_section_never_waits_behind_a_free_word` |
+//! | poison bit in the lock word, across handovers | `poison_survives_every_handover` |
 //! | timeout withdrawal | `timed_out_waiter_withdraws`, `a_timed_out_donor_withdraws_its_loan`, `condvar_timeout_races_notify` |
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom` (LOOM_MAX_PREEMPTIONS bounds
@@ -217,6 +218,39 @@ fn handoff_to_spinner_claim_races_withdrawal() {
         assert!(n == 1 || n == 2);
         assert!(!m.raw().is_locked());
         assert!(m.try_lock().is_ok());
+    });
+}
+
+/// A handoff to the spinner empties the slot before the spinner owns the lock: an observer that
+/// reads the owner and then the slot never finds the owner still registered there. Otherwise
+/// the next waiter (the unlocker coming back) finds the slot taken, sleeps, and every later
+/// handoff is a wake-up. Main holds the lock while a waiter (which may register as the
+/// spinner) locks once; the observer looks before, during and after main's unlock.
+///
+/// Preemption bound: the suite's, capped at 2: 70,326 interleavings in 4 s, where bound 3
+/// takes 1,163,874 and 72 s (it passes there too; run it with `LOOM_UNCAPPED=1`). The build
+/// that left the slot to the spinner fails at either bound.
+#[test]
+fn a_handoff_empties_the_spinner_slot() {
+    model_capped(2, || {
+        let m = Arc::new(Mutex::with_policy(UnsafeCell::new(0), Policy::Handoff));
+        let g = m.lock().unwrap();
+        let spinner = spawn_bumpers(&m, 1);
+        let m1 = m.clone();
+        let observer = thread::spawn(move || {
+            for _ in 0..3 {
+                assert!(!m1.raw().owner_in_spinner_slot(), "owner left in the slot");
+                thread::yield_now();
+            }
+        });
+        thread::yield_now();
+        drop(g);
+        assert!(!m.raw().owner_in_spinner_slot(), "owner left in the slot");
+        for t in spinner {
+            t.join().unwrap();
+        }
+        observer.join().unwrap();
+        assert_eq!(read(&m), 1);
     });
 }
 
@@ -863,6 +897,49 @@ fn a_published_section_never_waits_behind_a_free_word() {
         publisher.join().unwrap();
         assert_eq!(read(&m), 3);
     });
+}
+
+/// The poison bit lives in the lock word, so every way the word changes hands must keep it:
+/// once a section panicked, every later lock, whether barging, handed to a spinner or to a
+/// sleeper, reports the mutex poisoned, and the unlock of a poisoned lock frees it with the
+/// bit kept; `clear_poison` then makes it stick. Per policy: main holds the lock while a
+/// caller publishes a panicking section, which main's unlock runs; then the caller and main
+/// both lock it again, contending.
+///
+/// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
+#[test]
+fn poison_survives_every_handover() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.payload().downcast_ref::<u8>() != Some(&9) {
+            report(info)
+        }
+    }));
+    for policy in POLICIES {
+        model(move || {
+            let m = Arc::new(Mutex::with_policy(UnsafeCell::new(0), policy));
+            let g = m.lock().unwrap();
+            let m2 = m.clone();
+            let poisoner = thread::spawn(move || {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    m2.run(|_| -> () { std::panic::panic_any(9u8) })
+                }));
+                assert!(r.is_err());
+                add_one(&m2.lock().unwrap_err().into_inner());
+            });
+            thread::yield_now();
+            drop(g);
+            let g = m.lock().unwrap_or_else(|e| e.into_inner());
+            add_one(&g);
+            drop(g);
+            poisoner.join().unwrap();
+            assert!(m.is_poisoned());
+            assert!(!m.raw().is_locked());
+            m.clear_poison();
+            assert!(!m.is_poisoned());
+            assert_eq!(read(&m), 2);
+        });
+    }
 }
 
 /// A section that panics: its caller gets the original payload, the mutex is poisoned, the

@@ -3,15 +3,18 @@
 //!
 //! # Protocol
 //!
-//! 1. **Quick check, no lock, one syscall** ([`before_spinning`], [`before_sleep`]). The
-//!    waiter reads its own policy from the kernel (`refresh_own_hint`), then walks the chain
-//!    (`chain::walk`) comparing summaries of attributes (`TaskDonor::hint`): its own effective
-//!    attributes, as just read, against each owner's base as cached by other threads' reads
-//!    (a thread's read of itself does not date that cache), and its CPU against the owner's
-//!    affinity.
+//! 1. **Quick check, no lock, no syscall between equals** ([`before_spinning`],
+//!    [`before_sleep`]). The waiter walks the chain (`chain::walk`) comparing summaries of
+//!    attributes (`TaskDonor::hint`): its own effective attributes against each owner's base
+//!    as cached by other threads' reads, and its CPU against the owner's affinity. Its own
+//!    attributes come from its last read of itself (`refresh_own_hint`), which it makes again
+//!    at each wait until they have stayed the same for a few reads, then every `HINT_TTL_US`,
+//!    and whenever the walk finds an owner worse than it: whatever it lends is judged by what
+//!    it has now (a thread's read of itself does not date the cache other threads read).
 //!    If no owner is strictly worse, nothing happens (counted as skipped). Between equal
-//!    threads, as in hackbench, donation costs this read and this walk and nothing else. The
-//!    same walk detects deadlock cycles (`chain::check_deadlock`).
+//!    threads, as in hackbench, donation costs this walk and, in steady state, one read per
+//!    thread every `HINT_TTL_US`. The same walk detects deadlock cycles
+//!    (`chain::check_deadlock`).
 //!    A waiter that finds a worse owner does not lend yet ([`before_spinning`]): it spins
 //!    while the chain's last owner runs (`mutex::raw`), and lends only once that thread stops
 //!    running, CPU included, and goes to sleep. A real-time waiter lends all but its CPU
@@ -64,7 +67,7 @@ pub use report::{Capabilities, capabilities};
 pub(crate) use rescue::{Rescue, RescueSlot};
 
 use crate::loom::{
-    AtomicBool, AtomicU8, CacheU64, HINT_TTL_US, Ordering, REREAD_OWN_HINT_EACH_WAIT, coarse_us,
+    AtomicBool, AtomicU8, CacheU64, HINT_TTL_US, Ordering, REREAD_OWN_HINT, coarse_us,
 };
 use crate::mutex::raw::RawMutex;
 use crate::task::{Me, Task};
@@ -85,6 +88,12 @@ pub(crate) struct TaskDonor {
     hint: CacheU64,
     cpus_hint: CacheU64,
     hint_stamp: CacheU64,
+    /// When the thread last read its own policy into `hint` (`refresh_own_hint`, coarse µs,
+    /// 0 = never). Its own: `hint_stamp` dates only what other threads read.
+    own_stamp: CacheU64,
+    /// How many of the thread's own reads in a row found the same attributes (saturating).
+    /// Written and read only by the thread itself.
+    own_reads_alike: AtomicU8,
     /// `Attrs::hint` of what the thread has while boosted, 0 when it is not boosted.
     lent_hint: CacheU64,
     /// Whether the thread, passing on its last lock, restores itself afterwards
@@ -115,6 +124,8 @@ impl TaskDonor {
                 hint: CacheU64::new(0),
                 cpus_hint: CacheU64::new(0),
                 hint_stamp: CacheU64::new(0),
+                own_stamp: CacheU64::new(0),
+                own_reads_alike: AtomicU8::new(0),
                 lent_hint: CacheU64::new(0),
                 restores_self: AtomicU8::new(NOT_RESTORING),
             }
@@ -234,8 +245,16 @@ pub(crate) fn before_spinning(
     lock: &RawMutex,
     deadline: bool,
 ) -> Result<Spin, crate::chain::Deadlock> {
-    refresh_own_hint(me);
-    let survey = survey(me, lock, deadline)?;
+    let read_now = !own_hint_is_recent(me) && refresh_own_hint(me);
+    let mut survey = self::survey(me, lock, deadline)?;
+    if !read_now && (survey.sched || survey.cpu || waits_real_time(me)) {
+        // Lending or spinning is on the table: judge by what this thread has now, not by a
+        // read from before a change of its own policy (the demo's threads take their roles
+        // right after a warm-up wait).
+        if refresh_own_hint(me) {
+            survey = self::survey(me, lock, deadline)?;
+        }
+    }
     if waits_real_time(me) {
         return Ok(if lend_if_worse(me, lock, &survey, false) {
             Spin::AfterBoost
@@ -352,8 +371,8 @@ pub(crate) fn before_passing_on(me: Me, serve: bool) -> bool {
 /// steps aside with `sched_yield`: until the donor runs, `me` has the donor's attributes, on
 /// the donor's own CPU when a CPU was lent. Without this, a donor that `me` had preempted on
 /// its way to sleep (or that `me` just woke) waited for `me`'s time slice to end: 3-5 ms worst
-/// waits in the inversion demo (seen with `perf sched`).
-pub(crate) fn after_passing_on(me: Me, restoring: bool, to_donor: bool) {
+/// waits in the inversion demo (seen with `perf sched`). Returns whether it stepped aside.
+pub(crate) fn after_passing_on(me: Me, restoring: bool, to_donor: bool) -> bool {
     let donor = &me.task().donor;
     // Relaxed: a cache read of our own boost state. A loan recorded after this read, and not
     // skipped, is restored by the reconcile of its lender's next step, which finds us marked
@@ -378,7 +397,9 @@ pub(crate) fn after_passing_on(me: Me, restoring: bool, to_donor: bool) {
         }
     } else if to_donor && boosted {
         crate::loom::yield_now();
+        return true;
     }
+    false
 }
 
 /// `me` is done restoring itself (`ledger::restore_self`, under the ledger lock): reconciles
@@ -458,17 +479,15 @@ const REAL_TIME_RANK: u64 = 2 << 16;
 /// The sched-rank part of `Attrs::hint`.
 const RANK_BITS: u64 = 0xFF_FFFF;
 
-/// The best `me` has to lend: its own policy as its last wait read it ([`refresh_own_hint`];
-/// read now if it never was), or what it was lent if that is more. A thread's look at itself
-/// stays out of the timed cache other threads read (`fresh_hint`, `HINT_TTL_US`): a thread
-/// that read itself into it and then changed its policy would show the old one to every
-/// waiter for up to 10 ms. In the demo, each thread's warm-up (a Condvar wait) did exactly
-/// that just before the thread took its role's policy, and a waiter that found the end of the
-/// `chain` still at nice 0 slept without passing its loan on (7.4 and 20.2 ms traced at
-/// start-up; the known limits in the README).
+/// The best `me` has to lend: its own policy as it last read it ([`refresh_own_hint`]; read
+/// now if it never was), or what it was lent if that is more. A thread's look at itself stays
+/// out of the timed cache other threads read (`fresh_hint`, `HINT_TTL_US`): a thread that read
+/// itself into it and then changed its policy would show the old one to every waiter for up
+/// to 10 ms (in the demo, each thread's warm-up wait did exactly that just before the thread
+/// took its role's policy).
 fn own_effective_hint(me: Me) -> u64 {
     let d = &me.task().donor;
-    let hint = if REREAD_OWN_HINT_EACH_WAIT {
+    let hint = if REREAD_OWN_HINT {
         // Relaxed: a cache. A hint read from the kernel is never 0 (its util-max part is not),
         // so 0 means never read.
         if d.hint.load(Ordering::Relaxed) == 0 {
@@ -534,33 +553,59 @@ fn cpu_lending() -> bool {
     cpu_donation() != CpuDonation::Off
 }
 
-/// Reads the waiter's own policy and priority from the kernel, once per wait, before the wait
-/// decides whether to spin and what to lend (`before_spinning`): a thread is judged by the
-/// policy it has now, not by one it had up to `HINT_TTL_US` ago. In the demo, each thread's
-/// first lock wait (a warm-up) cached its attributes just before it took its role's policy;
-/// the SCHED_FIFO foreground then waited as a nice-0 thread for its first milliseconds, lent
-/// its policy only after its spin, and its owner stayed behind the real-time hog meanwhile (7
-/// of 11 traced `rt` waits of 125-186 µs). One `sched_getattr` per wait that gets this far.
-/// It writes the hint without a new stamp: the stamp dates the reads other threads make
-/// (`fresh_hint`), which also cover the affinity summary, and this one does not.
-fn refresh_own_hint(me: Me) {
+/// Reads the waiter's own policy and priority from the kernel into its hint, and says
+/// whether it did (a boosted thread's hint is the ledger's). [`before_spinning`] calls it
+/// unless the last reads can be trusted (`own_hint_is_recent`), and again when its walk finds
+/// someone to lend to: a thread is judged by the policy it has now when it lends. It writes
+/// the hint without the stamp other threads' reads use (`fresh_hint`), which also covers the
+/// affinity summary; `own_stamp` dates it instead.
+fn refresh_own_hint(me: Me) -> bool {
     let d = &me.task().donor;
     // A boosted thread's hint is the ledger's (its base), not what the kernel shows. Relaxed:
     // a cache. A loan that lands between the second check and the store leaves the loan in
     // the hint as if it were the base; the ledger writes the base there again when it changes
     // or ends that loan (`Ledger::record`), and until then the owner has those attributes.
     let boosted = || d.lent_hint.load(Ordering::Relaxed) != 0;
-    if !REREAD_OWN_HINT_EACH_WAIT || boosted() {
-        return;
+    if !REREAD_OWN_HINT || boosted() {
+        return false;
     }
     crate::stats::count_attribute_read();
-    if let Ok((sched, util)) = crate::loom::read_sched(me.task().tid())
-        && !boosted()
-    {
-        // Relaxed: a cache, read only by quick checks that the ledger re-validates.
-        d.hint
-            .store(Attrs::hint_of(&sched, util), Ordering::Relaxed);
+    let Ok((sched, util)) = crate::loom::read_sched(me.task().tid()) else {
+        return false;
+    };
+    if boosted() {
+        return false;
     }
+    // Relaxed, all three: a cache, read only by quick checks that the ledger re-validates;
+    // the count is the thread's own.
+    let hint = Attrs::hint_of(&sched, util);
+    let alike = if d.hint.swap(hint, Ordering::Relaxed) == hint {
+        d.own_reads_alike.load(Ordering::Relaxed).saturating_add(1)
+    } else {
+        0
+    };
+    d.own_reads_alike.store(alike, Ordering::Relaxed);
+    d.own_stamp.store(coarse_us().max(1), Ordering::Relaxed);
+    true
+}
+
+/// How many reads in a row must have found a thread's own attributes unchanged before it
+/// trusts them for `HINT_TTL_US` instead of reading them at each wait.
+const OWN_READS_TO_TRUST: u8 = 3;
+
+/// Whether `me` may judge this wait by its last read of itself: its own attributes have not
+/// changed across its last `OWN_READS_TO_TRUST` reads, the latest less than `HINT_TTL_US`
+/// ago. A thread that just changed its policy (the demo's threads take their roles right
+/// after a warm-up wait) reads again at each wait until its attributes settle; in steady
+/// state, a wait makes no syscall but the futex.
+fn own_hint_is_recent(me: Me) -> bool {
+    let d = &me.task().donor;
+    // Relaxed: a cache; a stale answer costs or saves one read.
+    let stamp = d.own_stamp.load(Ordering::Relaxed);
+    !REREAD_OWN_HINT
+        || d.own_reads_alike.load(Ordering::Relaxed) >= OWN_READS_TO_TRUST
+            && stamp != 0
+            && coarse_us().saturating_sub(stamp) < HINT_TTL_US
 }
 
 /// `task`'s cached (hint, cpus_hint), read again from the kernel when older than

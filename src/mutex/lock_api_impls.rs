@@ -19,12 +19,12 @@ not_under_loom! {
 
         #[inline]
         fn lock(&self) {
-            self.lock_as(crate::task::current())
+            self.lock_as(crate::task::current());
         }
 
         #[inline]
         fn try_lock(&self) -> bool {
-            self.try_lock_as(crate::task::current())
+            self.try_lock_as(crate::task::current()).is_some()
         }
 
         #[inline]
@@ -65,10 +65,12 @@ not_under_loom! {
 
         fn try_lock_for(&self, timeout: std::time::Duration) -> bool {
             self.lock_until_as(crate::task::current(), Instant::now().checked_add(timeout))
+                .is_some()
         }
 
         fn try_lock_until(&self, deadline: Instant) -> bool {
             self.lock_until_as(crate::task::current(), Some(deadline))
+                .is_some()
         }
     }
 }

@@ -41,8 +41,8 @@ use std::time::{Duration, Instant};
 /// assert_eq!(*counter.lock().unwrap(), 4);
 /// ```
 pub struct Mutex<T: ?Sized> {
+    /// The lock word, which also carries the poison bit.
     pub(crate) raw: RawMutex,
-    pub(crate) poison: poison::Flag,
     pub(crate) data: UnsafeCell<T>,
 }
 
@@ -102,7 +102,6 @@ impl<T> Mutex<T> {
         pub fn with_policy(value: T, policy: Policy) -> Mutex<T> {
             Mutex {
                 raw: RawMutex::with_policy(policy),
-                poison: poison::Flag::new(),
                 data: UnsafeCell::new(value),
             }
         }
@@ -115,7 +114,7 @@ impl<T> Mutex<T> {
     /// assert_eq!(m.into_inner().unwrap(), 7);
     /// ```
     pub fn into_inner(self) -> LockResult<T> {
-        let poisoned = self.poison.get();
+        let poisoned = self.raw.is_poisoned();
         let value = self.data.into_inner();
         if poisoned {
             Err(PoisonError::new(value))
@@ -141,9 +140,13 @@ impl<T: ?Sized> Mutex<T> {
     #[inline]
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
         let me = task::current();
-        self.raw.lock_as(me);
+        if self.raw.try_lock_fast(me) {
+            // SAFETY: `me` just acquired the lock, from a free word: not poisoned.
+            return unsafe { self.guard(me, false) };
+        }
+        let poisoned = self.raw.lock_contended(me);
         // SAFETY: `me` just acquired the lock.
-        unsafe { self.guard(me) }
+        unsafe { self.guard(me, poisoned) }
     }
 
     /// Takes the lock if that is possible without blocking.
@@ -159,11 +162,10 @@ impl<T: ?Sized> Mutex<T> {
     #[inline]
     pub fn try_lock(&self) -> TryLockResult<MutexGuard<'_, T>> {
         let me = task::current();
-        if self.raw.try_lock_as(me) {
+        match self.raw.try_lock_as(me) {
             // SAFETY: `me` just acquired the lock.
-            Ok(unsafe { self.guard(me) }?)
-        } else {
-            Err(TryLockError::WouldBlock)
+            Some(poisoned) => Ok(unsafe { self.guard(me, poisoned) }?),
+            None => Err(TryLockError::WouldBlock),
         }
     }
 
@@ -199,11 +201,10 @@ impl<T: ?Sized> Mutex<T> {
 
     fn lock_until(&self, deadline: Option<Instant>) -> TryLockResult<MutexGuard<'_, T>> {
         let me = task::current();
-        if self.raw.lock_until_as(me, deadline) {
+        match self.raw.lock_until_as(me, deadline) {
             // SAFETY: `me` just acquired the lock.
-            Ok(unsafe { self.guard(me) }?)
-        } else {
-            Err(TryLockError::WouldBlock)
+            Some(poisoned) => Ok(unsafe { self.guard(me, poisoned) }?),
+            None => Err(TryLockError::WouldBlock),
         }
     }
 
@@ -221,7 +222,7 @@ impl<T: ?Sized> Mutex<T> {
     /// ```
     #[inline]
     pub fn is_poisoned(&self) -> bool {
-        self.poison.get()
+        self.raw.is_poisoned()
     }
 
     /// Clears the poisoned state.
@@ -242,7 +243,7 @@ impl<T: ?Sized> Mutex<T> {
     /// ```
     #[inline]
     pub fn clear_poison(&self) {
-        self.poison.clear();
+        self.raw.clear_poison();
     }
 
     /// Mutable access without locking: `&mut self` proves nobody else can hold the lock.
@@ -254,7 +255,7 @@ impl<T: ?Sized> Mutex<T> {
     /// ```
     pub fn get_mut(&mut self) -> LockResult<&mut T> {
         let data = self.data.get_mut();
-        if self.poison.get() {
+        if self.raw.is_poisoned() {
             Err(PoisonError::new(data))
         } else {
             Ok(data)
@@ -307,10 +308,10 @@ impl<T: ?Sized> Mutex<T> {
     /// Wraps the lock `me` now holds in a guard, reporting poisoning as std does.
     ///
     /// # Safety
-    /// `me` holds `self.raw`.
+    /// `me` holds `self.raw`, which it found `poisoned` or not.
     #[inline]
-    unsafe fn guard(&self, me: Me) -> LockResult<MutexGuard<'_, T>> {
-        map_result(self.poison.guard(), |poison| MutexGuard {
+    unsafe fn guard(&self, me: Me, poisoned: bool) -> LockResult<MutexGuard<'_, T>> {
+        map_result(poison::guard(poisoned), |poison| MutexGuard {
             lock: self,
             poison,
             me,
@@ -331,7 +332,7 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
     /// ```
     pub fn unlock_fair(guard: Self) {
         let guard = std::mem::ManuallyDrop::new(guard);
-        guard.lock.poison.done(&guard.poison);
+        poison::done(&guard.lock.raw, &guard.poison);
         // SAFETY: the guard proves `me` holds the lock, and ManuallyDrop keeps Drop from
         // unlocking a second time.
         unsafe { guard.lock.raw.unlock_fair_as(guard.me) };
@@ -348,15 +349,11 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
     /// ```
     pub fn bump(guard: &mut Self) {
         if guard.lock.raw.has_waiters() {
-            guard.lock.poison.done(&guard.poison);
+            poison::done(&guard.lock.raw, &guard.poison);
             // SAFETY: the guard proves `me` holds the lock; we take it back before returning.
             unsafe { guard.lock.raw.unlock_fair_as(guard.me) };
-            guard.lock.raw.lock_as(guard.me);
-            guard.poison = guard
-                .lock
-                .poison
-                .guard()
-                .unwrap_or_else(PoisonError::into_inner);
+            let poisoned = guard.lock.raw.lock_as(guard.me);
+            guard.poison = poison::guard(poisoned).unwrap_or_else(PoisonError::into_inner);
         }
     }
 
@@ -389,7 +386,7 @@ impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
 impl<T: ?Sized> Drop for MutexGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        self.lock.poison.done(&self.poison);
+        poison::done(&self.lock.raw, &self.poison);
         // SAFETY: the guard proves `me` holds the lock, and it is dropped once.
         unsafe { self.lock.raw.unlock_as(self.me) };
     }
@@ -415,7 +412,7 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for Mutex<T> {
             Err(TryLockError::Poisoned(err)) => d.field("data", &&**err.get_ref()),
             Err(TryLockError::WouldBlock) => d.field("data", &format_args!("<locked>")),
         };
-        d.field("poisoned", &self.poison.get());
+        d.field("poisoned", &self.raw.is_poisoned());
         d.finish_non_exhaustive()
     }
 }

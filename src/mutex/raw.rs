@@ -6,10 +6,10 @@
 //! record's alignment leaves free (as the kernel's `mutex::owner`).
 //!
 //! ```text
-//!   bits 63..6            bit 3      bit 2     bit 1      bit 0
-//!  +---------------------+----------+---------+----------+------+
-//!  | owner record (or 0) | REQUESTS | DONATED | SPINNING |PARKED|
-//!  +---------------------+----------+---------+----------+------+
+//!   bits 63..6            bit 4      bit 3      bit 2     bit 1      bit 0
+//!  +---------------------+----------+----------+---------+----------+------+
+//!  | owner record (or 0) | POISONED | REQUESTS | DONATED | SPINNING |PARKED|
+//!  +---------------------+----------+----------+---------+----------+------+
 //! ```
 //!
 //! * owner 0: the lock is free. Owner `p`: the thread whose record is at `p` holds it.
@@ -31,19 +31,28 @@
 //!   kept by every handover. Its unlock runs them first (`crate::proxy`), and a word is never
 //!   left free with it set and nobody on the way to serve: an unlock that freed such a word
 //!   takes it back, and a holder that ran out of budget woke a caller to come and serve.
+//! * `POISONED`: the `Mutex` is poisoned (a holder panicked; std's rules, `mutex::poison`).
+//!   Set by the holder, cleared by anyone (`clear_poison`), kept by every handover and
+//!   release. Keeping it in the word costs the unpoisoned fast path nothing: a lock taken
+//!   from the exact `UNLOCKED` word was not poisoned, so only the slow path reads the bit. A
+//!   bare `RawMutex` (`lock_api`) never sets it.
 //!
 //! # The spinner slot
 //!
-//! `spinner` is 0, a waiter's record address `A` (A spins), or `A | GRANTED` (an unlocker chose
-//! A: it clears A's `blocked_on`, then writes A into the word). The slot, not the word,
-//! arbitrates: the spinner withdraws with `A -> 0`, an unlocker claims with `A -> A | GRANTED`,
-//! and exactly one of the two CASes wins. If A withdraws and registers again in between, the
-//! claim still succeeds, which is right: A is again waiting for this very lock. The unlocker
-//! dereferences `A` only after its claim won, so a waiter that withdraws and exits cannot be
-//! touched after it is gone. A empties the slot once the word names it. A claimed spinner
-//! whose wait is published (`blocked_on`) and sees it cleared writes itself into the word if
-//! the unlocker has not yet: an unlocker preempted between its claim and its write must not
-//! hold up the spinner, and its own write is conditioned on its still owning the lock.
+//! `spinner` is 0 or a waiter's record address `A` (A spins). The slot, not the word,
+//! arbitrates between the spinner and an unlocker: the spinner withdraws with `A -> 0`, an
+//! unlocker claims it with the same `A -> 0`, and exactly one of the two CASes wins, so a
+//! spinner whose withdrawal fails knows it was chosen. If A withdraws and registers again in
+//! between, the claim still succeeds, which is right: A is again waiting for this very lock.
+//! The unlocker dereferences `A` only after its claim won (it clears A's `blocked_on`, then
+//! writes A into the word), so a waiter that withdraws and exits cannot be touched after it is
+//! gone. The claim empties the slot, so the next waiter (typically the unlocker itself, coming
+//! back for the lock) can register while A is still on its way in: a slot that stayed taken
+//! until A noticed its handoff sent that waiter to sleep, and made every later handoff a
+//! wake-up. Invariant: the owner is never in the slot. A claimed spinner whose wait is
+//! published (`blocked_on`) and sees it cleared writes itself into the word if the unlocker
+//! has not yet: an unlocker preempted between its claim and its write must not hold up the
+//! spinner, and its own write is conditioned on its still owning the lock.
 //!
 //! Taking the lock is a CAS that installs the taker's record address, so the owner is recorded
 //! in the same instruction that acquires: there is no instant at which the lock is held by
@@ -89,8 +98,12 @@ const DONATED: usize = 4;
 /// and woken the caller that takes over: it keeps the lock and serves them instead
 /// (`RawMutex::release_or_keep`).
 const REQUESTS: usize = 8;
+/// The `Mutex` is poisoned.
+const POISONED: usize = 16;
 /// Every flag bit. Must stay below the record alignment so an address never overlaps a flag.
-const FLAGS: usize = PARKED | SPINNING | DONATED | REQUESTS;
+const FLAGS: usize = PARKED | SPINNING | DONATED | REQUESTS | POISONED;
+/// The flags that stay with the lock whoever holds it, and when it is freed.
+const KEPT_BY_RELEASE: usize = SPINNING | DONATED | REQUESTS | POISONED;
 const _: () = assert!(FLAGS < TASK_ALIGN);
 /// The word of a free lock nobody waits for.
 const UNLOCKED: usize = 0;
@@ -103,6 +116,20 @@ const LEND_CHECK_AFTER_ROUNDS: u32 = 3;
 const TOKEN_RETRY: UnparkToken = UnparkToken(0);
 /// Unpark token: the lock was handed to you; the word already names you as owner.
 pub(crate) const TOKEN_HANDOFF: UnparkToken = UnparkToken(1);
+
+/// Whether a lock just taken is poisoned (`POISONED`).
+pub(crate) type Poisoned = bool;
+
+/// What an unlock's slow path did with the lock.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Passed {
+    /// Kept it, to serve sections published meanwhile (`RawMutex::release_or_keep`).
+    Kept,
+    /// Freed it, or handed it to a waiter on a CPU.
+    Left,
+    /// Handed it to a parked waiter, which owns it from now on but has yet to wake up.
+    ToSleeper,
+}
 
 #[inline]
 fn owner_of(word: usize) -> usize {
@@ -224,12 +251,20 @@ impl RawMutex {
         self as *const Self as usize
     }
 
-    /// Takes the lock for `me`, sleeping as long as needed.
+    /// Takes the lock for `me`, sleeping as long as needed. Returns whether it is poisoned.
     #[inline]
-    pub(crate) fn lock_as(&self, me: Me) {
-        if !self.try_lock_fast(me) {
-            self.lock_slow(me, None).unwrap_or_else(|d| d.raise());
+    pub(crate) fn lock_as(&self, me: Me) -> Poisoned {
+        if self.try_lock_fast(me) {
+            return false;
         }
+        self.lock_contended(me)
+    }
+
+    /// `lock_as` once the fast path failed.
+    #[cold]
+    pub(crate) fn lock_contended(&self, me: Me) -> Poisoned {
+        self.lock_slow(me, None).unwrap_or_else(|d| d.raise());
+        self.is_poisoned()
     }
 
     /// Takes the lock for `me`, or reports the deadlock cycle that makes that impossible (for
@@ -241,10 +276,14 @@ impl RawMutex {
         self.lock_slow(me, None).map(drop)
     }
 
-    /// Takes the lock for `me` if that is possible without waiting.
+    /// Takes the lock for `me` if that is possible without waiting; whether it is poisoned.
     #[inline]
-    pub(crate) fn try_lock_as(&self, me: Me) -> bool {
-        self.try_lock_fast(me) || self.try_barge(me)
+    pub(crate) fn try_lock_as(&self, me: Me) -> Option<Poisoned> {
+        if self.try_lock_fast(me) {
+            Some(false)
+        } else {
+            self.try_barge(me).then(|| self.is_poisoned())
+        }
     }
 
     /// Takes the lock for `me` if it is free, or becomes free while we spin briefly and
@@ -254,7 +293,7 @@ impl RawMutex {
     pub(crate) fn try_lock_spinning(&self, me: Me) -> bool {
         let mut spin = SpinWait::with_budget(crate::loom::RUN_SPIN_ROUNDS);
         loop {
-            if self.try_lock_as(me) {
+            if self.try_lock_as(me).is_some() {
                 return true;
             }
             // Relaxed: a hint; `try_lock_as` validates.
@@ -267,10 +306,35 @@ impl RawMutex {
         }
     }
 
-    /// Takes the lock for `me` unless `deadline` passes first.
+    /// Takes the lock for `me` unless `deadline` passes first; whether it is poisoned.
     #[inline]
-    pub(crate) fn lock_until_as(&self, me: Me, deadline: Option<Instant>) -> bool {
-        self.try_lock_fast(me) || self.lock_slow(me, deadline).unwrap_or_else(|d| d.raise())
+    pub(crate) fn lock_until_as(&self, me: Me, deadline: Option<Instant>) -> Option<Poisoned> {
+        if self.try_lock_fast(me) {
+            return Some(false);
+        }
+        let taken = self.lock_slow(me, deadline).unwrap_or_else(|d| d.raise());
+        taken.then(|| self.is_poisoned())
+    }
+
+    /// Whether the lock is poisoned (`Mutex` poisoning; a snapshot when not held).
+    #[inline]
+    pub(crate) fn is_poisoned(&self) -> bool {
+        // Relaxed: under the lock, the acquire of the lock orders it; outside the lock it is a
+        // snapshot, as with std.
+        self.word.load(Ordering::Relaxed) & POISONED != 0
+    }
+
+    /// Poisons the lock: a guard dropped while panicking, or a section run by `Mutex::run`
+    /// panicked. Called by the holder; its release then takes the slow path, which keeps it.
+    pub(crate) fn poison(&self) {
+        // Relaxed: written while the lock is held; the unlock's Release publishes it.
+        self.word.fetch_or(POISONED, Ordering::Relaxed);
+    }
+
+    /// Clears the poisoned state.
+    pub(crate) fn clear_poison(&self) {
+        // Relaxed: as in `is_poisoned`; an RMW, since others change the word's other bits.
+        self.word.fetch_and(!POISONED, Ordering::Relaxed);
     }
 
     /// Releases the lock `me` holds.
@@ -370,6 +434,18 @@ impl RawMutex {
         owner_of(word) == 0 && word & PARKED != 0
     }
 
+    /// True if the owner named by the word is also registered in the spinner slot, read in
+    /// that order. The slot is emptied by the claim that chooses a spinner, before the word
+    /// names it, and an owner never registers, so this never holds for a thread that locks
+    /// once; loom models use it to show that a handoff leaves the slot free for the next
+    /// waiter at once (module docs).
+    #[doc(hidden)]
+    pub fn owner_in_spinner_slot(&self) -> bool {
+        // Acquire, then the slot: a slot entry older than the owner we saw is visible.
+        let owner = owner_of(self.word.load(Ordering::Acquire));
+        owner != 0 && self.spinner.load(Ordering::Acquire) == owner
+    }
+
     /// Sets `DONATED` (the ledger listed a waiter on this lock). Under the ledger lock.
     pub(crate) fn mark_donated(&self) {
         // Relaxed: the ledger lock orders the bookkeeping; the bit only has to be in the
@@ -462,9 +538,10 @@ impl RawMutex {
         self.addr()
     }
 
-    /// One try that succeeds only from a completely free word: the uncontended path.
+    /// One try that succeeds only from a completely free word: the uncontended path. Such a
+    /// lock is not poisoned.
     #[inline]
-    fn try_lock_fast(&self, me: Me) -> bool {
+    pub(crate) fn try_lock_fast(&self, me: Me) -> bool {
         // Acquire: the previous owner's critical section happens-before ours. Release: a chain
         // walker that reads our address from the word (Acquire) and then reads our task record
         // must see the record initialised; this CAS publishes it (free on x86, where every CAS
@@ -649,11 +726,28 @@ impl RawMutex {
     /// loans of a boosted unlocker that will hold no lock (`donor::before_passing_on`).
     #[cold]
     fn unlock_slow(&self, me: Me, force_fair: bool, serve: bool, word: usize) {
+        // A poisoned lock nobody waits for: free it as the fast path would, poison kept.
+        // Release: as the fast path's.
+        if word == me.addr() | POISONED
+            && self
+                .word
+                .compare_exchange(word, POISONED, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+        {
+            return;
+        }
         // Decided before the lock passes: the donor that takes it must know whether to leave
         // our restore to us.
         let restoring = crate::donor::before_passing_on(me, serve);
-        let to_donor = self.pass_on(me, force_fair, serve, word);
-        crate::donor::after_passing_on(me, restoring, to_donor);
+        let (passed, to_donor) = self.pass_on(me, force_fair, serve, word);
+        let stepped_aside = crate::donor::after_passing_on(me, restoring, to_donor);
+        if passed == Passed::ToSleeper && self.policy == Policy::Handoff && serve && !stepped_aside
+        {
+            // Under Handoff the lock now belongs to a thread that has yet to run, and every
+            // other waiter queues behind it: give it our CPU, in case it was woken here. (A
+            // Condvar waiter, `serve` false, is about to sleep anyway.)
+            crate::loom::step_aside();
+        }
     }
 
     /// First the published sections (`crate::proxy::serve`, up to its budget), then the
@@ -662,9 +756,9 @@ impl RawMutex {
     /// their callers sleep on their slots, not on the lock. (This once freed the word and took
     /// it back after: an unlocker preempted in between, by a thread that outranked it before
     /// its waiters lent to it, left the sections there for as long as it was off its CPU.)
-    /// `word` is what the failed fast-path CAS saw. Returns whether the lock went to its
-    /// lenders (`pass_lock`).
-    fn pass_on(&self, me: Me, force_fair: bool, serve: bool, mut word: usize) -> bool {
+    /// `word` is what the failed fast-path CAS saw. Returns how the lock left us, and whether
+    /// it went to its lenders (`pass_lock`).
+    fn pass_on(&self, me: Me, force_fair: bool, serve: bool, mut word: usize) -> (Passed, bool) {
         // The budget and the wake list, set up by the first pass that finds sections: most slow
         // unlocks (guard waiters queued) have none, and need not fill a 512-byte buffer. Callers
         // whose sections ran are woken when this drops, after the lock is passed on.
@@ -694,13 +788,13 @@ impl RawMutex {
                     .compare_exchange(me.addr(), UNLOCKED, Ordering::Release, Ordering::Relaxed)
                     .is_ok()
             {
-                return false;
+                return (Passed::Left, false);
             }
             // A holder that passed the sections on woke a caller to serve them: it may free the
             // word with sections still published.
-            let (kept, to_donor) = self.pass_lock(me, force_fair, !passed);
-            if !kept {
-                return to_donor;
+            let (how, to_donor) = self.pass_lock(me, force_fair, !passed);
+            if how != Passed::Kept {
+                return (how, to_donor);
             }
             // Relaxed: a routing hint, as the fast path's failed CAS was.
             word = self.word.load(Ordering::Relaxed);
@@ -710,17 +804,17 @@ impl RawMutex {
     /// Passes the lock on: to a spinning waiter (Handoff), else by waking one sleeper and
     /// handing the lock over (Handoff, a fair unlock, or Adaptive's fairness timer), else by
     /// freeing it for the woken sleeper to compete for (Spin, Adaptive otherwise). Returns
-    /// whether it kept the lock instead of freeing it (`release_or_keep`, with
-    /// `keep_for_requests`), and whether donors waited.
-    fn pass_lock(&self, me: Me, force_fair: bool, keep_for_requests: bool) -> (bool, bool) {
+    /// how: `Kept` instead of freed (`release_or_keep`, with `keep_for_requests`), and whether
+    /// donors waited.
+    fn pass_lock(&self, me: Me, force_fair: bool, keep_for_requests: bool) -> (Passed, bool) {
         // Relaxed: a routing hint; `unlock_to_donor` works under the queue lock.
         if self.word.load(Ordering::Relaxed) & DONATED != 0 {
             // The donor may not be queued yet (it is on its way to sleep, or was preempted on
             // the way): then serve whoever is.
-            let kept = self
+            let how = self
                 .unlock_to_donor(me, force_fair, keep_for_requests)
                 .unwrap_or_else(|| self.unlock_to_queue(me, force_fair, keep_for_requests));
-            return (kept, true);
+            return (how, true);
         }
         (
             self.unlock_to_queue(me, force_fair, keep_for_requests),
@@ -729,15 +823,14 @@ impl RawMutex {
     }
 
     /// The unlock slow path without lenders: a spinner first (Handoff), else the first
-    /// sleeper, handed the lock or woken to compete for it as the policy says. True if it kept
-    /// the lock instead of freeing it (`release_or_keep`).
-    fn unlock_to_queue(&self, me: Me, force_fair: bool, keep_for_requests: bool) -> bool {
+    /// sleeper, handed the lock or woken to compete for it as the policy says.
+    fn unlock_to_queue(&self, me: Me, force_fair: bool, keep_for_requests: bool) -> Passed {
         if self.policy == Policy::Handoff && !force_fair && self.try_spinner_first() {
-            return false;
+            return Passed::Left;
         }
         // Until the woken sleeper is awake, chain walks that reach it go on to us.
         let wake = WakeInFlight::new(me);
-        let kept = std::cell::Cell::new(false);
+        let how = std::cell::Cell::new(Passed::Left);
         // The filter runs before the callback, both under the queue lock.
         let first_waiter = std::cell::Cell::new(0);
         let filter = |token: ParkToken| {
@@ -767,6 +860,7 @@ impl RawMutex {
                     self.sleepers_since
                         .store(monotonic_us() as u32, Ordering::Relaxed);
                 }
+                how.set(Passed::ToSleeper);
                 // SAFETY: the token is the record of the thread we are unparking, still queued.
                 unsafe { self.hand_to_parked(first_waiter.get(), still_parked) }
             } else if result.unparked_threads == 0
@@ -775,29 +869,28 @@ impl RawMutex {
                 // Nobody was really asleep (a stale PARKED); a spinner takes the lock.
                 TOKEN_RETRY
             } else {
-                kept.set(self.release_or_keep(me, still_parked, keep_for_requests));
+                how.set(self.release_or_keep(me, still_parked, keep_for_requests));
                 TOKEN_RETRY
             }
         };
         // SAFETY: the key is this lock's address; the callbacks do not panic.
         unsafe { unpark_filter(self.addr(), filter, callback) };
-        kept.get()
+        how.get()
     }
 
     /// Unlock of a lock with listed lenders: wake the best of them (`donor::preferred_waiter`,
     /// the kernel's `blocked_donor`) and, under Handoff and Adaptive or a fair unlock, hand it
     /// the lock; under Spin, free the lock for it to compete for. Spinners are passed over: the
     /// lender outranks them. `None` if the preferred waiter is no longer queued (then the
-    /// ordinary path serves the queue) or none is listed; else whether it kept the lock instead
-    /// of freeing it (`release_or_keep`).
+    /// ordinary path serves the queue) or none is listed; else how the lock left us.
     #[cold]
-    fn unlock_to_donor(&self, me: Me, force_fair: bool, keep_for_requests: bool) -> Option<bool> {
+    fn unlock_to_donor(&self, me: Me, force_fair: bool, keep_for_requests: bool) -> Option<Passed> {
         let preferred = crate::donor::preferred_waiter(self)?;
         let hand_over = force_fair || self.policy != Policy::Spin;
         // A donor spinning while we ran (`spin_while_owner_runs`) takes the lock where it is,
         // without a wake-up.
         if hand_over && self.hand_to_spinner(false, Some(preferred)) == Spinner::Handed {
-            return Some(false);
+            return Some(Passed::Left);
         }
         let filter = |token: ParkToken| {
             if token.0 == preferred {
@@ -816,7 +909,7 @@ impl RawMutex {
             unsafe { wake.mark(preferred) };
             let still_parked = if result.have_more_threads { PARKED } else { 0 };
             if hand_over {
-                served.set(Some(false));
+                served.set(Some(Passed::ToSleeper));
                 // SAFETY: the token is the record of the thread we are unparking, still queued.
                 unsafe { self.hand_to_parked(preferred, still_parked) }
             } else {
@@ -849,25 +942,29 @@ impl RawMutex {
     }
 
     /// Stores `owner | parked` into the word, keeping `SPINNING` (and the spinner registered),
-    /// `DONATED` and `REQUESTS`. Called by the owner under the queue lock.
+    /// `DONATED`, `REQUESTS` and `POISONED`. Called by the owner under the queue lock.
     fn release_to(&self, owner: usize, parked: usize) {
         self.release_with(parked, |_| owner);
     }
 
     /// Frees the word as `release_to` does, for a woken sleeper or nobody; but if
     /// `keep_for_requests` and sections are published (`REQUESTS`), keeps it for `me`, still
-    /// with `parked` as the queue's new state, and returns true: `me` serves them next. Decided
-    /// in the same read-modify-write that would free the word, so a publisher's flag is
-    /// either seen here or set on a word it found free (and then it takes the lock itself).
-    /// Under the queue lock.
-    fn release_or_keep(&self, me: Me, parked: usize, keep_for_requests: bool) -> bool {
+    /// with `parked` as the queue's new state (`Kept`): `me` serves them next. Decided in the
+    /// same read-modify-write that would free the word, so a publisher's flag is either seen
+    /// here or set on a word it found free (and then it takes the lock itself). Under the
+    /// queue lock.
+    fn release_or_keep(&self, me: Me, parked: usize, keep_for_requests: bool) -> Passed {
         let keeps = |word: usize| keep_for_requests && word & REQUESTS != 0;
         let before = self.release_with(parked, |w| if keeps(w) { me.addr() } else { UNLOCKED });
-        keeps(before)
+        if keeps(before) {
+            Passed::Kept
+        } else {
+            Passed::Left
+        }
     }
 
-    /// Stores `owner(word) | parked` into the word, keeping its `SPINNING`, `DONATED` and
-    /// `REQUESTS`; returns the word it replaced.
+    /// Stores `owner(word) | parked` into the word, keeping its `KEPT_BY_RELEASE` flags;
+    /// returns the word it replaced.
     fn release_with(&self, parked: usize, owner: impl Fn(usize) -> usize) -> usize {
         // Release: the critical section happens-before whoever takes the lock next (when the
         // word names us again, it orders nothing we need). A CAS loop, not a store: a spinner
@@ -875,7 +972,7 @@ impl RawMutex {
         // set REQUESTS, concurrently.
         self.word
             .fetch_update(Ordering::Release, Ordering::Relaxed, |w| {
-                Some(owner(w) | parked | (w & (SPINNING | DONATED | REQUESTS)))
+                Some(owner(w) | parked | (w & KEPT_BY_RELEASE))
             })
             .unwrap_or_else(|w| w)
     }

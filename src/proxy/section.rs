@@ -45,12 +45,12 @@ impl<'m, T: ?Sized, F: FnOnce(&mut T) -> R, R> Section<'m, T, F, R> {
             return;
         };
         let mutex = section.mutex;
-        let was_poisoned = mutex.poison.get();
+        let was_poisoned = mutex.raw.is_poisoned();
         // SAFETY: we hold the lock, so no other reference to the data exists.
         let data = unsafe { &mut *mutex.data.get() };
         let result = catch_unwind(AssertUnwindSafe(move || f(data)));
         if result.is_err() {
-            mutex.poison.set();
+            mutex.raw.poison();
         }
         // SAFETY: exclusive access, per the contract; the publisher reads it only after DONE.
         unsafe {

@@ -4,7 +4,7 @@
 //! before they sleep; under every policy, a lender or real-time waiter spins there while the
 //! owner runs.
 
-use super::{DONATED, PARKED, REQUESTS, RawMutex, SPINNING, UNLOCKED, owner_of};
+use super::{DONATED, PARKED, POISONED, REQUESTS, RawMutex, SPINNING, UNLOCKED, owner_of};
 use crate::donor::Spin;
 use crate::loom::{
     AWAIT_SPINNER_ROUNDS, FAIRNESS_CHECK_EVERY, HANDOFF_SPIN_ROUNDS, Ordering, deadline_passed,
@@ -14,11 +14,10 @@ use crate::mutex::spin::{ChainEndWatch, SpinWait};
 use crate::task::Me;
 use std::time::Instant;
 
-/// In the spinner slot: the registered spinner has been chosen as the next owner.
-const GRANTED: usize = 1;
-/// The word's flags a handoff to the spinner keeps: sleepers, lenders and published sections
-/// stay; `SPINNING` goes with the spinner.
-const KEPT_BY_HANDOFF: usize = PARKED | DONATED | REQUESTS;
+/// The word's flags a handoff to the spinner keeps: sleepers, lenders, published sections and
+/// poison stay; `SPINNING` stays only if another waiter has registered since the claim
+/// (`handed_word`).
+const KEPT_BY_HANDOFF: usize = PARKED | DONATED | REQUESTS | POISONED;
 /// How long the sleepers of a Handoff lock may be passed over for spinners.
 const SLEEPER_PATIENCE_US: u32 = 1000;
 
@@ -97,7 +96,6 @@ impl RawMutex {
             let word = self.word.load(Ordering::Acquire);
             let owner = owner_of(word);
             if owner == me.addr() {
-                self.leave_slot_as_owner();
                 return true;
             }
             if owner == UNLOCKED || !keep_spinning(word) {
@@ -143,7 +141,6 @@ impl RawMutex {
                 yield_now();
             }
         }
-        self.leave_slot_as_owner();
         true
     }
 
@@ -171,17 +168,20 @@ impl RawMutex {
         let _ = self
             .word
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
-                (owner_of(w) != me.addr()).then_some(me.addr() | (w & KEPT_BY_HANDOFF))
+                (owner_of(w) != me.addr()).then(|| self.handed_word(me.addr(), w))
             });
         true
     }
 
-    /// Empties the slot once the word names us. Nobody else writes a granted slot: a
-    /// registration needs it empty, a claim needs it ungranted, and a withdrawal needs it to
-    /// name a spinner exactly.
-    fn leave_slot_as_owner(&self) {
-        // Release: the next spinner's Acquire registration comes after this handoff.
-        self.spinner.store(0, Ordering::Release);
+    /// The word that makes `spinner`, claimed from the slot, the owner of a lock whose word is
+    /// `w`: its flags but `SPINNING`, which was the claimed spinner's own unless another waiter
+    /// has registered since the claim emptied the slot. `w` must have been read with Acquire:
+    /// a registration sets the bit after it fills the slot, so a `w` that shows the newcomer's
+    /// bit also shows its entry here, and a bit set after our CAS is set on the new word.
+    fn handed_word(&self, spinner: usize, w: usize) -> usize {
+        // Relaxed: ordered by the caller's Acquire read of `w`, as above.
+        let newcomer = self.spinner.load(Ordering::Relaxed) != 0;
+        spinner | (w & KEPT_BY_HANDOFF) | if newcomer { w & SPINNING } else { 0 }
     }
 
     /// Makes the registered spinner the owner (only if it is `only`, when given). None if no
@@ -199,17 +199,13 @@ impl RawMutex {
         }
         // Relaxed: ordered after the Acquire load above.
         let spinner = self.spinner.load(Ordering::Relaxed);
+        // Acquire: the spinner's record is initialised for us (its registration was Release).
+        // The claim empties the slot at once (module docs).
         let claimed = spinner != 0
-            && spinner & GRANTED == 0
             && only.is_none_or(|o| o == spinner)
             && self
                 .spinner
-                .compare_exchange(
-                    spinner,
-                    spinner | GRANTED,
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                )
+                .compare_exchange(spinner, 0, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok();
         if !claimed {
             if spinner == 0 {
@@ -224,18 +220,18 @@ impl RawMutex {
         // SAFETY: we claimed the spinner, so it cannot withdraw, and it stays in its spin
         // loop, and alive, until this clear or the word below names it.
         unsafe { crate::task::clear_blocked_on_of_waiter(spinner) };
-        // Release: our critical section happens-before the spinner's. A CAS loop: waiters
-        // may set PARKED, and the ledger DONATED, concurrently. Only while we still own the
-        // word: from the clear above on, a spinner whose wait was published may write itself
-        // in (`finish_claimed_handoff`) and may even have unlocked again since; we cannot
-        // own the lock again meanwhile, since we are busy here.
+        // Release: our critical section happens-before the spinner's; Acquire for
+        // `handed_word`. A CAS loop: waiters may set PARKED or register, and the ledger set
+        // DONATED, concurrently. Only while we still own the word: from the clear above on, a
+        // spinner whose wait was published may write itself in (`finish_claimed_handoff`) and
+        // may even have unlocked again since; we cannot own the lock again meanwhile, since we
+        // are busy here.
         let _ = self
             .word
-            .fetch_update(Ordering::Release, Ordering::Relaxed, |w| {
-                (owner_of(w) == unlocker).then_some(spinner | (w & KEPT_BY_HANDOFF))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                (owner_of(w) == unlocker).then(|| self.handed_word(spinner, w))
             });
         crate::stats::count_handoff();
-        // The spinner empties the slot once it sees itself as owner (`leave_slot_as_owner`).
         Spinner::Handed
     }
 
