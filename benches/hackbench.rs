@@ -6,7 +6,7 @@ use std::time::Duration;
 
 mod workloads;
 use workloads::messaging::{
-    self, AdaptivePipe, HandoffPipe, ParkingLotPipe, Pipe, Shape, SpinPipe, StdPipe,
+    self, AdaptivePipe, HandoffPipe, ParkingLotPipe, Pipe, PthreadPiPipe, Shape, SpinPipe, StdPipe,
 };
 
 const SHAPE: Shape = Shape {
@@ -37,6 +37,7 @@ fn hackbench(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
     bench::<StdPipe>(&mut g, "std");
     bench::<ParkingLotPipe>(&mut g, "parking_lot");
+    bench::<PthreadPiPipe>(&mut g, "pthread_pi");
     bench::<SpinPipe>(&mut g, "spin");
     bench::<HandoffPipe>(&mut g, "handoff");
     bench::<AdaptivePipe>(&mut g, "adaptive");

@@ -1,15 +1,22 @@
-//! Side-by-side report: std, parking_lot, proxy-lock's three policies and `Mutex::run` (on a
-//! Handoff mutex), measured in the same
-//! run, interleaved (every round runs every lock once, in rotating order), medians of several
-//! rounds, and ratios against std and parking_lot.
+//! Side-by-side report: std, parking_lot, a pthread `PTHREAD_PRIO_INHERIT` mutex (the kernel's
+//! strict handoff, the reference for `Handoff`), proxy-lock's three policies and `Mutex::run`
+//! (on a Handoff mutex), measured in the same run, interleaved (every round runs every lock
+//! once, in rotating order), medians of several rounds, and ratios between them.
 //!
 //! ```text
 //! cargo build --release --examples
 //! target/release/examples/bench_report --rounds 7 --write docs/benchmarks.md
+//! target/release/examples/bench_report --smoke     # the CI guard rail, about a minute
 //! ```
 //!
 //! The hackbench rows run the `hackbench` example binary found next to this one. With
-//! `--write FILE.md`, a chart of the same medians goes to `FILE.svg`.
+//! `--write FILE.md`, a chart of the same medians goes to `FILE.svg`. Instruction counts come
+//! from `valgrind --tool=callgrind` when it is installed (they do not depend on the machine's
+//! noise); without it that table is left out.
+//!
+//! `--smoke` measures a few rows, prints every figure it judges with its bound, and exits 1 if
+//! one is an order of magnitude off: the bounds catch regressions like a strict handoff that
+//! sleeps on every section, never this machine's noise.
 
 use std::fmt::Write as _;
 use std::process::{Command, exit};
@@ -17,18 +24,25 @@ use std::time::{Duration, Instant};
 
 #[path = "../benches/workloads/mod.rs"]
 mod workloads;
-use workloads::{Contention, CounterLock, Kind, LockUser, median, with_lock};
+use workloads::{CounterLock, Kind, LockUser, TimedContention, median, with_lock};
 
 const USAGE: &str = "\
-usage: bench_report [--rounds N] [--only uncontended|contention|hackbench] [--write FILE]";
+usage: bench_report [--rounds N] [--only uncontended|contention|hackbench|waits] [--write FILE]
+       bench_report --smoke";
 
 /// Short: the section is a counter increment. Long: about a microsecond of work inside.
 const SECTIONS: [(&str, u32, u32); 2] = [("short", 0, 20), ("long", 300, 100)];
 const THREADS: [usize; 4] = [2, 4, 8, 16];
+/// How long each lock runs in each contention round.
+const CONTENTION_RUN: Duration = Duration::from_millis(250);
 const HACKBENCH: [(&str, &[&str]); 2] = [
     ("-g 2 -l 200", &["-g", "2", "-l", "200"]),
     ("-g 10 -l 100", &["-g", "10", "-l", "100"]),
 ];
+/// Lock+unlock pairs per uncontended sample.
+const UNCONTENDED_PAIRS: u64 = 20_000_000;
+/// The proxy-lock kinds, whose counters the wait-path table reads.
+const PROXY_KINDS: [Kind; 4] = [Kind::Spin, Kind::Handoff, Kind::Adaptive, Kind::Run];
 
 struct Uncontended(u64);
 
@@ -50,6 +64,12 @@ struct Row {
     medians: Vec<f64>,
 }
 
+impl Row {
+    fn of(&self, kind: Kind) -> f64 {
+        self.medians[Kind::ALL.iter().position(|&k| k == kind).unwrap()]
+    }
+}
+
 /// Runs `measure(kind)` for every lock, `rounds` times, rotating the order each round.
 fn interleaved(rounds: usize, mut measure: impl FnMut(Kind) -> f64) -> Vec<f64> {
     let mut samples = vec![Vec::new(); Kind::ALL.len()];
@@ -62,36 +82,85 @@ fn interleaved(rounds: usize, mut measure: impl FnMut(Kind) -> f64) -> Vec<f64> 
     samples.iter_mut().map(|s| median(s)).collect()
 }
 
-fn hackbench(kind: Kind, args: &[&str]) -> f64 {
-    let exe = std::env::current_exe()
-        .expect("current_exe")
-        .with_file_name("hackbench");
+fn uncontended_ns(kind: Kind, pairs: u64) -> f64 {
+    with_lock(kind, Uncontended(pairs)).as_secs_f64() * 1e9 / pairs as f64
+}
+
+fn contention_ns(kind: Kind, threads: usize, cs: u32, outside: u32) -> f64 {
+    let run = TimedContention {
+        threads,
+        duration: CONTENTION_RUN,
+        cs,
+        outside,
+    };
+    with_lock(kind, &run)
+}
+
+/// One run of the `hackbench` example: its JSON line.
+fn hackbench_run(kind: Kind, args: &[&str]) -> String {
+    let exe = sibling("hackbench");
     let out = Command::new(&exe)
         .args(args)
         .args(["--lock", kind.name(), "--json"])
         .output();
-    let out = match out {
-        Ok(o) if o.status.success() => o,
-        Ok(o) => panic!(
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Ok(o) => fail(&format!(
             "{} failed: {}",
             exe.display(),
             String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => {
-            eprintln!(
-                "bench_report: cannot run {} ({e}); build it with `cargo build --release --examples`",
-                exe.display()
-            );
-            exit(2)
-        }
-    };
-    let text = String::from_utf8_lossy(&out.stdout);
-    let secs = text
-        .split("\"seconds\":")
+        )),
+        Err(e) => fail(&format!(
+            "cannot run {} ({e}); build it with `cargo build --release --examples`",
+            exe.display()
+        )),
+    }
+}
+
+/// A number field of a hackbench JSON line.
+fn json_field(json: &str, field: &str) -> f64 {
+    json.split(&format!("\"{field}\":"))
         .nth(1)
-        .and_then(|s| s.split(',').next());
-    secs.and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected hackbench output: {text}"))
+        .and_then(|s| s.split([',', '}']).next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fail(&format!("no {field} in hackbench output: {json}")))
+}
+
+fn hackbench_secs(kind: Kind, args: &[&str]) -> f64 {
+    json_field(&hackbench_run(kind, args), "seconds")
+}
+
+/// The path of another example binary built next to this one.
+fn sibling(name: &str) -> std::path::PathBuf {
+    std::env::current_exe()
+        .expect("current_exe")
+        .with_file_name(name)
+}
+
+/// Instructions per uncontended lock+unlock, for every lock, counted by callgrind: this
+/// binary's `--uncontended-loop` mode run for N and 2N pairs, so start-up cancels out. `None`
+/// when valgrind is not installed.
+fn instructions_per_pair() -> Option<Vec<f64>> {
+    const N: u64 = 1_000_000;
+    let total = |kind: Kind, pairs: u64| -> Option<f64> {
+        let out = Command::new("valgrind")
+            .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+            .arg(std::env::current_exe().ok()?)
+            .args(["--uncontended-loop", kind.name(), &pairs.to_string()])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        let line = text.lines().find(|l| l.contains("Collected"))?;
+        line.split_whitespace()
+            .last()?
+            .replace(',', "")
+            .parse()
+            .ok()
+    };
+    Kind::ALL
+        .iter()
+        .map(|&k| Some((total(k, 2 * N)? - total(k, N)?) / N as f64))
+        .collect()
 }
 
 /// Draws every row as a group of bars, each lock's median relative to std's (std = 1.0), so
@@ -102,12 +171,13 @@ fn chart(path: &str, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>> {
     let colors = [
         RGBColor(120, 120, 120),
         RGBColor(230, 159, 0),
+        RGBColor(213, 94, 0),
         RGBColor(86, 180, 233),
         RGBColor(204, 121, 167),
         RGBColor(0, 114, 178),
         RGBColor(0, 158, 115),
     ];
-    let root = SVGBackend::new(path, (1200, 460)).into_drawing_area();
+    let root = SVGBackend::new(path, (1300, 460)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
@@ -178,33 +248,36 @@ fn short_label(label: &str) -> String {
         .replace("-l ", "l")
 }
 
+/// The ratios every table shows: (label, numerator, denominator).
+const RATIOS: [(&str, Kind, Kind); 6] = [
+    ("adaptive / std", Kind::Adaptive, Kind::Std),
+    ("adaptive / parking_lot", Kind::Adaptive, Kind::ParkingLot),
+    ("handoff / pthread_pi", Kind::Handoff, Kind::PthreadPi),
+    ("handoff / spin", Kind::Handoff, Kind::Spin),
+    ("run / std", Kind::Run, Kind::Std),
+    ("run / parking_lot", Kind::Run, Kind::ParkingLot),
+];
+
 fn table(title: &str, unit: &str, rows: &[Row]) -> String {
     let mut s = format!("### {title}\n\n| {unit} |");
     for k in Kind::ALL {
         let _ = write!(s, " {} |", k.name());
     }
-    s.push_str(
-        " adaptive / std | adaptive / parking_lot | handoff / spin | run / spin | run / std | run / parking_lot |\n|---|",
-    );
-    s.push_str(&"---:|".repeat(Kind::ALL.len() + 6));
+    for (label, _, _) in RATIOS {
+        let _ = write!(s, " {label} |");
+    }
+    s.push_str("\n|---|");
+    s.push_str(&"---:|".repeat(Kind::ALL.len() + RATIOS.len()));
     s.push('\n');
-    let idx = |k: Kind| Kind::ALL.iter().position(|&x| x == k).unwrap();
     for row in rows {
         let _ = write!(s, "| {} |", row.label);
         for m in &row.medians {
             let _ = write!(s, " {} |", fmt_num(*m));
         }
-        let m = |k| row.medians[idx(k)];
-        let _ = writeln!(
-            s,
-            " {:.2}x | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {:.2}x |",
-            m(Kind::Adaptive) / m(Kind::Std),
-            m(Kind::Adaptive) / m(Kind::ParkingLot),
-            m(Kind::Handoff) / m(Kind::Spin),
-            m(Kind::Run) / m(Kind::Spin),
-            m(Kind::Run) / m(Kind::Std),
-            m(Kind::Run) / m(Kind::ParkingLot)
-        );
+        for (_, a, b) in RATIOS {
+            let _ = write!(s, " {:.2}x |", row.of(a) / row.of(b));
+        }
+        s.push('\n');
     }
     s.push('\n');
     s
@@ -226,6 +299,23 @@ fn machine() -> String {
     format!("{cpus} CPUs ({model}), Linux {}", kernel.trim())
 }
 
+/// The commit the report measures (`git describe --always --dirty`), or "an unknown commit".
+fn commit() -> String {
+    Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "describe",
+            "--always",
+            "--dirty",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| format!("commit `{}`", String::from_utf8_lossy(&o.stdout).trim()))
+        .unwrap_or_else(|| "an unknown commit".into())
+}
+
 fn fmt_num(x: f64) -> String {
     if x >= 100.0 {
         format!("{x:.0}")
@@ -234,6 +324,160 @@ fn fmt_num(x: f64) -> String {
     } else {
         format!("{x:.3}")
     }
+}
+
+/// What the wait path did between equal threads: sleeps on a lock (counted as skipped, since
+/// nobody was lent anything), handoffs, and reads of scheduling attributes (syscalls besides
+/// the futex), for each proxy-lock kind in one contention run and one hackbench run.
+fn wait_path_table() -> String {
+    let mut s = String::from(
+        "### Wait path between equal threads (one run each; syscalls other than the futex)\n\n\
+         | workload | lock | sleeps | handoffs | attribute reads | reads per sleep |\n\
+         |---|---|---:|---:|---:|---:|\n",
+    );
+    let mut row = |workload: &str, kind: Kind, sleeps: f64, handoffs: Option<f64>, reads: f64| {
+        let per = if sleeps > 0.0 {
+            format!("{:.3}", reads / sleeps)
+        } else {
+            "-".into()
+        };
+        let handoffs = handoffs.map_or_else(|| "-".into(), |h| format!("{h:.0}"));
+        let _ = writeln!(
+            s,
+            "| {workload} | {} | {sleeps:.0} | {handoffs} | {reads:.0} | {per} |",
+            kind.name()
+        );
+    };
+    for kind in PROXY_KINDS {
+        let before = proxy_lock::counters();
+        contention_ns(kind, 8, 0, 20);
+        let after = proxy_lock::counters();
+        row(
+            "contention, short, 8 threads, 0.25 s",
+            kind,
+            (after.skipped - before.skipped) as f64,
+            Some((after.handoffs - before.handoffs) as f64),
+            (after.attribute_reads - before.attribute_reads) as f64,
+        );
+    }
+    for kind in PROXY_KINDS {
+        let json = hackbench_run(kind, &["-g", "2", "-l", "200"]);
+        row(
+            "hackbench -g 2 -l 200",
+            kind,
+            json_field(&json, "sleeps_without_loan"),
+            None,
+            json_field(&json, "attribute_reads"),
+        );
+    }
+    s.push('\n');
+    s
+}
+
+/// One bound the smoke run judges.
+struct Check {
+    what: String,
+    value: f64,
+    bound: f64,
+}
+
+/// The CI guard rail: a few rows, three rounds each, bounds an order of magnitude above what
+/// this code measures. Exits 1 naming the figures out of bounds.
+fn smoke() -> ! {
+    let rounds = 3;
+    let mut checks = Vec::new();
+    let ratio = |row: &[f64], a: Kind, b: Kind| {
+        let of = |k: Kind| row[Kind::ALL.iter().position(|&x| x == k).unwrap()];
+        of(a) / of(b)
+    };
+    eprintln!("smoke: uncontended ...");
+    let unc = interleaved(rounds, |k| uncontended_ns(k, 5_000_000));
+    checks.push(Check {
+        what: "uncontended lock+unlock, adaptive / std (time)".into(),
+        value: ratio(&unc, Kind::Adaptive, Kind::Std),
+        bound: 1.5,
+    });
+    match instructions_per_pair() {
+        Some(ins) => checks.push(Check {
+            what: "uncontended lock+unlock, adaptive / std (instructions)".into(),
+            value: ratio(&ins, Kind::Adaptive, Kind::Std),
+            bound: 1.25,
+        }),
+        None => println!("valgrind not installed: instruction counts not judged"),
+    }
+    eprintln!("smoke: contention ...");
+    let short4 = interleaved(rounds, |k| contention_ns(k, 4, 0, 20));
+    checks.push(Check {
+        what: "contention, short, 4 threads, handoff / pthread_pi".into(),
+        value: ratio(&short4, Kind::Handoff, Kind::PthreadPi),
+        bound: 0.5,
+    });
+    checks.push(Check {
+        what: "contention, short, 4 threads, adaptive / std".into(),
+        value: ratio(&short4, Kind::Adaptive, Kind::Std),
+        bound: 2.0,
+    });
+    eprintln!("smoke: hackbench ...");
+    let args = ["-g", "2", "-l", "200"];
+    let hb = interleaved(rounds, |k| hackbench_secs(k, &args));
+    checks.push(Check {
+        what: "hackbench -g 2 -l 200, adaptive / std".into(),
+        value: ratio(&hb, Kind::Adaptive, Kind::Std),
+        bound: 2.0,
+    });
+    checks.push(Check {
+        what: "hackbench -g 2 -l 200, handoff / pthread_pi".into(),
+        value: ratio(&hb, Kind::Handoff, Kind::PthreadPi),
+        bound: 4.0,
+    });
+    eprintln!("smoke: wait path ...");
+    let before = proxy_lock::counters();
+    contention_ns(Kind::Spin, 8, 300, 100);
+    let after = proxy_lock::counters();
+    let (sleeps, reads) = (
+        after.skipped - before.skipped,
+        after.attribute_reads - before.attribute_reads,
+    );
+    // In steady state a thread reads its own attributes and each owner's at most once per
+    // 10 ms: reads grow with time, not with waits.
+    let ten_ms_per_thread = 8.0 * CONTENTION_RUN.as_secs_f64() / 0.01;
+    checks.push(Check {
+        what: format!(
+            "attribute reads per thread per 10 ms between equals (spin, 8 threads, {sleeps} sleeps, {reads} reads)"
+        ),
+        value: reads as f64 / ten_ms_per_thread,
+        bound: 4.0,
+    });
+    println!("smoke on {} at {}:", machine(), commit());
+    let mut failed = 0;
+    for c in &checks {
+        let ok = c.value <= c.bound;
+        failed += usize::from(!ok);
+        println!(
+            "  {} {:<78} {:>8.3} (bound {})",
+            if ok { "ok  " } else { "FAIL" },
+            c.what,
+            c.value,
+            c.bound
+        );
+    }
+    println!(
+        "  (uncontended ns: std {:.2}, adaptive {:.2}; contention ns: handoff {:.1}, pthread_pi {:.1}; hackbench s: std {:.3}, adaptive {:.3}, handoff {:.3}, pthread_pi {:.3})",
+        unc[0],
+        ratio(&unc, Kind::Adaptive, Kind::Std) * unc[0],
+        ratio(&short4, Kind::Handoff, Kind::Std) * short4[0],
+        ratio(&short4, Kind::PthreadPi, Kind::Std) * short4[0],
+        hb[0],
+        ratio(&hb, Kind::Adaptive, Kind::Std) * hb[0],
+        ratio(&hb, Kind::Handoff, Kind::Std) * hb[0],
+        ratio(&hb, Kind::PthreadPi, Kind::Std) * hb[0],
+    );
+    if failed > 0 {
+        println!("bench smoke: {failed} figure(s) out of bounds");
+        exit(1)
+    }
+    println!("bench smoke: every figure within bounds");
+    exit(0)
 }
 
 fn main() {
@@ -250,8 +494,26 @@ fn main() {
                     .filter(|&n| n > 0)
                     .unwrap_or_else(|| usage())
             }
-            "--only" => only = Some(it.next().unwrap_or_else(|| usage())),
+            "--only" => {
+                only = Some(it.next().unwrap_or_else(|| usage()));
+                if !["uncontended", "contention", "hackbench", "waits"]
+                    .contains(&only.as_deref().unwrap_or_default())
+                {
+                    usage()
+                }
+            }
             "--write" => write_to = Some(it.next().unwrap_or_else(|| usage())),
+            "--smoke" => smoke(),
+            "--uncontended-loop" => {
+                // Internal: the loop callgrind counts (`instructions_per_pair`).
+                let kind = it.next().as_deref().and_then(Kind::parse);
+                let pairs = it.next().and_then(|v| v.parse().ok());
+                let (Some(kind), Some(pairs)) = (kind, pairs) else {
+                    usage()
+                };
+                with_lock(kind, Uncontended(pairs));
+                exit(0)
+            }
             _ => usage(),
         }
     }
@@ -260,18 +522,15 @@ fn main() {
     let mut charted: Vec<Row> = Vec::new();
     let _ = writeln!(
         report,
-        "Measured on {} with `bench_report --rounds {rounds}`: every round runs every lock once, in rotating order; each cell is the median of {rounds} rounds. Ratios below 1.00x favour the numerator.\n",
-        machine()
+        "Measured on {} at {} with `bench_report --rounds {rounds}`: every round runs every lock once, in rotating order; each cell is the median of {rounds} rounds. Ratios below 1.00x favour the numerator. `pthread_pi` is a pthread mutex with `PTHREAD_PRIO_INHERIT` (with a pthread condition variable in hackbench): the kernel's strict handoff.\n",
+        machine(),
+        commit()
     );
     if wants("uncontended") {
         eprintln!("uncontended ...");
-        const N: u64 = 20_000_000;
-        let med = interleaved(rounds, |k| {
-            with_lock(k, Uncontended(N)).as_secs_f64() * 1e9 / N as f64
-        });
         let row = Row {
             label: "uncontended".into(),
-            medians: med,
+            medians: interleaved(rounds, |k| uncontended_ns(k, UNCONTENDED_PAIRS)),
         };
         report += &table(
             "Uncontended lock + unlock (ns per pair, lower is better)",
@@ -279,30 +538,34 @@ fn main() {
             std::slice::from_ref(&row),
         );
         charted.push(row);
+        eprintln!("instructions (callgrind) ...");
+        match instructions_per_pair() {
+            Some(medians) => {
+                report += &table(
+                    "Uncontended lock + unlock (instructions per pair, `valgrind --tool=callgrind`; exact, not timed)",
+                    "",
+                    &[Row {
+                        label: "instructions".into(),
+                        medians,
+                    }],
+                )
+            }
+            None => eprintln!("valgrind not installed: no instruction counts"),
+        }
     }
     if wants("contention") {
         let mut rows = Vec::new();
         for (label, cs, outside) in SECTIONS {
             for threads in THREADS {
                 eprintln!("contention {label} {threads} threads ...");
-                let ops = if cs == 0 { 4_000_000 } else { 400_000 } / threads as u64;
-                let run = Contention {
-                    threads,
-                    ops_per_thread: ops,
-                    cs,
-                    outside,
-                };
-                let med = interleaved(rounds, |k| {
-                    with_lock(k, &run).as_secs_f64() * 1e9 / (ops * threads as u64) as f64
-                });
                 rows.push(Row {
                     label: format!("{label}, {threads} threads"),
-                    medians: med,
+                    medians: interleaved(rounds, |k| contention_ns(k, threads, cs, outside)),
                 });
             }
         }
         report += &table(
-            "Contended throughput (ns per critical section, lower is better)",
+            "Contended throughput (ns per critical section, lower is better; each lock runs 0.25 s per round)",
             "section, threads",
             &rows,
         );
@@ -314,7 +577,7 @@ fn main() {
             eprintln!("hackbench {label} ...");
             rows.push(Row {
                 label: label.into(),
-                medians: interleaved(rounds, |k| hackbench(k, args)),
+                medians: interleaved(rounds, |k| hackbench_secs(k, args)),
             });
         }
         report += &table("hackbench (seconds, lower is better)", "args", &rows);
@@ -323,25 +586,29 @@ fn main() {
             ..r
         }));
     }
+    if wants("waits") {
+        eprintln!("wait path ...");
+        report += &wait_path_table();
+    }
     print!("{report}");
     if let Some(path) = write_to {
         let svg = std::path::Path::new(&path).with_extension("svg");
         let svg_name = svg
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        chart(&svg.to_string_lossy(), &charted).unwrap_or_else(|e| {
-            eprintln!("bench_report: cannot draw {}: {e}", svg.display());
-            exit(1)
-        });
+        chart(&svg.to_string_lossy(), &charted)
+            .unwrap_or_else(|e| fail(&format!("cannot draw {}: {e}", svg.display())));
         let doc = format!(
             "# Benchmarks\n\nGenerated by `examples/bench_report.rs`; do not edit by hand.\n\n![time relative to std]({svg_name})\n\n{report}"
         );
-        std::fs::write(&path, doc).unwrap_or_else(|e| {
-            eprintln!("bench_report: cannot write {path}: {e}");
-            exit(1)
-        });
+        std::fs::write(&path, doc).unwrap_or_else(|e| fail(&format!("cannot write {path}: {e}")));
         eprintln!("wrote {path}");
     }
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("bench_report: {message}");
+    exit(2)
 }
 
 fn usage() -> ! {

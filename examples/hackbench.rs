@@ -11,7 +11,7 @@ use std::process::exit;
 #[path = "../benches/workloads/mod.rs"]
 mod workloads;
 use workloads::messaging::{
-    self, AdaptivePipe, HandoffPipe, ParkingLotPipe, RunPipe, SpinPipe, StdPipe,
+    self, AdaptivePipe, HandoffPipe, ParkingLotPipe, PthreadPiPipe, RunPipe, SpinPipe, StdPipe,
 };
 
 const USAGE: &str = "\
@@ -21,8 +21,9 @@ usage: hackbench [options]
   -f, --fds N         senders and receivers per group (default 20)
   -s, --datasize N    bytes per message (default 100)
       --capacity N    bytes each queue holds, like a pipe buffer (default 65536)
-      --lock NAME     std | parking_lot | spin | handoff | adaptive | run (default adaptive);
-                      run: senders push with Mutex::run on a Handoff mutex
+      --lock NAME     std | parking_lot | pthread_pi | spin | handoff | adaptive | run
+                      (default adaptive); pthread_pi: a PTHREAD_PRIO_INHERIT mutex with a
+                      pthread condvar; run: senders push with Mutex::run on a Handoff mutex
       --cpus N        run on the first N CPUs this process may use, like taskset
       --json          print one JSON line instead of perf's text";
 
@@ -169,6 +170,7 @@ fn main() {
     let secs = match a.lock.as_str() {
         "std" => messaging::run::<StdPipe>(&a.shape()),
         "parking_lot" => messaging::run::<ParkingLotPipe>(&a.shape()),
+        "pthread_pi" => messaging::run::<PthreadPiPipe>(&a.shape()),
         "spin" => messaging::run::<SpinPipe>(&a.shape()),
         "handoff" => messaging::run::<HandoffPipe>(&a.shape()),
         "adaptive" => messaging::run::<AdaptivePipe>(&a.shape()),
@@ -209,7 +211,7 @@ fn main() {
         );
         println!();
         println!("     Total time: {secs:.3} [sec]");
-        if a.lock != "std" && a.lock != "parking_lot" {
+        if !["std", "parking_lot", "pthread_pi"].contains(&a.lock.as_str()) {
             println!(
                 "# proxy_lock: {donation_syscalls} donation syscalls, {} sleeps without a loan, {} attribute reads, {} sections run by proxy",
                 c.skipped - counted.skipped,

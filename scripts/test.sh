@@ -2,7 +2,8 @@
 # The project's whole test run: what CI runs, and what the README calls "the test command".
 # Build, fmt and clippy (-D warnings), unit + doc + integration tests (std conformance, stress,
 # chains, donation with real attributes, deadlocks, Mutex::run, the torture test), memcheck runs, the loom models with a
-# bounded preemption count, bench compilation, and smoke runs of hackbench and the demo.
+# bounded preemption count, bench compilation, smoke runs of hackbench and the demo, and the
+# benchmark smoke (bench_report --smoke), which fails on order-of-magnitude regressions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -81,7 +82,7 @@ step "benches compile"
 cargo bench --no-run
 
 step "hackbench smoke run (every lock)"
-for lock in std parking_lot spin handoff adaptive run; do
+for lock in std parking_lot pthread_pi spin handoff adaptive run; do
   cargo run --quiet --release --example hackbench -- -g 1 -l 50 --lock "$lock" --json
 done
 
@@ -95,6 +96,10 @@ rc=0
 msg=$(cargo run --quiet --release --example priority_inversion -- --trace-stop-us 1e300 2>&1) || rc=$?
 [ "$rc" -eq 2 ] && grep -q "not a number of µs" <<< "$msg" ||
   { echo "priority_inversion --trace-stop-us 1e300: exit $rc, said: $msg"; exit 1; }
+
+step "benchmark smoke: order-of-magnitude regressions only (the README's Benchmarks section)"
+cargo build --quiet --release --examples
+target/release/examples/bench_report --smoke
 
 step "cpu stall probe smoke run"
 cargo run --quiet --release --example cpu_stalls -- --seconds 0.2 --tick-us 4000

@@ -89,6 +89,12 @@ std_shaped_pipe!(
     std::sync::Mutex::new
 );
 std_shaped_pipe!(
+    PthreadPiPipe,
+    super::pthread::PiMutex<Ring>,
+    super::pthread::PiCondvar,
+    super::pthread::PiMutex::new
+);
+std_shaped_pipe!(
     SpinPipe,
     proxy_lock::Mutex<Ring>,
     proxy_lock::Condvar,

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each includer uses a different part
 
 pub mod messaging;
+pub mod pthread;
 
 use std::hint::black_box;
 use std::sync::Barrier;
@@ -13,6 +14,8 @@ use std::time::{Duration, Instant};
 pub enum Kind {
     Std,
     ParkingLot,
+    /// A pthread mutex with `PTHREAD_PRIO_INHERIT`: the kernel's strict handoff.
+    PthreadPi,
     Spin,
     Handoff,
     Adaptive,
@@ -21,9 +24,10 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Std,
         Kind::ParkingLot,
+        Kind::PthreadPi,
         Kind::Spin,
         Kind::Handoff,
         Kind::Adaptive,
@@ -34,6 +38,7 @@ impl Kind {
         match self {
             Kind::Std => "std",
             Kind::ParkingLot => "parking_lot",
+            Kind::PthreadPi => "pthread_pi",
             Kind::Spin => "spin",
             Kind::Handoff => "handoff",
             Kind::Adaptive => "adaptive",
@@ -82,6 +87,16 @@ impl CounterLock for proxy_lock::Mutex<u64> {
     }
 }
 
+impl CounterLock for pthread::PiMutex<u64> {
+    #[inline]
+    fn with(&self, f: impl FnOnce(&mut u64) + Send) {
+        f(&mut self.lock().unwrap())
+    }
+    fn get(&self) -> u64 {
+        *self.lock().unwrap()
+    }
+}
+
 /// A proxy-lock mutex used through `Mutex::run` instead of guards.
 pub struct RunMutex(pub proxy_lock::Mutex<u64>);
 
@@ -108,6 +123,7 @@ pub fn with_lock<R>(kind: Kind, body: impl LockUser<R>) -> R {
     match kind {
         Kind::Std => body.run(&std::sync::Mutex::new(0u64)),
         Kind::ParkingLot => body.run(&parking_lot::Mutex::new(0u64)),
+        Kind::PthreadPi => body.run(&pthread::PiMutex::new(0u64)),
         Kind::Run => body.run(&RunMutex(proxy_lock::Mutex::with_policy(
             0u64,
             policy(kind),
@@ -167,6 +183,57 @@ impl LockUser<Duration> for &Contention {
         assert_eq!(lock.get(), self.threads as u64 * self.ops_per_thread);
         let start = spans.iter().map(|s| s.0).min().unwrap();
         spans.iter().map(|s| s.1).max().unwrap() - start
+    }
+}
+
+/// As [`Contention`], for a fixed time instead of a fixed number of sections, so that a slow
+/// lock (pthread PI hands over in microseconds) costs a report no more time than a fast one:
+/// `threads` threads take the lock until `duration` has passed. Returns nanoseconds per
+/// section, from a common start to the last thread's end; the counter is checked exactly.
+pub struct TimedContention {
+    pub threads: usize,
+    pub duration: Duration,
+    pub cs: u32,
+    pub outside: u32,
+}
+
+impl LockUser<f64> for &TimedContention {
+    fn run<L: CounterLock>(self, lock: &L) -> f64 {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = AtomicBool::new(false);
+        let barrier = Barrier::new(self.threads + 1);
+        let runs: Vec<(Instant, Instant, u64)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..self.threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        let start = Instant::now();
+                        let mut done = 0u64;
+                        // Relaxed: a stop signal; the joins order everything that matters.
+                        while !stop.load(Ordering::Relaxed) {
+                            for _ in 0..16 {
+                                lock.with(|v| {
+                                    work(self.cs);
+                                    *v += 1;
+                                });
+                                work(self.outside);
+                            }
+                            done += 16;
+                        }
+                        (start, Instant::now(), done)
+                    })
+                })
+                .collect();
+            barrier.wait();
+            std::thread::sleep(self.duration);
+            stop.store(true, Ordering::Relaxed);
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let total: u64 = runs.iter().map(|r| r.2).sum();
+        assert_eq!(lock.get(), total);
+        let start = runs.iter().map(|r| r.0).min().unwrap();
+        let end = runs.iter().map(|r| r.1).max().unwrap();
+        (end - start).as_secs_f64() * 1e9 / total as f64
     }
 }
 

@@ -1,7 +1,5 @@
 //! The locks compared, behind one trait: "run this section under the lock".
 
-use std::cell::UnsafeCell;
-
 /// The lock under test, as each library spells "run this under the lock".
 pub trait DemoLock: Send + Sync + 'static {
     fn hold(&self, f: impl FnOnce() + Send);
@@ -51,49 +49,21 @@ impl DemoLock for RunLock {
     }
 }
 
+#[path = "../../benches/workloads/pthread.rs"]
+#[allow(dead_code)] // the condition variable is for hackbench
+mod pthread;
+
 /// A pthread mutex with `PTHREAD_PRIO_INHERIT`: the kernel's PI futex, which boosts an owner to
 /// a waiting real-time thread's priority (and does nothing between ordinary threads).
-pub struct PiMutex(Box<UnsafeCell<libc::pthread_mutex_t>>);
-
-// SAFETY: a pthread mutex is made to be shared between threads; it is boxed, so it never moves
-// after `pthread_mutex_init`.
-unsafe impl Send for PiMutex {}
-// SAFETY: as above.
-unsafe impl Sync for PiMutex {}
+pub type PiMutex = pthread::PiMutex<()>;
 
 impl DemoLock for PiMutex {
     fn hold(&self, f: impl FnOnce() + Send) {
-        // SAFETY: initialised in `new`, not moved since (boxed).
-        let rc = unsafe { libc::pthread_mutex_lock(self.0.get()) };
-        assert_eq!(rc, 0, "pthread_mutex_lock: {rc}");
-        f();
-        // SAFETY: locked by this thread just above.
-        unsafe { libc::pthread_mutex_unlock(self.0.get()) };
+        let _g = self.lock().unwrap();
+        f()
     }
-
     fn new() -> Self {
-        let m = PiMutex(Box::new(UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER)));
-        // SAFETY: attr is initialised by pthread_mutexattr_init before use and destroyed after;
-        // the mutex is boxed and initialised once.
-        unsafe {
-            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
-            assert_eq!(libc::pthread_mutexattr_init(&mut attr), 0);
-            assert_eq!(
-                libc::pthread_mutexattr_setprotocol(&mut attr, libc::PTHREAD_PRIO_INHERIT),
-                0,
-                "this libc has no PTHREAD_PRIO_INHERIT"
-            );
-            assert_eq!(libc::pthread_mutex_init(m.0.get(), &attr), 0);
-            libc::pthread_mutexattr_destroy(&mut attr);
-        }
-        m
-    }
-}
-
-impl Drop for PiMutex {
-    fn drop(&mut self) {
-        // SAFETY: initialised, and unlocked (every `hold` unlocks before returning).
-        unsafe { libc::pthread_mutex_destroy(self.0.get()) };
+        pthread::PiMutex::new(())
     }
 }
 
