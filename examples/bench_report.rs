@@ -407,11 +407,14 @@ fn smoke() -> ! {
     }
     eprintln!("smoke: contention ...");
     let short4 = interleaved(rounds, |k| contention_ns(k, 4, 0, 20));
-    checks.push(Check {
-        what: "contention, short, 4 threads, handoff / pthread_pi".into(),
-        value: ratio(&short4, Kind::Handoff, Kind::PthreadPi),
-        bound: 0.5,
-    });
+    let short8 = interleaved(rounds, |k| contention_ns(k, 8, 0, 20));
+    for (threads, row) in [(4, &short4), (8, &short8)] {
+        checks.push(Check {
+            what: format!("contention, short, {threads} threads, handoff / pthread_pi"),
+            value: ratio(row, Kind::Handoff, Kind::PthreadPi),
+            bound: 0.25,
+        });
+    }
     checks.push(Check {
         what: "contention, short, 4 threads, adaptive / std".into(),
         value: ratio(&short4, Kind::Adaptive, Kind::Std),
@@ -462,7 +465,7 @@ fn smoke() -> ! {
         );
     }
     println!(
-        "  (uncontended ns: std {:.2}, adaptive {:.2}; contention ns: handoff {:.1}, pthread_pi {:.1}; hackbench s: std {:.3}, adaptive {:.3}, handoff {:.3}, pthread_pi {:.3})",
+        "  (uncontended ns: std {:.2}, adaptive {:.2}; contention ns (4 threads): handoff {:.1}, pthread_pi {:.1}; hackbench s: std {:.3}, adaptive {:.3}, handoff {:.3}, pthread_pi {:.3})",
         unc[0],
         ratio(&unc, Kind::Adaptive, Kind::Std) * unc[0],
         ratio(&short4, Kind::Handoff, Kind::Std) * short4[0],
