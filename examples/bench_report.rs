@@ -326,47 +326,63 @@ fn fmt_num(x: f64) -> String {
     }
 }
 
-/// What the wait path did between equal threads: sleeps on a lock (counted as skipped, since
-/// nobody was lent anything), handoffs, and reads of scheduling attributes (syscalls besides
-/// the futex), for each proxy-lock kind in one contention run and one hackbench run.
+/// What the wait path did between equal threads, in runs long enough for steady state: how
+/// often threads slept on a lock (counted as skipped, since nobody was lent anything), and how
+/// many reads of scheduling attributes (syscalls besides the futex) they made meanwhile: a
+/// thread reads its own and each owner's at most once per 10 ms once they have settled, so
+/// reads follow time, not waits.
 fn wait_path_table() -> String {
     let mut s = String::from(
         "### Wait path between equal threads (one run each; syscalls other than the futex)\n\n\
-         | workload | lock | sleeps | handoffs | attribute reads | reads per sleep |\n\
-         |---|---|---:|---:|---:|---:|\n",
+         | workload | lock | seconds | sleeps | attribute reads | reads per sleep | reads per thread per 10 ms |\n\
+         |---|---|---:|---:|---:|---:|---:|\n",
     );
-    let mut row = |workload: &str, kind: Kind, sleeps: f64, handoffs: Option<f64>, reads: f64| {
-        let per = if sleeps > 0.0 {
+    let mut row = |workload: &str, kind: Kind, threads: f64, secs: f64, sleeps: f64, reads: f64| {
+        let per_sleep = if sleeps > 0.0 {
             format!("{:.3}", reads / sleeps)
         } else {
             "-".into()
         };
-        let handoffs = handoffs.map_or_else(|| "-".into(), |h| format!("{h:.0}"));
         let _ = writeln!(
             s,
-            "| {workload} | {} | {sleeps:.0} | {handoffs} | {reads:.0} | {per} |",
-            kind.name()
+            "| {workload} | {} | {secs:.2} | {sleeps:.0} | {reads:.0} | {per_sleep} | {:.2} |",
+            kind.name(),
+            reads / (threads * secs / 0.01)
         );
     };
+    // Sections of about 20 µs: waiters outlast their spin and sleep.
+    const SLEEPY: (u32, u32) = (15_000, 100);
     for kind in PROXY_KINDS {
         let before = proxy_lock::counters();
-        contention_ns(kind, 8, 0, 20);
+        let start = Instant::now();
+        with_lock(
+            kind,
+            &TimedContention {
+                threads: 8,
+                duration: Duration::from_secs(1),
+                cs: SLEEPY.0,
+                outside: SLEEPY.1,
+            },
+        );
+        let secs = start.elapsed().as_secs_f64();
         let after = proxy_lock::counters();
         row(
-            "contention, short, 8 threads, 0.25 s",
+            "contention, ~20 µs sections, 8 threads",
             kind,
+            8.0,
+            secs,
             (after.skipped - before.skipped) as f64,
-            Some((after.handoffs - before.handoffs) as f64),
             (after.attribute_reads - before.attribute_reads) as f64,
         );
     }
     for kind in PROXY_KINDS {
-        let json = hackbench_run(kind, &["-g", "2", "-l", "200"]);
+        let json = hackbench_run(kind, &["-g", "2", "-l", "2000"]);
         row(
-            "hackbench -g 2 -l 200",
+            "hackbench -g 2 -l 2000 (80 threads)",
             kind,
+            80.0,
+            json_field(&json, "seconds"),
             json_field(&json, "sleeps_without_loan"),
-            None,
             json_field(&json, "attribute_reads"),
         );
     }

@@ -178,8 +178,9 @@ impl Requests {
 #[repr(C)]
 pub(crate) struct SectionHead {
     /// Runs the section on the mutex's data and stores its outcome. Called once, by a thread
-    /// that holds the lock.
-    call: unsafe fn(*const SectionHead),
+    /// that holds the lock, with whether the lock is poisoned (the holder knows, and the
+    /// section's caller, running its own, does not read the word it has just taken).
+    call: unsafe fn(*const SectionHead, bool),
 }
 
 /// Publishes `head` in `me`'s slot on `raw` and returns once it ran. False, without publishing,
@@ -428,7 +429,7 @@ fn serve_counting(
             let s = unsafe { slot(next) };
             // Relaxed: we own the taken chain; read before the slot may be freed.
             next = s.next.load(Ordering::Relaxed);
-            if run_slot(s, wakes) {
+            if run_slot(s, raw.is_poisoned(), wakes) {
                 *budget -= 1;
                 *proxied += u64::from(!std::ptr::eq(s, &me.task().slot));
             }
@@ -472,7 +473,7 @@ fn reverse(mut newest: usize) -> usize {
 
 /// Claims and runs one slot's section, completes it, and wakes its thread if it sleeps. False
 /// if the slot was cancelled (then it is unlinked and nothing runs).
-fn run_slot(s: &Slot, wakes: &mut Wakes) -> bool {
+fn run_slot(s: &Slot, poisoned: bool, wakes: &mut Wakes) -> bool {
     // Relaxed: the section behind the slot was published by the push (Release) and our take
     // (Acquire); the claim only decides between us and a caller cancelling or retrying.
     let claimed = s
@@ -490,7 +491,7 @@ fn run_slot(s: &Slot, wakes: &mut Wakes) -> bool {
     let head = s.section.load(Ordering::Relaxed) as *const SectionHead;
     // SAFETY: the slot was QUEUED or RETRY, so its caller is waiting and the section is alive;
     // our claim makes us its only runner; we hold the lock.
-    unsafe { ((*head).call)(head) };
+    unsafe { ((*head).call)(head, poisoned) };
     // Release: the outcome happens-before the caller's Acquire load of DONE. After this the
     // slot may be reused at once: only its address is used afterwards.
     let before = s.state.swap(DONE, Ordering::Release);

@@ -289,19 +289,20 @@ impl RawMutex {
     /// Takes the lock for `me` if it is free, or becomes free while we spin briefly and
     /// nobody waits or has published a section (a `run` caller: with tiny sections the
     /// holder is gone within a few pauses, and running our own section beats having it run
-    /// for us, which moves the section's cache lines to the holder and back).
-    pub(crate) fn try_lock_spinning(&self, me: Me) -> bool {
+    /// for us, which moves the section's cache lines to the holder and back). Whether it is
+    /// poisoned; `None` if it did not take it.
+    pub(crate) fn try_lock_spinning(&self, me: Me) -> Option<Poisoned> {
         let mut spin = SpinWait::with_budget(crate::loom::RUN_SPIN_ROUNDS);
         loop {
-            if self.try_lock_as(me).is_some() {
-                return true;
+            if let Some(poisoned) = self.try_lock_as(me) {
+                return Some(poisoned);
             }
             // Relaxed: a hint; `try_lock_as` validates.
             let word = self.word.load(Ordering::Relaxed);
             // Queued or spinning guard waiters get the lock first, and published sections
             // are served first: publishing is the faster way in then.
             if word & (PARKED | SPINNING | REQUESTS) != 0 || !spin.spin() {
-                return false;
+                return None;
             }
         }
     }

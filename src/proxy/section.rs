@@ -35,9 +35,10 @@ impl<'m, T: ?Sized, F: FnOnce(&mut T) -> R, R> Section<'m, T, F, R> {
     }
 
     /// # Safety
-    /// `head` is the head of a live `Section<T, F, R>`, the calling thread holds its mutex, and
-    /// nobody else touches the section meanwhile (the slot's claim, or the caller's own lock).
-    unsafe fn call(head: *const SectionHead) {
+    /// `head` is the head of a live `Section<T, F, R>`, the calling thread holds its mutex
+    /// (`poisoned` or not), and nobody else touches the section meanwhile (the slot's claim,
+    /// or the caller's own lock).
+    unsafe fn call(head: *const SectionHead, was_poisoned: bool) {
         // SAFETY: `head` is the first field of a repr(C) Section of exactly these types.
         let section = unsafe { &*(head as *const Self) };
         // SAFETY: exclusive access, per the contract.
@@ -45,7 +46,6 @@ impl<'m, T: ?Sized, F: FnOnce(&mut T) -> R, R> Section<'m, T, F, R> {
             return;
         };
         let mutex = section.mutex;
-        let was_poisoned = mutex.raw.is_poisoned();
         // SAFETY: we hold the lock, so no other reference to the data exists.
         let data = unsafe { &mut *mutex.data.get() };
         let result = catch_unwind(AssertUnwindSafe(move || f(data)));
@@ -61,13 +61,13 @@ impl<'m, T: ?Sized, F: FnOnce(&mut T) -> R, R> Section<'m, T, F, R> {
         };
     }
 
-    /// Runs the section on this thread, which holds the lock.
+    /// Runs the section on this thread, which holds the lock, `poisoned` or not.
     ///
     /// # Safety
     /// The calling thread holds `self.mutex`.
-    unsafe fn run_here(&self) {
+    unsafe fn run_here(&self, poisoned: bool) {
         // SAFETY: forwarded; the section is ours and unpublished.
-        unsafe { Self::call(self.erased()) }
+        unsafe { Self::call(self.erased(), poisoned) }
     }
 
     /// The section as its type-erased head. Derived from the whole section, not from `head`
@@ -139,14 +139,13 @@ impl<T: ?Sized> Mutex<T> {
         let section = Section::new(self, f);
         let me = task::current();
         let took = self.raw.try_lock_spinning(me);
-        if took || !publish_and_wait(&self.raw, me, section.erased()) {
-            if !took {
-                // Our slot is in use (a `run` inside a section this thread is running, or a
-                // request a deadlock left behind): take the lock as `lock()` would.
-                self.raw.lock_as(me);
-            }
+        if took.is_some() || !publish_and_wait(&self.raw, me, section.erased()) {
+            // Our slot is in use when we did not take the lock (a `run` inside a section this
+            // thread is running, or a request a deadlock left behind): take it as `lock()`
+            // would.
+            let poisoned = took.unwrap_or_else(|| self.raw.lock_as(me));
             // SAFETY: we hold the lock.
-            unsafe { section.run_here() };
+            unsafe { section.run_here(poisoned) };
             // SAFETY: we hold the lock; this unlock serves what others published meanwhile.
             unsafe { self.raw.unlock_as(me) };
         }
