@@ -28,11 +28,14 @@ pub struct ThreadState {
 
 /// One edge pair of the graph: a lock a thread sleeps on, and that lock's owner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Wait {
     /// The lock.
     pub lock: LockId,
     /// Its owner when the snapshot was taken (`None`: just released, a wake-up is under way).
     pub owner: Option<Tid>,
+    /// The owner exited holding the lock (it forgot its guard): the lock stays held for good.
+    pub owner_exited: bool,
 }
 
 /// A point-in-time picture of every thread that has used proxy-lock and is alive (or exited
@@ -116,9 +119,14 @@ pub fn inspect_wait_for_tests(tid: Tid, f: impl FnOnce(LockId)) -> bool {
 }
 
 fn read_wait(task: &Task) -> Option<Wait> {
-    task.with_blocked_lock(|lock| Wait {
-        lock: lock.id(),
-        owner: lock.owner_tid(),
+    let pin = crate::loom::pin();
+    task.with_blocked_lock(|lock| {
+        let owner = lock.owner_record(&pin);
+        Wait {
+            lock: lock.id(),
+            owner: owner.map(Task::tid),
+            owner_exited: owner.is_some_and(Task::has_exited),
+        }
     })
 }
 
@@ -222,15 +230,24 @@ impl fmt::Display for Snapshot {
                 write!(f, " -> {lock} held by {}", self.describe(pair[1]))?;
             }
             let last = *chain.last().unwrap_or(&chain[0]);
+            let before_last = chain.len().checked_sub(2).map(|i| chain[i]);
+            let last_exited = before_last
+                .and_then(|t| self.threads.iter().find(|s| s.tid == t)?.waits_for)
+                .is_some_and(|w| w.owner_exited);
             if cyclic {
                 write!(f, " (cycle: deadlock if it persists)")?;
+            } else if last_exited {
+                write!(f, " (exited holding the lock: it stays held)")?;
             } else if self.lock_of(last).is_none() {
                 write!(f, " (running)")?;
             }
         }
         // Waiters whose lock was free at that instant (a wake-up in flight) form no chain.
         for t in &self.threads {
-            if let Some(Wait { lock, owner: None }) = t.waits_for {
+            if let Some(Wait {
+                lock, owner: None, ..
+            }) = t.waits_for
+            {
                 write!(f, "\n  {} -> {lock} (being released)", self.describe(t.tid))?;
             }
         }
@@ -241,9 +258,20 @@ impl fmt::Display for Snapshot {
 /// How far a chain walk goes, as the kernel's `max_lock_depth`.
 pub(crate) const MAX_DEPTH: usize = 1024;
 
+/// How a chain walk ended.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Walked {
+    /// At an owner that waits for nothing (or a free lock), or where `visit` said stop.
+    Ended,
+    /// After the most hops it was allowed.
+    Cut,
+    /// It came back to an owner it had passed: a cycle the walker is not on.
+    Looped,
+}
+
 /// Follows the chain from `first`: its owner, the lock that owner sleeps on, that lock's
 /// owner, and so on, calling `visit(lock, owner)` for each hop until `visit` returns false, an
-/// owner runs, or `MAX_DEPTH` hops.
+/// owner runs, or `MAX_DEPTH` hops (then it says `Cut`).
 ///
 /// An owner that sleeps because an unlocker chose it and has not yet woken it (it was handed
 /// a lock, or the lock it sleeps on was freed for it) can only go on once that unlocker runs:
@@ -253,16 +281,34 @@ pub(crate) const MAX_DEPTH: usize = 1024;
 /// `first` must be alive for the call (the caller waits on it). Every later lock is read
 /// inside the walker handshake with the thread that waits on it, which keeps it alive; owner
 /// records are kept alive by the epoch pin taken here.
-pub(crate) fn walk(first: &RawMutex, mut visit: impl FnMut(LockId, &Task) -> bool) {
+pub(crate) fn walk(first: &RawMutex, visit: impl FnMut(LockId, &Task) -> bool) -> Walked {
+    walk_up_to(first, MAX_DEPTH, visit)
+}
+
+/// `walk` for any number of hops: for deadlock checks, which must find a cycle longer than
+/// the walk that lends (a ring of 1,025 threads used to hang silently). It notices a cycle it
+/// is not on (Brent's method: it compares each owner with one it passed, taken afresh at every
+/// power of two), so it stops after at most a few times the chain's length.
+pub(crate) fn walk_unbounded(first: &RawMutex, visit: impl FnMut(LockId, &Task) -> bool) -> Walked {
+    walk_up_to(first, usize::MAX, visit)
+}
+
+fn walk_up_to(
+    first: &RawMutex,
+    hops: usize,
+    mut visit: impl FnMut(LockId, &Task) -> bool,
+) -> Walked {
     let pin = crate::loom::pin();
     let Some(mut owner) = first.owner_record(&pin) else {
-        return;
+        return Walked::Ended;
     };
     let mut lock = first.id();
     if !visit(lock, owner) {
-        return;
+        return Walked::Ended;
     }
-    for _ in 1..MAX_DEPTH {
+    // Brent's cycle check: `mark` is the owner at the last power of two.
+    let (mut mark, mut since_mark, mut power) = (owner as *const Task, 0usize, 1usize);
+    for _ in 1..hops {
         // Most owners run: skip the handshake (two read-modify-writes on the owner's record)
         // when a plain look says the owner waits for nothing. A wait that starts after this
         // look is one the walker did not have to see (see `with_blocked_lock`).
@@ -280,13 +326,33 @@ pub(crate) fn walk(first: &RawMutex, mut visit: impl FnMut(LockId, &Task) -> boo
             if let Some(waker) = owner.waker(&pin) {
                 visit(lock, waker);
             }
-            return;
+            return Walked::Ended;
         };
         if !visit(next_lock, next) {
-            return;
+            return Walked::Ended;
+        }
+        if std::ptr::eq(next, mark) {
+            return Walked::Looped;
+        }
+        since_mark += 1;
+        if since_mark == power {
+            (mark, since_mark, power) = (next, 0, power.saturating_mul(2));
         }
         (lock, owner) = (next_lock, next);
     }
+    Walked::Cut
+}
+
+/// Whether the chain from `first` comes back to `me` after more hops than a lending walk takes
+/// (`survey` saw it `Cut`): a deadlock cycle longer than `MAX_DEPTH`, which
+/// `check_deadlock` then confirms.
+pub(crate) fn comes_back_to(me: Me, first: &RawMutex) -> bool {
+    let mut back = false;
+    walk_unbounded(first, |_, owner| {
+        back = owner.is(me);
+        !back
+    });
+    back
 }
 
 /// The last owner on the chain from `first` (see `walk`), the thread whose running moves the
@@ -357,7 +423,7 @@ pub(crate) fn check_deadlock(me: Me, first: &RawMutex, timed: bool) -> Result<()
 fn collect_cycle(me: Me, first: &RawMutex) -> Option<Vec<Hop>> {
     let mut hops = Vec::new();
     let mut closed = false;
-    walk(first, |lock, owner| {
+    walk_unbounded(first, |lock, owner| {
         let mut hop = Hop {
             lock: lock.addr(),
             owner,
@@ -387,11 +453,22 @@ fn describe_cycle(me: Me, hops: &[Hop]) -> String {
         "proxy_lock: deadlock: {} (this thread)",
         name(me.task().tid())
     );
-    for hop in hops {
+    // A long cycle is named by its first and last hops (and read from /proc for those only).
+    const SHOWN: usize = 16;
+    for (i, hop) in hops.iter().enumerate() {
+        if hops.len() > 2 * SHOWN && i == SHOWN {
+            text += &format!(" ... ({} more threads) ...", hops.len() - 2 * SHOWN);
+        }
+        if hops.len() > 2 * SHOWN && (SHOWN..hops.len() - SHOWN).contains(&i) {
+            continue;
+        }
         text += &format!(" waits for {} held by {}", LockId(hop.lock), name(hop.tid));
         if hop.wait.is_some() {
             text += ", which";
         }
     }
-    text + " (this thread): the cycle can never resolve"
+    text + &format!(
+        " (this thread): the cycle of {} threads can never resolve",
+        hops.len()
+    )
 }

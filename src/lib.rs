@@ -99,6 +99,51 @@
 //! ([`RawMutex`]), and a panic instead of a silent hang when a thread locks a mutex it already
 //! holds.
 //!
+//! **`fork()`.** A child gets records of its own: [`current_tid`] is its own tid, loans in the
+//! child land on the child's threads, and nothing the child does writes to the parent's
+//! threads. What a lock held at the fork looks like in the child is what std's does:
+//! * held by the thread that forked (the child's only thread): still held by it, and the
+//!   child may unlock it. Waiters of the parent's that were queued on it are not in the child:
+//!   the unlock neither hands the lock to one of them nor runs a section one of them published
+//!   with [`Mutex::run`];
+//! * held by any other thread: held forever in the child, since its owner does not exist
+//!   there. `lock()` on it waits forever, [`Mutex::try_lock`] fails, and
+//!   [`Mutex::try_lock_for`] times out.
+//!
+//! A child of a process that had more than one thread at the fork sleeps on a parking table
+//! of the crate's own instead of `parking_lot_core`'s, which still links the parent's sleeping
+//! threads in the child: one lock and a list, fine for a child's few threads, slower under
+//! heavy contention. Starting threads in such a child is subject to std's and POSIX's rules
+//! for a forked multithreaded process (until it execs, only async-signal-safe calls are
+//! defined; std's `thread::spawn` can hang if another thread was starting or ending at the
+//! fork). The fork hooks take the donation ledger's lock across the fork, so loans in the
+//! parent wait for it (a fork takes well under a millisecond for small processes).
+//!
+//! ```
+//! # #[cfg(target_os = "linux")] {
+//! use proxy_lock::Mutex;
+//! let m = Mutex::new(0);
+//! let guard = m.lock().unwrap();
+//! // SAFETY: the child only unlocks, locks, and exits without running destructors.
+//! match unsafe { libc::fork() } {
+//!     0 => {
+//!         drop(guard); // the child's copy of the forking thread's guard
+//!         *m.lock().unwrap() += 1;
+//!         // SAFETY: ends the child at once.
+//!         unsafe { libc::_exit(0) };
+//!     }
+//!     pid => {
+//!         let mut status = 0;
+//!         // SAFETY: reaps our own child into a local.
+//!         unsafe { libc::waitpid(pid, &mut status, 0) };
+//!         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+//!     }
+//! }
+//! drop(guard);
+//! assert_eq!(*m.lock().unwrap(), 0); // the child's increment stayed in the child
+//! # }
+//! ```
+//!
 //! **Platforms.** Linux only: donation is built on Linux's scheduling syscalls.
 
 #![warn(missing_docs)]
@@ -106,6 +151,7 @@
 mod chain;
 mod condvar;
 mod donor;
+mod fork;
 mod loom;
 mod mutex;
 mod proxy;

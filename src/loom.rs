@@ -41,6 +41,8 @@ macro_rules! const_thread_local {
 }
 pub(crate) use const_thread_local;
 
+mod park_table;
+
 #[cfg(loom)]
 pub use model::test_hooks;
 /// A cache cell that no protocol depends on (the donation hints): always the core atomic, so
@@ -104,8 +106,25 @@ mod real {
         crate::sys::sched::current_cpu()
     }
 
-    /// Hooks for the loom models; there are none outside loom builds.
-    pub mod test_hooks {}
+    /// Hooks for the tests; not part of the API.
+    pub mod test_hooks {
+        /// Says that `test` skipped (all or part of) what it checks, and why, on stderr and,
+        /// when the test run names one (`PROXY_LOCK_SKIP_LOG`, set by `scripts/test.sh`), in
+        /// a log the run prints at its end: a skip must not pass for a check that ran.
+        pub fn log_skip(test: &str, why: &str) {
+            eprintln!("SKIP {test}: {why}");
+            if let Some(path) = std::env::var_os("PROXY_LOCK_SKIP_LOG") {
+                use std::io::Write as _;
+                if let Ok(mut log) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                {
+                    let _ = writeln!(log, "{test}: {why}");
+                }
+            }
+        }
+    }
 
     /// The donation ledger, reachable only through `with_ledger`, under `LEDGER_LOCK`.
     struct LedgerCell(std::cell::UnsafeCell<crate::donor::Ledger>);
@@ -128,6 +147,23 @@ mod real {
         holder: &crate::task::Task,
         f: impl FnOnce(&mut crate::donor::Ledger) -> R,
     ) -> R {
+        /// Lets go of the ledger when `f` returns, or unwinds (nothing panics in there, but a
+        /// ledger left locked would stop every donation).
+        struct Held;
+        impl Drop for Held {
+            fn drop(&mut self) {
+                release_ledger();
+            }
+        }
+        acquire_ledger(holder);
+        let _held = Held;
+        // SAFETY: we hold `LEDGER_LOCK` until `_held` drops, after `f` is done with the
+        // reference; `f` never calls `with_ledger` again.
+        f(unsafe { &mut *LEDGER.0.get() })
+    }
+
+    /// Takes the ledger lock for `holder`, the calling thread's record, and names it holder.
+    fn acquire_ledger(holder: &crate::task::Task) {
         // Before the lock: a thread's first call makes a syscall, whose return is where the
         // kernel preempts a thread it has marked, and a holder not yet named is spun for only
         // briefly and cannot be rescued (`wait_for_ledger`). So the few instructions between
@@ -141,24 +177,75 @@ mod real {
         // Relaxed: a hint for `wait_for_ledger`; the lock itself orders the ledger's data.
         LEDGER_HOLDER.store(tid, Ordering::Relaxed);
         RESCUE.holding(holder);
-        /// Lets go of the ledger when `f` returns, or unwinds (nothing panics in there, but a
-        /// ledger left locked would stop every donation).
-        struct Held;
-        impl Drop for Held {
-            fn drop(&mut self) {
-                // Relaxed: as above.
-                LEDGER_HOLDER.store(0, Ordering::Relaxed);
-                RESCUE.releasing();
-                LEDGER_LOCK.unlock();
-            }
-        }
-        let _held = Held;
         if let Some(rescue) = rescue {
             rescue.undo();
         }
-        // SAFETY: we hold `LEDGER_LOCK` until `_held` drops, after `f` is done with the
-        // reference; `f` never calls `with_ledger` again.
-        f(unsafe { &mut *LEDGER.0.get() })
+    }
+
+    fn release_ledger() {
+        // Relaxed: as in `acquire_ledger`.
+        LEDGER_HOLDER.store(0, Ordering::Relaxed);
+        RESCUE.releasing();
+        LEDGER_LOCK.unlock();
+    }
+
+    /// `fork()` is about to run on this thread (`holder`): it takes the ledger lock and the
+    /// registry lock, so that no other thread is halfway through either when the child is
+    /// made. A child that inherited a lock held by a thread that does not exist in it would
+    /// wait for it forever (2 of 900 children forked under donation load did).
+    pub(crate) fn before_fork(holder: &crate::task::Task) {
+        // Relaxed: read by the child, a copy of this thread right after the store.
+        PARENT_THREADS.store(
+            crate::sys::thread_count().unwrap_or(usize::MAX),
+            Ordering::Relaxed,
+        );
+        acquire_ledger(holder);
+        let registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        FORK_REGISTRY.with(|r| r.set(Some(registry)));
+    }
+
+    /// The parent side of `fork()`: lets go of what `before_fork` took.
+    pub(crate) fn after_fork_in_parent() {
+        FORK_REGISTRY.with(|r| drop(r.take()));
+        release_ledger();
+    }
+
+    /// The child side of `fork()`: runs `f` on the ledger and the registry, which nobody else
+    /// holds (the child has this one thread), with a fresh holder name and rescue slot, then
+    /// lets go of both.
+    pub(crate) fn after_fork_in_child(f: impl FnOnce(&mut crate::donor::Ledger, &mut Vec<usize>)) {
+        HOLDER_TID.with(|t| t.set(crate::sys::gettid()));
+        FORK_REGISTRY.with(|r| {
+            if let Some(mut registry) = r.take() {
+                // SAFETY: we hold `LEDGER_LOCK` (taken in `before_fork`), and the child has no
+                // other thread.
+                f(unsafe { &mut *LEDGER.0.get() }, &mut registry);
+            }
+        });
+        RESCUE.reset_after_fork();
+        release_ledger();
+        super::park_table::use_after_fork(PARENT_THREADS.load(Ordering::Relaxed));
+    }
+
+    /// How many threads the process had when `before_fork` ran, for the child's choice of
+    /// parking table (`park_table::use_after_fork`).
+    static PARENT_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+    /// The registry lock's guard, held by a thread across `fork()` (`before_fork`).
+    type RegistryGuard = std::sync::MutexGuard<'static, Vec<usize>>;
+
+    std::thread_local! {
+        static FORK_REGISTRY: std::cell::Cell<Option<RegistryGuard>> =
+            const { std::cell::Cell::new(None) };
+    }
+
+    /// Arranges for the `fork` hooks to run around every `fork()` of the process.
+    pub(crate) fn at_fork(
+        prepare: extern "C" fn(),
+        parent: extern "C" fn(),
+        child: extern "C" fn(),
+    ) {
+        crate::sys::at_fork(prepare, parent, child)
     }
 
     /// Waits for the ledger lock, spinning while its holder runs. A holder is in the middle of
@@ -227,13 +314,15 @@ mod real {
     /// Spin hints `wait_for_ledger` spends in all on a holder it cannot name (about 6 µs).
     const UNNAMED_HOLDER_ROUNDS: u32 = 256;
 
+    std::thread_local! {
+        /// The calling thread's tid, for `holder_tid`. Const, without a destructor: usable in
+        /// the exit hook too.
+        static HOLDER_TID: std::cell::Cell<crate::Tid> = const { std::cell::Cell::new(0) };
+    }
+
     /// The calling thread's tid, cached: the ledger lock names its holder with it.
     fn holder_tid() -> crate::Tid {
-        std::thread_local! {
-            // Const, without a destructor: usable in the exit hook too.
-            static TID: std::cell::Cell<crate::Tid> = const { std::cell::Cell::new(0) };
-        }
-        TID.with(|t| {
+        HOLDER_TID.with(|t| {
             if t.get() == 0 {
                 t.set(crate::sys::gettid());
             }
@@ -324,15 +413,17 @@ mod real {
     /// # Safety
     /// `ptr` came from `Box::into_raw`, is no longer reachable for new readers, and is retired once.
     pub(crate) unsafe fn retire<T>(ptr: *mut T) {
-        let guard = crossbeam_epoch::pin();
+        let guard = pin();
         // SAFETY: the caller guarantees the pointer is unreachable for readers that pin after now
         // and came from a Box; readers pinned before now keep it alive until they unpin.
         unsafe { guard.defer_destroy(crossbeam_epoch::Shared::from(ptr as *const T)) }
     }
 
+    /// The registry of task records (see `task`).
+    static REGISTRY: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
     /// Runs `f` on the registry of task records (see `task`), under its lock.
     pub(crate) fn with_registry<R>(f: impl FnOnce(&mut Vec<usize>) -> R) -> R {
-        static REGISTRY: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
         // Nothing panics while holding it, but never let a poisoned registry break locking.
         f(&mut REGISTRY.lock().unwrap_or_else(|e| e.into_inner()))
     }
@@ -372,8 +463,34 @@ mod real {
     pub(crate) type Pin = crossbeam_epoch::Guard;
 
     /// Keeps every record retired from now on alive until the guard drops.
+    #[inline]
     pub(crate) fn pin() -> crossbeam_epoch::Guard {
+        if EXITING.with(std::cell::Cell::get) {
+            return exiting_pin();
+        }
         crossbeam_epoch::pin()
+    }
+
+    std::thread_local! {
+        /// The calling thread is in its exit hook (`thread_exiting`). Const, without a
+        /// destructor: readable after the thread's other thread-locals are gone.
+        static EXITING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// The calling thread has reached its exit hook, which runs after every Rust thread-local
+    /// destructor. From here on its pins register with the collector for their own duration:
+    /// crossbeam's per-thread handle is a thread-local too, and one first created this late
+    /// would never be dropped, leaving its record in the collector's list for good (and every
+    /// later thread exit walking that growing list).
+    pub(crate) fn thread_exiting() {
+        EXITING.with(|e| e.set(true));
+    }
+
+    /// A pin through a registration of its own, released when the guard drops (crossbeam
+    /// finalizes a participant once its last handle and guard are gone).
+    #[cold]
+    fn exiting_pin() -> crossbeam_epoch::Guard {
+        crossbeam_epoch::default_collector().register().pin()
     }
 
     /// See `parking_lot_core::park`.
@@ -389,6 +506,16 @@ mod real {
         token: ParkToken,
         deadline: Option<Instant>,
     ) -> ParkResult {
+        if super::park_table::in_use() {
+            return super::park_table::park(
+                key,
+                validate,
+                before_sleep,
+                timed_out,
+                token,
+                deadline,
+            );
+        }
         // SAFETY: forwarded contract.
         unsafe { parking_lot_core::park(key, validate, before_sleep, timed_out, token, deadline) }
     }
@@ -411,6 +538,9 @@ mod real {
             }
             token
         };
+        if super::park_table::in_use() {
+            return super::park_table::unpark_filter(key, filter, callback);
+        }
         // SAFETY: forwarded contract.
         unsafe { parking_lot_core::unpark_filter(key, filter, callback) }
     }
@@ -462,6 +592,9 @@ mod real {
         validate: impl FnOnce() -> RequeueOp,
         callback: impl FnOnce(RequeueOp, UnparkResult) -> UnparkToken,
     ) -> UnparkResult {
+        if super::park_table::in_use() {
+            return super::park_table::unpark_requeue(from, to, validate, callback);
+        }
         // SAFETY: forwarded contract.
         unsafe { parking_lot_core::unpark_requeue(from, to, validate, callback) }
     }
@@ -469,14 +602,13 @@ mod real {
 
 #[cfg(loom)]
 mod model {
-    //! A parking table for loom with parking_lot_core's contract: `validate`, `timed_out` and the
-    //! unpark callbacks run under the table lock, `before_sleep` runs outside it, and tokens are
-    //! delivered exactly once. Loom has no clock, so a timed park may time out at any point after
-    //! it queued until someone unparks it; loom explores both outcomes.
+    //! Loom's side of the OS layer: loom atomics and thread locals, and the shared parking table
+    //! (`park_table`) built on loom's mutex and condvar. Loom has no clock, so a timed park may
+    //! time out at any point after it queued until someone unparks it; loom explores both
+    //! outcomes.
 
     use super::{FilterOp, ParkResult, ParkToken, RequeueOp, UnparkResult, UnparkToken};
-    use loom::sync::{Arc, Condvar, Mutex};
-    use std::collections::VecDeque;
+    use loom::sync::Mutex;
     use std::time::Instant;
 
     use crate::donor::{Attrs, CpuMask, Sched};
@@ -757,6 +889,9 @@ mod model {
     /// Nothing: scheduling hints have no state for a model to check.
     pub(crate) fn step_aside() {}
 
+    /// Nothing: models do not reclaim records.
+    pub(crate) fn thread_exiting() {}
+
     /// No test hooks under loom (see the normal build's).
     pub(crate) fn after_spinner_claim() {}
 
@@ -793,6 +928,26 @@ mod model {
         }
 
         pub(crate) fn open(&self, _tid: crate::Tid) {}
+
+        pub(crate) fn forget_after_fork(&self) {}
+    }
+
+    /// Models never fork: the hooks are never called.
+    pub(crate) fn at_fork(
+        _prepare: extern "C" fn(),
+        _parent: extern "C" fn(),
+        _child: extern "C" fn(),
+    ) {
+    }
+
+    /// Models never fork.
+    pub(crate) fn before_fork(_holder: &crate::task::Task) {}
+
+    /// Models never fork.
+    pub(crate) fn after_fork_in_parent() {}
+
+    /// Models never fork.
+    pub(crate) fn after_fork_in_child(_f: impl FnOnce(&mut crate::donor::Ledger, &mut Vec<usize>)) {
     }
 
     /// Loom has no clock: a deadline never passes on its own (a timed park may time out at any
@@ -824,43 +979,7 @@ mod model {
         Pinned
     }
 
-    struct Sleeper {
-        key: usize,
-        token: ParkToken,
-        wake: Arc<Wake>,
-    }
-
-    struct Wake {
-        token: Mutex<Option<UnparkToken>>,
-        cv: Condvar,
-    }
-
-    impl Wake {
-        fn deliver(&self, token: UnparkToken) {
-            *self.token.lock().unwrap() = Some(token);
-            self.cv.notify_one();
-        }
-    }
-
-    #[derive(Default)]
-    struct Table {
-        sleepers: VecDeque<Sleeper>,
-        /// Counts unparks so `be_fair` alternates, giving models both the barging and the fair path.
-        unparks: usize,
-    }
-
-    impl Table {
-        fn has_key(&self, key: usize) -> bool {
-            self.sleepers.iter().any(|s| s.key == key)
-        }
-        fn be_fair(&mut self) -> bool {
-            self.unparks += 1;
-            self.unparks.is_multiple_of(2)
-        }
-    }
-
     loom::lazy_static! {
-        static ref TABLE: Mutex<Table> = Mutex::new(Table::default());
         static ref REGISTRY: Mutex<Vec<usize>> = Mutex::new(Vec::new());
         static ref LEDGER: Mutex<crate::donor::Ledger> = Mutex::new(crate::donor::Ledger::new());
         // The ledger lock's model (`test_hooks::pass_through_ledger`) and the mutex that
@@ -900,6 +1019,7 @@ mod model {
         f(&mut REGISTRY.lock().unwrap())
     }
 
+    /// The shared parking table (`park_table`), with loom's types.
     pub(crate) unsafe fn park(
         key: usize,
         validate: impl FnOnce() -> bool,
@@ -908,80 +1028,16 @@ mod model {
         token: ParkToken,
         deadline: Option<Instant>,
     ) -> ParkResult {
-        let wake = Arc::new(Wake {
-            token: Mutex::new(None),
-            cv: Condvar::new(),
-        });
-        {
-            let mut table = TABLE.lock().unwrap();
-            if !validate() {
-                return ParkResult::Invalid;
-            }
-            table.sleepers.push_back(Sleeper {
-                key,
-                token,
-                wake: wake.clone(),
-            });
-        }
-        before_sleep();
-        if deadline.is_some() {
-            let mut table = TABLE.lock().unwrap();
-            if let Some(i) = table
-                .sleepers
-                .iter()
-                .position(|s| Arc::ptr_eq(&s.wake, &wake))
-            {
-                let sleeper = table.sleepers.remove(i).unwrap();
-                let was_last = !table.has_key(sleeper.key);
-                timed_out(sleeper.key, was_last);
-                return ParkResult::TimedOut;
-            }
-        }
-        let mut slot = wake.token.lock().unwrap();
-        loop {
-            if let Some(token) = *slot {
-                return ParkResult::Unparked(token);
-            }
-            slot = wake.cv.wait(slot).unwrap();
-        }
+        super::park_table::park(key, validate, before_sleep, timed_out, token, deadline)
     }
 
+    /// See [`park`].
     pub(crate) unsafe fn unpark_filter(
         key: usize,
-        mut filter: impl FnMut(ParkToken) -> FilterOp,
+        filter: impl FnMut(ParkToken) -> FilterOp,
         callback: impl FnOnce(UnparkResult) -> UnparkToken,
     ) -> UnparkResult {
-        let mut table = TABLE.lock().unwrap();
-        let mut result = UnparkResult::default();
-        let mut woken = Vec::new();
-        let mut i = 0;
-        while i < table.sleepers.len() {
-            if table.sleepers[i].key != key {
-                i += 1;
-                continue;
-            }
-            match filter(table.sleepers[i].token) {
-                FilterOp::Unpark => woken.push(table.sleepers.remove(i).unwrap().wake),
-                FilterOp::Skip => {
-                    result.have_more_threads = true;
-                    i += 1;
-                }
-                FilterOp::Stop => {
-                    result.have_more_threads = true;
-                    break;
-                }
-            }
-        }
-        result.unparked_threads = woken.len();
-        if !woken.is_empty() {
-            result.be_fair = table.be_fair();
-        }
-        let token = callback(result);
-        drop(table);
-        for wake in woken {
-            wake.deliver(token);
-        }
-        result
+        super::park_table::unpark_filter(key, filter, callback)
     }
 
     /// A futex wait from the model's parking table, keyed by the word's address. It may time
@@ -1034,50 +1090,13 @@ mod model {
     /// choice loom explores.
     static FUTEX_TIMEOUTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+    /// See [`park`].
     pub(crate) unsafe fn unpark_requeue(
         from: usize,
         to: usize,
         validate: impl FnOnce() -> RequeueOp,
         callback: impl FnOnce(RequeueOp, UnparkResult) -> UnparkToken,
     ) -> UnparkResult {
-        let mut table = TABLE.lock().unwrap();
-        let mut result = UnparkResult::default();
-        let op = validate();
-        if op == RequeueOp::Abort {
-            return result;
-        }
-        let (mut woken, mut moved) = (None, VecDeque::new());
-        let mut i = 0;
-        while i < table.sleepers.len() {
-            if table.sleepers[i].key != from {
-                i += 1;
-                continue;
-            }
-            let mut sleeper = table.sleepers.remove(i).unwrap();
-            let wake_this = woken.is_none()
-                && matches!(op, RequeueOp::UnparkOne | RequeueOp::UnparkOneRequeueRest);
-            if wake_this {
-                woken = Some(sleeper.wake);
-            } else {
-                sleeper.key = to;
-                moved.push_back(sleeper);
-            }
-            if matches!(op, RequeueOp::UnparkOne | RequeueOp::RequeueOne) {
-                result.have_more_threads = table.has_key(from);
-                break;
-            }
-        }
-        result.unparked_threads = usize::from(woken.is_some());
-        result.requeued_threads = moved.len();
-        table.sleepers.extend(moved);
-        if woken.is_some() {
-            result.be_fair = table.be_fair();
-        }
-        let token = callback(op, result);
-        drop(table);
-        if let Some(wake) = woken {
-            wake.deliver(token);
-        }
-        result
+        super::park_table::unpark_requeue(from, to, validate, callback)
     }
 }

@@ -119,6 +119,19 @@ impl Slot {
         // the answer conservative.
         !matches!(self.state.load(Ordering::Relaxed) & PHASE, IDLE | DONE)
     }
+
+    /// In a forked child, for a record whose thread the child does not have: a section it had
+    /// published and no holder had claimed is withdrawn, so that no holder in the child runs
+    /// it (its closure lives on a stack the child's new threads may be given) or waits for its
+    /// caller to take over. The next holder unlinks it unrun.
+    pub(crate) fn cancel_after_fork(&self) {
+        // Relaxed: the child has one thread.
+        let _ = self
+            .state
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                matches!(s & PHASE, QUEUED | RETRY).then_some(CANCELLED)
+            });
+    }
 }
 
 /// # Safety

@@ -27,8 +27,10 @@ use std::ptr::{self, NonNull};
 /// bits of a lock word (see `mutex::raw`).
 #[repr(align(64))]
 pub(crate) struct Task {
-    /// Kernel thread id, fixed at creation.
-    tid: Tid,
+    /// Kernel thread id, set at creation. It changes once only in a forked child, where the
+    /// forking thread's record takes the child's tid (`after_fork_in_child`). Relaxed is
+    /// enough everywhere: a child has one thread when it changes.
+    tid: core::sync::atomic::AtomicI32,
     /// Address of the lock this thread sleeps on, or 0.
     ///
     /// Set by the thread just before it parks on a lock (or spins waiting for it) and cleared by
@@ -80,7 +82,7 @@ pub(crate) const TASK_ALIGN: usize = std::mem::align_of::<Task>();
 
 impl Task {
     pub(crate) fn tid(&self) -> Tid {
-        self.tid
+        self.tid.load(core::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether this is the calling thread's record.
@@ -101,7 +103,7 @@ impl Task {
     /// Opens this thread's switch log if it has none (see `sys::switch_log`): about 50 µs once,
     /// paid by the thread itself when it holds no lock.
     pub(crate) fn open_switch_log(&self) {
-        self.switches.open(self.tid);
+        self.switches.open(self.tid());
     }
 
     /// The lock this thread sleeps on, if any.
@@ -264,6 +266,16 @@ impl Me {
     }
 }
 
+/// Whether the record at `addr` belongs to a thread that has exited (`Task::has_exited`).
+///
+/// # Safety
+/// `addr` is a record that is alive: see `clear_blocked_on_of_waiter`.
+#[inline]
+pub(crate) unsafe fn has_exited(addr: usize) -> bool {
+    // SAFETY: forwarded.
+    unsafe { &*(addr as *const Task) }.has_exited()
+}
+
 /// Clears `blocked_on` of the waiting thread whose record is at `addr`, which an unlocker is
 /// about to make the owner.
 ///
@@ -377,7 +389,7 @@ pub(crate) fn current() -> Me {
 #[cold]
 fn create_current() -> Me {
     let task = Box::into_raw(Box::new(Task {
-        tid: crate::loom::current_tid(),
+        tid: core::sync::atomic::AtomicI32::new(crate::loom::current_tid()),
         blocked_on: AtomicUsize::new(0),
         walkers: AtomicUsize::new(0),
         exited: AtomicBool::new(false),
@@ -392,6 +404,7 @@ fn create_current() -> Me {
     }));
     announce(task);
     CURRENT.with(|c| c.set(task));
+    crate::fork::arm();
     crate::loom::on_thread_exit(task.cast(), retire_current);
     // SAFETY: just allocated, non-null.
     Me(unsafe { NonNull::new_unchecked(task) })
@@ -402,6 +415,7 @@ fn create_current() -> Me {
 /// # Safety
 /// `arg` is the record `create_current` registered for this thread, and this runs on that thread.
 unsafe fn retire_current(arg: *mut ()) {
+    crate::loom::thread_exiting();
     let task = arg as *mut Task;
     // try_with: under loom the slot may already be gone at this point; then nothing to clear.
     let _ = CURRENT.try_with(|c| {
@@ -427,6 +441,34 @@ unsafe fn retire_current(arg: *mut ()) {
     // SAFETY: unreachable for new readers (not current, not in the registry, owns no lock word),
     // allocated by Box, and retired once.
     unsafe { crate::loom::retire(task) }
+}
+
+/// In a forked child, under the registry lock: the calling thread's record takes the child's
+/// tid and drops the parent's switch log, and every other record, whose thread does not exist
+/// here, counts as exited (nothing lends to it, nothing writes to its tid, which is still the
+/// parent's, no holder runs a section it published, and no unlock hands it a lock it was
+/// spinning for: `RawMutex::hand_to_spinner`). Those records stay: lock words in the child's memory may name them, as a lock
+/// held by another thread at the fork stays held in the child.
+pub(crate) fn after_fork_in_child(registry: &mut Vec<usize>) {
+    adopt_new_records(registry);
+    let me = CURRENT.with(Cell::get);
+    for &record in registry.iter() {
+        // SAFETY: registry records are alive while we hold its lock (`retire_current`).
+        let task = unsafe { &*(record as *const Task) };
+        if record == me as usize {
+            task.tid.store(
+                crate::loom::current_tid(),
+                core::sync::atomic::Ordering::Relaxed,
+            );
+        } else {
+            // Relaxed: the child has one thread; see `Task::has_exited`.
+            task.exited.store(true, Ordering::Relaxed);
+            crate::donor::orphaned_by_fork(task);
+            task.slot.cancel_after_fork();
+        }
+        // The parent's logs watch the parent's threads.
+        task.switches.forget_after_fork();
+    }
 }
 
 /// Kernel thread id of the calling thread.

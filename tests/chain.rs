@@ -214,3 +214,76 @@ fn snapshots_never_read_freed_locks() {
         "the observer saw no waiting thread; nothing was tested"
     );
 }
+
+#[path = "../benches/workloads/deep_chain.rs"]
+#[allow(dead_code)] // std's reference chain is for the example
+mod deep_chain;
+
+/// A chain deeper than the walk that lends (1,500 threads on 64 KiB stacks, a nice-0 waiter at
+/// the end lending to nice-19 owners as far as it may) is not a cycle: nobody panics, and it
+/// unwinds. The ledger's walk over loans used to recurse once per hop (it overflowed such
+/// stacks from depth 100) and to redo the whole chain for every owner at every step (800 deep:
+/// 129 s). The 100 ms figure for 1,024 is the benchmark's (`examples/deep_chain.rs`); this
+/// bound only catches that blow-up.
+#[test]
+fn a_chain_longer_than_the_walk_bound_unwinds_on_small_stacks() {
+    let took = deep_chain::unwind_time(1_500);
+    eprintln!("a 1,500-deep chain unwound in {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "a 1,500-deep chain took {took:?}"
+    );
+}
+
+/// A ring of 1,100 threads, each waiting for the next one's lock, is found and reported, like
+/// a short one, although it is longer than a lending walk goes (1,024 hops): the thread that
+/// closes it panics naming the cycle, and the others then go on. Rings of 1,025 or more used to
+/// hang silently.
+#[test]
+fn a_cycle_longer_than_the_walk_bound_is_reported() {
+    let reports = deep_chain::ring(1_100);
+    assert!(!reports.is_empty(), "nobody reported the cycle");
+    for r in &reports {
+        assert!(
+            r.contains("deadlock") && r.contains("the cycle of 1100 threads"),
+            "unexpected panic: {r}"
+        );
+    }
+}
+
+/// A lock whose owner exited holding it (its guard forgotten) shows that in the snapshot,
+/// not "(running)": the lock stays held for good, as std's would.
+#[test]
+fn an_owner_that_exited_holding_the_lock_is_shown_so() {
+    let m = Arc::new(Mutex::new(()));
+    let m2 = Arc::clone(&m);
+    let owner = spawn_named("forgetful", move || {
+        std::mem::forget(m2.lock().unwrap());
+        current_tid()
+    })
+    .join()
+    .unwrap();
+    let m3 = Arc::clone(&m);
+    let waiter = spawn_named("hopeful", move || {
+        m3.try_lock_for(Duration::from_millis(500)).is_err()
+    });
+    let s = snapshot_until("the waiter on the abandoned lock", |s| {
+        s.threads()
+            .iter()
+            .any(|t| t.waits_for.is_some_and(|w| w.owner == Some(owner)))
+    });
+    let text = s.to_string();
+    assert!(
+        text.contains(&format!(
+            "held by {owner} (exited holding the lock: it stays held)"
+        )),
+        "{text}"
+    );
+    let wait = s
+        .threads()
+        .iter()
+        .find_map(|t| t.waits_for.filter(|w| w.owner == Some(owner)))
+        .unwrap();
+    assert!(wait.owner_exited);
+    assert!(waiter.join().unwrap(), "the abandoned lock stays held");
+}

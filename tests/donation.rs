@@ -26,7 +26,10 @@ fn privileged(test: &str) -> bool {
     if capabilities().cap_sys_nice {
         return true;
     }
-    eprintln!("SKIP {test}: needs CAP_SYS_NICE to lower nice and leave SCHED_IDLE");
+    common::skip(
+        test,
+        "needs CAP_SYS_NICE to lower nice and leave SCHED_IDLE",
+    );
     false
 }
 
@@ -36,7 +39,7 @@ fn privileged_on_two_cpus(test: &str) -> bool {
         return false;
     }
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        eprintln!("SKIP {test}: needs 2 CPUs");
+        common::skip(test, "needs 2 CPUs");
         return false;
     }
     true
@@ -294,20 +297,36 @@ fn an_owner_that_just_lowered_itself_is_lent_to() {
 
 /// The calling thread's voluntary context switches so far: it went to sleep that many times.
 fn voluntary_switches() -> u64 {
+    switches("voluntary_ctxt_switches:")
+}
+
+/// The calling thread's involuntary context switches so far: it was preempted that many times.
+fn involuntary_switches() -> u64 {
+    switches("nonvoluntary_ctxt_switches:")
+}
+
+fn switches(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("voluntary_ctxt_switches:"))
-        .unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// What one round of `wait_on_a_running_owner` saw.
+struct Round {
+    /// The waiter's voluntary context switches during its wait (0: it never slept).
+    waiter_slept: u64,
+    /// The owner's nice just before it unlocked.
+    owner_nice: i32,
+    /// Whether the owner ran throughout its hold (no involuntary switch): only then does the
+    /// round say anything about spinning while the owner runs.
+    owner_ran: bool,
 }
 
 /// One round of "a waiter that outranks the owner waits while the owner runs": the owner,
 /// pinned to CPU 0 after `owner_setup`, holds the lock and computes for 300 µs after the
 /// waiter (pinned to CPU 1 after `waiter_setup`) starts to wait, with `lock()` or, if `run`,
-/// with a section for `Mutex::run`. Returns the waiter's voluntary context switches during
-/// that wait, and the owner's nice as it read it just before unlocking.
-fn wait_on_a_running_owner(owner_setup: fn(), waiter_setup: fn(), run: bool) -> (u64, i32) {
+/// with a section for `Mutex::run`.
+fn wait_on_a_running_owner(owner_setup: fn(), waiter_setup: fn(), run: bool) -> Round {
     use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
     let m = Arc::new(Mutex::new(()));
     let (held, waiting) = (
@@ -319,6 +338,7 @@ fn wait_on_a_running_owner(owner_setup: fn(), waiter_setup: fn(), run: bool) -> 
         pin(0);
         owner_setup();
         let g = m2.lock().unwrap();
+        let preempted = involuntary_switches();
         h2.store(true, SeqCst);
         while !w2.load(SeqCst) {
             std::hint::spin_loop();
@@ -328,8 +348,9 @@ fn wait_on_a_running_owner(owner_setup: fn(), waiter_setup: fn(), run: bool) -> 
             std::hint::spin_loop();
         }
         let nice = nice_of(proxy_lock::current_tid());
+        let ran = involuntary_switches() == preempted;
         drop(g);
-        nice
+        (nice, ran)
     });
     let (m3, h3, w3) = (m.clone(), held.clone(), waiting.clone());
     let waiter = thread::spawn(move || {
@@ -347,25 +368,31 @@ fn wait_on_a_running_owner(owner_setup: fn(), waiter_setup: fn(), run: bool) -> 
         }
         voluntary_switches() - before
     });
-    let nice = owner.join().unwrap();
-    (waiter.join().unwrap(), nice)
+    let (owner_nice, owner_ran) = owner.join().unwrap();
+    Round {
+        waiter_slept: waiter.join().unwrap(),
+        owner_nice,
+        owner_ran,
+    }
 }
 
 /// A SCHED_FIFO waiter spins while the owner runs, and is handed the lock without going to
 /// sleep (as an rt_mutex waiter spins while its owner is on a CPU). Before real-time spinning,
-/// such a waiter lent and slept every time. Noise may preempt the owner for long enough that
-/// the waiter sleeps once in a while, so 3 of 5 rounds must see no sleep at all
-/// (`in_most_rounds`).
+/// such a waiter lent and slept every time. Only rounds in which the owner really ran count
+/// (`in_most_rounds_where_the_owner_ran`).
 #[test]
 fn a_real_time_waiter_spins_while_the_owner_runs() {
     let _s = serial();
     if !privileged_on_two_cpus("a_real_time_waiter_spins_while_the_owner_runs") {
         return;
     }
-    in_most_rounds("the waiter stayed awake", || {
-        let (slept, _) =
-            wait_on_a_running_owner(|| {}, || set_policy(0, libc::SCHED_FIFO, 10), false);
-        (slept == 0, format!("voluntary switches {slept}"))
+    in_most_rounds_where_the_owner_ran("a_real_time_waiter_spins_while_the_owner_runs", || {
+        let r = wait_on_a_running_owner(|| {}, || set_policy(0, libc::SCHED_FIFO, 10), false);
+        (
+            r.owner_ran,
+            r.waiter_slept == 0,
+            format!("voluntary switches {}", r.waiter_slept),
+        )
     });
 }
 
@@ -502,16 +529,63 @@ fn a_run_caller_spins_and_lends_nothing_while_the_owner_runs() {
     assert_lends_nothing_while_the_owner_runs(true);
 }
 
-/// Rounds of a nice-0 waiter on a running nice-10 owner; in most of them (`in_most_rounds`)
-/// the waiter must not sleep and the owner must still be at nice 10 when it unlocks.
+/// Rounds of a nice-0 waiter on a running nice-10 owner; in most of those where the owner ran
+/// throughout (`in_most_rounds_where_the_owner_ran`) the waiter must not sleep and the owner
+/// must still be at nice 10 when it unlocks.
 fn assert_lends_nothing_while_the_owner_runs(run: bool) {
-    in_most_rounds("the waiter stayed awake and lent nothing", || {
-        let (slept, nice) = wait_on_a_running_owner(|| set_nice(10), || {}, run);
+    let test = if run {
+        "a_run_caller_spins_and_lends_nothing_while_the_owner_runs"
+    } else {
+        "an_ordinary_lender_spins_and_lends_nothing_while_the_owner_runs"
+    };
+    in_most_rounds_where_the_owner_ran(test, || {
+        let r = wait_on_a_running_owner(|| set_nice(10), || {}, run);
         (
-            (slept, nice) == (0, 10),
-            format!("voluntary switches {slept}, owner's nice {nice}"),
+            r.owner_ran,
+            (r.waiter_slept, r.owner_nice) == (0, 10),
+            format!(
+                "voluntary switches {}, owner's nice {}",
+                r.waiter_slept, r.owner_nice
+            ),
         )
     });
+}
+
+/// Passes if `round` says true in 3 of the first 5 rounds whose owner ran throughout its hold
+/// (its first answer). A round whose owner was preempted by other load says nothing about
+/// spinning while it runs (a waiter then rightly lends): with two loom processes keeping
+/// both CPUs busy, these tests failed in 2 of 5 suite runs before they left such rounds out.
+/// Noise the owner cannot see (the host stopping a vCPU) still spoils a round now and then,
+/// hence 3 of 5. If fewer than 3 of 40 rounds have an owner that ran, the test says it could
+/// not judge, and passes.
+fn in_most_rounds_where_the_owner_ran(test: &str, round: impl Fn() -> (bool, bool, String)) {
+    let (mut passed, mut judged, mut seen) = (0, 0, Vec::new());
+    for _ in 0..40 {
+        let (owner_ran, ok, what) = round();
+        if !owner_ran {
+            continue;
+        }
+        judged += 1;
+        passed += usize::from(ok);
+        seen.push(what);
+        if judged == 5 {
+            break;
+        }
+    }
+    if judged < 3 {
+        common::skip(
+            test,
+            &format!(
+                "the machine preempted the owner in {} of 40 rounds; nothing to judge",
+                40 - judged
+            ),
+        );
+        return;
+    }
+    assert!(
+        passed * 5 >= judged * 3,
+        "{test}: the waiter stayed awake and lent nothing in only {passed} of {judged} rounds whose owner ran: {seen:?}"
+    );
 }
 
 #[test]
@@ -690,7 +764,10 @@ fn a_donor_without_cap_sys_nice_fails_counted_and_the_lock_still_works() {
         return;
     }
     if capabilities().rlimit_nice >= 20 {
-        eprintln!("SKIP a_donor_without_cap_sys_nice_fails_counted: RLIMIT_NICE allows the loan");
+        common::skip(
+            "a_donor_without_cap_sys_nice_fails_counted",
+            "RLIMIT_NICE allows the loan",
+        );
         return;
     }
     let m = Arc::new(Mutex::new(()));

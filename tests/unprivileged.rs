@@ -33,7 +33,10 @@ fn donation_in_a_process_without_cap_sys_nice() {
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP {TEST}: needs root, to give up its privileges in a child process");
+        common::skip(
+            TEST,
+            "needs root, to give up its privileges in a child process",
+        );
         return;
     }
     let out = Command::new(std::env::current_exe().unwrap())

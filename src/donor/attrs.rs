@@ -126,7 +126,7 @@ pub(crate) struct Attrs {
 
 /// What one donor lends: its effective attributes and the CPU it is freeing (if it is a thread
 /// about to sleep, rather than one found asleep further up a chain).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Lent {
     pub(crate) sched: Sched,
     pub(crate) util: (u32, u32),
@@ -149,16 +149,23 @@ impl Lent {
     /// better rank too. In the inversion demo's `chain` scenario a SCHED_IDLE waiter on the
     /// hog's CPU lent that CPU beside the foreground's: a move to both CPUs left the owner
     /// queued behind the hog for 8 ms (traced), where a move to the foreground's alone would
-    /// have put it on an idle CPU.
-    pub(crate) fn merge(mut self, other: &Lent) -> Lent {
+    /// have put it on an idle CPU. Says whether it changed anything (the ledger's pass over its
+    /// loans merges the same ones again and again until they stop growing).
+    pub(crate) fn absorb(&mut self, other: &Lent) -> bool {
+        let mut changed = false;
         if other.sched.better_than(&self.sched) {
-            self.sched = other.sched;
-            self.cpus = other.cpus;
+            (self.sched, self.cpus) = (other.sched, other.cpus);
+            changed = true;
         } else if !self.sched.better_than(&other.sched) {
-            self.cpus = self.cpus.union(&other.cpus);
+            for (a, b) in self.cpus.0.iter_mut().zip(&other.cpus.0) {
+                changed |= *b & !*a != 0;
+                *a |= b;
+            }
         }
-        self.util = (self.util.0.max(other.util.0), self.util.1.max(other.util.1));
-        self
+        let util = (self.util.0.max(other.util.0), self.util.1.max(other.util.1));
+        changed |= util != self.util;
+        self.util = util;
+        changed
     }
 }
 
@@ -368,12 +375,16 @@ mod tests {
             Some(0),
         );
         // Either order: the worse donor's CPU is dropped with its rank.
-        for got in [donor(0, 1).merge(&idle), idle.merge(&donor(0, 1))] {
+        let merged = |mut a: Lent, b: Lent| {
+            a.absorb(&b);
+            a
+        };
+        for got in [merged(donor(0, 1), idle), merged(idle, donor(0, 1))] {
             assert_eq!(got.sched.nice, 0);
             assert!(got.cpus.contains(1) && !got.cpus.contains(0));
         }
         // Equals lend both CPUs.
-        let both = donor(0, 1).merge(&donor(0, 2));
+        let both = merged(donor(0, 1), donor(0, 2));
         assert!(both.cpus.contains(1) && both.cpus.contains(2));
         // A better donor with no CPU to lend (found asleep down a chain) still drops the
         // worse donor's.
@@ -385,7 +396,7 @@ mod tests {
             },
             None,
         );
-        assert_eq!(donor(0, 1).merge(&asleep).cpus, CpuMask::EMPTY);
+        assert_eq!(merged(donor(0, 1), asleep).cpus, CpuMask::EMPTY);
     }
 
     #[test]

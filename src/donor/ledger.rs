@@ -5,7 +5,6 @@
 //! equal threads.
 
 use super::attrs::{Attrs, Lent};
-use crate::chain::MAX_DEPTH;
 use crate::loom::{Ordering, Pin, rescue_slot, with_ledger};
 use crate::mutex::raw::RawMutex;
 use crate::stats as report;
@@ -30,6 +29,9 @@ struct Boosted {
     base: Attrs,
     /// What the ledger last left it with.
     applied: Attrs,
+    /// The loan `applied` was made for: a reconcile that finds the same loan leaves the thread
+    /// alone (no syscall).
+    loan: Option<Lent>,
 }
 
 /// The ledger's state.
@@ -108,6 +110,21 @@ pub(super) fn preferred_waiter(lock: usize) -> Option<usize> {
     })
 }
 
+/// In a forked child, under the ledger lock: forgets every listing and loan, which are the
+/// parent's threads' (they do not exist here), and gives `me`, the child's only thread, its
+/// base back if it was boosted: it inherited the loan with the rest of the forking thread.
+pub(super) fn after_fork_in_child(me: &Task, ledger: &mut Ledger) {
+    let restore = ledger
+        .boosted
+        .iter()
+        .find(|b| std::ptr::eq(b.task, me))
+        .map(|b| (b.applied, b.base));
+    *ledger = Ledger::new();
+    if let Some((applied, base)) = restore {
+        write(me, applied, base, base, true);
+    }
+}
+
 /// `me`, boosted, has passed its lock on and holds none: the ledger lets go of it, and it
 /// writes its own base back outside the ledger lock (it may be preempted as soon as it is
 /// lower; nobody waits for it then). Nothing else writes to it meanwhile: once the ledger has
@@ -135,7 +152,9 @@ pub(super) fn restore_self(me: Me) {
     if applied != base {
         // The kernel refused part of the restore: the ledger keeps the thread as boosted, and
         // the next reconcile tries again.
-        with_ledger(task, |ledger| ledger.record(task, base, applied, None));
+        with_ledger(task, |ledger| {
+            ledger.record(task, base, applied, None, None)
+        });
     }
 }
 
@@ -151,6 +170,76 @@ fn base_of(boosted: &[Boosted], l: &Listed) -> Attrs {
         .iter()
         .find(|b| std::ptr::eq(b.task, l.task))
         .map_or(l.own, |b| b.base)
+}
+
+/// What `Ledger::all_loans` found: one node per thread met, with what it is lent, and who it
+/// lends to. A thread finds its node through `TaskDonor::ledger_node` (scratch, checked
+/// against `tasks`), so the pass neither hashes nor allocates per thread.
+struct Loans {
+    tasks: Vec<*const Task>,
+    lent: Vec<Option<Lent>>,
+    /// The recorded base of each boosted thread's node.
+    base: Vec<Option<Attrs>>,
+    /// Per node, its first edge in `edges`, or `NO_EDGE`.
+    first_edge: Vec<usize>,
+    /// (target node, next edge of the same node).
+    edges: Vec<(usize, usize)>,
+}
+
+const NO_EDGE: usize = usize::MAX;
+
+impl Loans {
+    fn with_capacity(nodes: usize) -> Loans {
+        Loans {
+            tasks: Vec::with_capacity(nodes),
+            lent: Vec::with_capacity(nodes),
+            base: Vec::with_capacity(nodes),
+            first_edge: Vec::with_capacity(nodes),
+            edges: Vec::with_capacity(nodes),
+        }
+    }
+
+    /// The node of `task`, made if new.
+    fn node(&mut self, task: &Task) -> usize {
+        let node = &task.donor.ledger_node;
+        // Relaxed: scratch used only under the ledger lock.
+        let n = node.load(Ordering::Relaxed);
+        if n < self.tasks.len() && std::ptr::eq(self.tasks[n], task) {
+            return n;
+        }
+        self.tasks.push(task);
+        self.lent.push(None);
+        self.base.push(None);
+        self.first_edge.push(NO_EDGE);
+        node.store(self.tasks.len() - 1, Ordering::Relaxed);
+        self.tasks.len() - 1
+    }
+
+    /// Node `from` lends to node `to`.
+    fn lends_to(&mut self, from: usize, to: usize) {
+        self.edges.push((to, self.first_edge[from]));
+        self.first_edge[from] = self.edges.len() - 1;
+    }
+
+    /// Adds `loan` to node `n`'s; true if that changed it.
+    fn grow(&mut self, n: usize, loan: &Lent) -> bool {
+        match &mut self.lent[n] {
+            Some(have) => have.absorb(loan),
+            empty => {
+                *empty = Some(*loan);
+                true
+            }
+        }
+    }
+
+    /// What `task` is lent, if anything.
+    fn of(&self, task: *const Task) -> Option<Lent> {
+        // SAFETY: the callers' records are alive (boosted, listed or pinned owners).
+        let n = unsafe { &*task }.donor.ledger_node.load(Ordering::Relaxed);
+        (n < self.tasks.len() && std::ptr::eq(self.tasks[n], task))
+            .then(|| self.lent[n])
+            .flatten()
+    }
 }
 
 /// What `task` has of its own: its recorded base if boosted, else what the kernel says.
@@ -217,51 +306,77 @@ impl Ledger {
         [owner, owner.and_then(|o| o.waker(pin))]
     }
 
-    /// Everything lent to `task`: the loans of the waiters on locks it owns, each with what is
-    /// lent to that waiter in turn. `depth` bounds the recursion (cycles, very long chains).
-    fn loans_to(&self, task: &Task, depth: usize, pin: &Pin) -> Option<Lent> {
-        if depth >= MAX_DEPTH {
-            return None;
+    /// Everything lent to each thread: the loans of the waiters on locks it owns, each with
+    /// what is lent to that waiter in turn (transitive donation), for every thread lent to.
+    /// One pass over the listed waiters, without recursion: each waiter's loan goes to the
+    /// thread(s) it lends to (`lent_to`), and a thread whose loans grew passes them on to the
+    /// threads it lends to in turn, until nothing grows. A thread's total only grows, and it
+    /// can grow only a few times (its rank, its clamps, its CPUs), so this takes time about
+    /// linear in the number of listed waiters, however long the chains, and stops on cycles
+    /// (a member of a cycle is lent its own attributes back, which changes nothing).
+    fn all_loans(&self, pin: &Pin) -> Loans {
+        let mut loans = Loans::with_capacity(self.listed.len() * 2);
+        // A boosted waiter lends its base, not its loan (which reaches the owner anyway):
+        // its node carries that base, so each listed waiter costs one lookup, not a search.
+        for b in &self.boosted {
+            // SAFETY: a boosted record is alive (invariant).
+            let n = loans.node(unsafe { &*b.task });
+            loans.base[n] = Some(b.base);
         }
-        let mut total: Option<Lent> = None;
         for l in &self.listed {
-            if std::ptr::eq(l.task, task)
-                || !Self::lent_to(l, pin)
-                    .iter()
-                    .any(|o| o.is_some_and(|o| std::ptr::eq(o, task)))
-            {
-                continue;
-            }
             // SAFETY: a listed record is alive (invariant).
-            let waiter = unsafe { &*l.task };
-            let own = base_of(&self.boosted, l);
-            let mut loan = Lent::from_donor(&own, l.cpu);
-            // The waiter passes on what it was lent in turn (transitive donation).
-            if let Some(inner) = self.loans_to(waiter, depth + 1, pin) {
-                loan = loan.merge(&inner);
+            let waiter = loans.node(unsafe { &*l.task });
+            let own = Lent::from_donor(&loans.base[waiter].unwrap_or(l.own), l.cpu);
+            for owner in Self::lent_to(l, pin).into_iter().flatten() {
+                if std::ptr::eq(owner, l.task) {
+                    continue;
+                }
+                let target = loans.node(owner);
+                loans.lends_to(waiter, target);
+                loans.grow(target, &own);
             }
-            total = Some(total.map_or(loan, |t| t.merge(&loan)));
         }
-        total
+        let mut grown: Vec<usize> = (0..loans.tasks.len())
+            .filter(|&n| loans.lent[n].is_some())
+            .collect();
+        while let Some(n) = grown.pop() {
+            let Some(lent) = loans.lent[n] else { continue };
+            let mut edge = loans.first_edge[n];
+            while edge != NO_EDGE {
+                let (target, next) = loans.edges[edge];
+                if loans.grow(target, &lent) {
+                    grown.push(target);
+                }
+                edge = next;
+            }
+        }
+        loans
     }
 
     /// Brings every owner of a listed lock (and the unlocker still waking it), and every
     /// boosted thread, to its base plus its loans. `me` is the calling thread, which is never
     /// lowered here (module docs).
     fn reconcile(&mut self, me: Me, pin: &Pin) {
-        let mut targets: Vec<*const Task> = self.boosted.iter().map(|b| b.task).collect();
-        for l in &self.listed {
-            for owner in Self::lent_to(l, pin).into_iter().flatten() {
-                if !targets.contains(&(owner as *const Task)) {
-                    targets.push(owner);
-                }
+        let loans = self.all_loans(pin);
+        // The boosted threads whose loan changed or ended, then the threads lent to that are
+        // not boosted yet. A thread lent the same as when it was last written is left alone:
+        // no syscall, and a walk of the ledger linear in its size, however long the chains.
+        // A boosted thread's node is the one that carries its base (`all_loans`).
+        let mut changed: Vec<(*const Task, Option<Lent>)> = Vec::new();
+        for b in &self.boosted {
+            let loan = loans.of(b.task);
+            if loan.is_none() || loan != b.loan {
+                changed.push((b.task, loan));
             }
         }
-        for task in targets {
+        for n in 0..loans.tasks.len() {
+            if loans.lent[n].is_some() && loans.base[n].is_none() {
+                changed.push((loans.tasks[n], loans.lent[n]));
+            }
+        }
+        for (task, loan) in changed {
             // SAFETY: boosted records are alive (invariant); owners are alive while pinned.
-            let task = unsafe { &*task };
-            let loan = self.loans_to(task, 0, pin);
-            self.settle(task, loan, me);
+            self.settle(unsafe { &*task }, loan, me);
         }
     }
 
@@ -300,12 +415,19 @@ impl Ledger {
         let lower_ok = !std::ptr::eq(task, me.task());
         let applied = write(task, current, target, base, lower_ok);
         rescue_slot().wrote(task, applied);
-        self.record(task, base, applied, idx);
+        self.record(task, base, applied, idx, loan);
     }
 
     /// Records that `task` (entry `idx` of `boosted`, if it has one) now has `applied` over
-    /// `base`, and refreshes its caches for the quick check.
-    fn record(&mut self, task: &Task, base: Attrs, applied: Attrs, idx: Option<usize>) {
+    /// `base` for `loan`, and refreshes its caches for the quick check.
+    fn record(
+        &mut self,
+        task: &Task,
+        base: Attrs,
+        applied: Attrs,
+        idx: Option<usize>,
+        loan: Option<Lent>,
+    ) {
         let d = &task.donor;
         // Relaxed: caches for the quick check (see `TaskDonor`).
         d.hint.store(base.hint(), Ordering::Relaxed);
@@ -323,6 +445,7 @@ impl Ledger {
                 task,
                 base,
                 applied,
+                loan,
             };
             match idx {
                 Some(i) => self.boosted[i] = entry,
@@ -349,7 +472,15 @@ impl Ledger {
             .iter()
             .position(|b| std::ptr::eq(b.task, task))?;
         let pin = crate::loom::pin();
-        if let Some(loan) = self.loans_to(task, 0, &pin) {
+        // Something is lent to `me` only if some listed waiter lends to it directly: look for
+        // one before working out every loan.
+        let lent_to_me = self.listed.iter().any(|l| {
+            !std::ptr::eq(l.task, task)
+                && Self::lent_to(l, &pin)
+                    .iter()
+                    .any(|o| o.is_some_and(|o| std::ptr::eq(o, task)))
+        });
+        if let Some(loan) = lent_to_me.then(|| self.all_loans(&pin).of(task)).flatten() {
             self.settle(task, Some(loan), me);
             return None;
         }
@@ -369,7 +500,7 @@ impl Ledger {
         // the rescue left torture writers boosted). So it is no longer rescuable in this hold.
         slot.wrote(task, base);
         slot.releasing();
-        self.record(task, base, base, None);
+        self.record(task, base, base, None, None);
         Some((current, base))
     }
 }

@@ -171,7 +171,9 @@ mod tests {
         other.join().unwrap();
         starved.join().unwrap();
         if !fifo {
-            eprintln!("skipped: SCHED_FIFO not allowed, so nothing starves the first sleeper");
+            crate::sys::test_threads::skip(
+                "SCHED_FIFO not allowed, so nothing starves the first sleeper",
+            );
             return;
         }
         assert!(

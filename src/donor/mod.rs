@@ -105,6 +105,9 @@ pub(crate) struct TaskDonor {
     /// Reconciles turn `WILL_RESTORE` into `SKIPPED` with an RMW, so of that and the swap one
     /// comes first in the atomic's order.
     restores_self: AtomicU8,
+    /// Scratch for the ledger's pass over its loans (`ledger::Loans`): the thread's node in the
+    /// latest pass, validated against that pass's own table. Used only under the ledger lock.
+    pub(super) ledger_node: core::sync::atomic::AtomicUsize,
 }
 
 /// `TaskDonor::restores_self`: the thread is not passing on its last lock.
@@ -128,6 +131,7 @@ impl TaskDonor {
                 own_reads_alike: AtomicU8::new(0),
                 lent_hint: CacheU64::new(0),
                 restores_self: AtomicU8::new(NOT_RESTORING),
+                ledger_node: core::sync::atomic::AtomicUsize::new(usize::MAX),
             }
         }
     }
@@ -298,7 +302,7 @@ fn survey(me: Me, lock: &RawMutex, deadline: bool) -> Result<Survey, crate::chai
     let mine = own_effective_hint(me);
     let (mut sched, mut cpu) = (false, false);
     let mut cycle = false;
-    crate::chain::walk(lock, |_, owner| {
+    let walked = crate::chain::walk(lock, |_, owner| {
         if owner.is(me) {
             cycle = true;
             return false;
@@ -307,6 +311,10 @@ fn survey(me: Me, lock: &RawMutex, deadline: bool) -> Result<Survey, crate::chai
         (sched, cpu) = (sched || gap.sched, cpu || gap.cpu);
         true
     });
+    if walked == crate::chain::Walked::Cut && !deadline {
+        // Longer than a lending walk: look further, for the deadlock check only.
+        cycle = crate::chain::comes_back_to(me, lock);
+    }
     if cycle {
         crate::chain::check_deadlock(me, lock, deadline)?;
     }
@@ -442,6 +450,29 @@ pub(crate) fn on_thread_exit(task: &Task) {
     }
 }
 
+/// In a forked child: `task` is a record of a thread that does not exist here (its tid is a
+/// thread of the parent's): nothing may ever be lent to it or written to its tid.
+pub(crate) fn orphaned_by_fork(task: &Task) {
+    // Relaxed: the child has one thread.
+    task.donor.exiting.store(true, Ordering::Relaxed);
+    task.donor.target.store(false, Ordering::Relaxed);
+}
+
+/// In a forked child, under the ledger lock: the child's only thread, `me`, starts with a
+/// clean slate (see `ledger::after_fork_in_child`); its cached picture of itself is read again.
+pub(crate) fn after_fork_in_child(me: &Task, ledger: &mut Ledger) {
+    ledger::after_fork_in_child(me, ledger);
+    let d = &me.donor;
+    // Relaxed: the child has one thread.
+    d.listed.store(false, Ordering::Relaxed);
+    d.target.store(false, Ordering::Relaxed);
+    d.lent_hint.store(0, Ordering::Relaxed);
+    d.restores_self.store(NOT_RESTORING, Ordering::Relaxed);
+    d.hint_stamp.store(0, Ordering::Relaxed);
+    d.own_stamp.store(0, Ordering::Relaxed);
+    d.own_reads_alike.store(0, Ordering::Relaxed);
+}
+
 /// The scheduling rank (policy and priority or nice; `Attrs::hint`'s low bits) a Condvar
 /// waiter would lend, for the Condvar's record of its best waiter. 0 is the lowest.
 pub(crate) fn waiter_rank(me: Me) -> usize {
@@ -534,7 +565,7 @@ fn owner_gap(owner: &Task, mine: u64, cpu: Option<u32>) -> Gap {
     // owner, waiting for the foreground, moved it onto the hog's CPU, and was then preempted
     // by the hog inside the ledger: the foreground waited 2-20 ms for the ledger lock. The
     // owner's rank is what it has now, a loan included: a boosted owner competes at that rank
-    // (the ledger would drop such a CPU anyway, `Lent::merge`; this spares the lend).
+    // (the ledger would drop such a CPU anyway, `Lent::absorb`; this spares the lend).
     let outranked = effective_hint(owner) & RANK_BITS > mine & RANK_BITS;
     Gap {
         sched: hint_better(mine, hint),

@@ -74,6 +74,15 @@ impl RescueSlot {
     }
 
     /// `task` has taken the ledger lock.
+    /// In a forked child: no rescue stands, whatever a thread of the parent's was doing.
+    #[cfg(not(loom))]
+    pub(crate) fn reset_after_fork(&self) {
+        // Relaxed: the child has one thread.
+        self.holder.store(0, Ordering::Relaxed);
+        self.task.store(0, Ordering::Relaxed);
+        self.state.store(IDLE, Ordering::Relaxed);
+    }
+
     pub(crate) fn holding(&self, task: &Task) {
         // SeqCst: one side of the Dekker with `try_rescue` (see `releasing`).
         self.holder
@@ -207,7 +216,7 @@ impl RescueSlot {
 /// than the holder's. Returns what it had and what it has now.
 ///
 /// A rescuer of the holder's own rank lends no CPU, as a donor's CPU goes with its rank in
-/// `Lent::merge`: where it ran, threads of that rank run too, and the holder would compete
+/// `Lent::absorb`: where it ran, threads of that rank run too, and the holder would compete
 /// with them there instead of on its own CPU. Seen in the demo's `direct` scenario: the
 /// foreground, holding the ledger lock, was writing nice 0 to the SCHED_IDLE owner on the
 /// hog's CPU; the owner, running on that loan, found the foreground off its CPU, read itself
@@ -221,7 +230,7 @@ fn lend_to_holder(task: &Task, me: &Task) -> Option<(Attrs, Attrs)> {
     let had = crate::loom::read_attrs(task.tid()).ok()?;
     let mine = crate::loom::read_attrs(me.tid()).ok()?;
     if had.sched.better_than(&mine.sched) {
-        return None; // our CPU is no better a place for it (`Lent::merge`)
+        return None; // our CPU is no better a place for it (`Lent::absorb`)
     }
     let cpu = crate::loom::current_cpu().filter(|_| mine.sched.better_than(&had.sched));
     let loan = Lent::from_donor(&mine, cpu);

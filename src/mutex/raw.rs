@@ -435,6 +435,15 @@ impl RawMutex {
         owner_of(word) == 0 && word & PARKED != 0
     }
 
+    /// Whether a waiter is registered in the spinner slot, and whether sections are flagged
+    /// as published (`REQUESTS`): what a fork test checks its child inherited.
+    #[doc(hidden)]
+    pub fn spinner_and_published_sections(&self) -> (bool, bool) {
+        // Relaxed: a snapshot for tests.
+        let spinner = self.spinner.load(Ordering::Relaxed) != 0;
+        (spinner, self.word.load(Ordering::Relaxed) & REQUESTS != 0)
+    }
+
     /// True if the owner named by the word is also registered in the spinner slot, read in
     /// that order. The slot is emptied by the claim that chooses a spinner, before the word
     /// names it, and an owner never registers, so this never holds for a thread that locks

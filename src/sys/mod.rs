@@ -149,6 +149,25 @@ unsafe extern "C" fn run_exit_hook(value: *mut libc::c_void) {
     unsafe { (hook.hook)(hook.arg) }
 }
 
+/// How many threads the process has (`num_threads` in `/proc/self/stat`); `None` if that
+/// cannot be read.
+#[cfg(not(loom))]
+pub(crate) fn thread_count() -> Option<usize> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name, which may contain spaces; num_threads is
+    // field 20 of proc(5), the 18th after the name.
+    stat.rsplit_once(") ")?.1.split(' ').nth(17)?.parse().ok()
+}
+
+/// Registers `fork()` handlers (`pthread_atfork`): `prepare` in the forking thread before the
+/// fork, `parent` in it after, `child` in the child's only thread. Failure (out of memory) is
+/// ignored: a child then inherits the state as it was, which is what happens without them.
+#[cfg(not(loom))]
+pub(crate) fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
+    // SAFETY: three plain C-ABI functions that never unwind (the callers make sure).
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+}
+
 /// Arranges for `hook(arg)` to run when the calling thread exits. One hook per thread: a second
 /// registration replaces the first (the caller registers once per record).
 pub(crate) fn on_thread_exit(arg: *mut (), hook: unsafe fn(*mut ())) {

@@ -256,6 +256,19 @@ impl SwitchLogSlot {
     }
 }
 
+impl SwitchLogSlot {
+    /// In a forked child: closes the log inherited from the parent, which watches a thread of
+    /// the parent's. The child has one thread, so nobody reads it meanwhile.
+    pub(crate) fn forget_after_fork(&self) {
+        // Relaxed: the child's only thread is the caller.
+        let log = self.0.swap(std::ptr::null_mut(), Ordering::Relaxed);
+        if !log.is_null() && log != NO_LOG {
+            // SAFETY: installed by `install` from `Box::into_raw`, now out of the slot.
+            drop(unsafe { Box::from_raw(log) });
+        }
+    }
+}
+
 impl Drop for SwitchLogSlot {
     fn drop(&mut self) {
         let log = *self.0.get_mut();
@@ -333,7 +346,9 @@ mod tests {
                 return Some(log);
             }
             if super::STATE.load(Ordering::Relaxed) == super::REFUSED || Instant::now() > end {
-                eprintln!("skipped: perf_event_open is refused here, the clock reads stand in");
+                crate::sys::test_threads::skip(
+                    "perf_event_open is refused here, the clock reads stand in",
+                );
                 return None;
             }
             std::thread::sleep(Duration::from_millis(1));

@@ -98,11 +98,21 @@ pub(crate) fn wait_until_asleep(tid: Tid) {
     }
 }
 
+/// Says that a unit test skipped what it checks, and why: on stderr and in the test run's log
+/// of skips (`test_hooks::log_skip`).
+pub(crate) fn skip(why: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a unit test")
+        .to_string();
+    crate::loom::test_hooks::log_skip(&test, why);
+}
+
 /// Whether the machine has the two CPUs these tests stage their threads on; says why not.
 pub(crate) fn has_two_cpus(why: &str) -> bool {
     let two = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
     if !two {
-        eprintln!("skipped: needs two CPUs ({why})");
+        skip(&format!("needs two CPUs ({why})"));
     }
     two
 }

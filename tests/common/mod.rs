@@ -8,6 +8,12 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+/// Says that `test` skipped (all or part of) what it checks, and why: on stderr and in the
+/// test run's log of skips (`proxy_lock::test_hooks::log_skip`).
+pub fn skip(test: &str, why: &str) {
+    proxy_lock::test_hooks::log_skip(test, why);
+}
+
 /// (policy, nice, rt_priority) of thread `tid`, from `/proc/self/task/<tid>/stat`.
 pub fn sched_of(tid: i32) -> (i32, i32, u32) {
     let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
@@ -173,4 +179,39 @@ pub fn spawn_waiter(
         asleep_on(tid, m) || handle.is_finished()
     });
     (tid, handle)
+}
+
+/// Forks; the child runs `child` and exits with its code (1 if it panics). Returns the
+/// child's exit code, or `None` if it did not finish within `limit` (then it is killed).
+pub fn fork_and_wait(limit: Duration, child: impl FnOnce() -> i32) -> Option<i32> {
+    // SAFETY: fork has no preconditions; the child only runs `child` and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(1);
+        // SAFETY: leaves the child at once, without running the parent's exit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut status = 0;
+        // SAFETY: valid out-pointer; `pid` is our child.
+        let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if rc == pid {
+            return Some(if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            });
+        }
+        if Instant::now() > deadline {
+            // SAFETY: kill and reap our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return None;
+        }
+        thread::sleep(Duration::from_micros(200));
+    }
 }

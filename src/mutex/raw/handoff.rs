@@ -215,6 +215,15 @@ impl RawMutex {
             return Spinner::None;
         }
         crate::loom::after_spinner_claim();
+        // SAFETY: claimed, so alive (above and below); a record that has exited was registered
+        // by a thread of the parent's at a fork, and stays.
+        if unsafe { crate::task::has_exited(spinner) } {
+            // Nobody will come for the lock: not handed. Relaxed: see the stale bit above.
+            if self.spinner.load(Ordering::Relaxed) == 0 {
+                self.word.fetch_and(!SPINNING, Ordering::Relaxed);
+            }
+            return Spinner::None;
+        }
         // A spinner waiting while the owner runs still shows as blocked on this lock: its wait
         // ends before the word names it, as a parked waiter's does (`hand_to_parked`).
         // SAFETY: we claimed the spinner, so it cannot withdraw, and it stays in its spin
