@@ -3,7 +3,10 @@
 //! consistent order, with guards and with `Mutex::run`, under all three policies; they hold
 //! long now and then, sleep at random, use a Condvar with timeouts, panic inside sections; a
 //! side thread keeps spawning threads that exit holding a forgotten guard, some of them while
-//! boosted. Invariants are checked all the time:
+//! boosted; another keeps spawning batches of short threads that each take one of the locks
+//! and exit (thread churn, half of them at nice 15 so that they are lent to); a third forks
+//! now and then, and each child uses proxy-lock (or execs) while the parent's threads go on
+//! lending. Invariants are checked all the time:
 //!
 //! * no two holders: each lock has a holder counter, raised and lowered inside every section;
 //! * no lost wake-up: a watchdog fails the run if a writer waits past a generous bound, and
@@ -11,6 +14,8 @@
 //! * no deadlock report: the lock order is consistent, so any panic other than the injected
 //!   ones fails the run;
 //! * every writer ends at its base attributes, read back from `/proc`;
+//! * every forked child finishes its part (none hangs on state a parent thread held at the
+//!   fork), and the forking thread keeps its own attributes after each child;
 //! * the counters are plausible: donations, restores, sections run by proxy and handoffs all
 //!   happened, and (with CAP_SYS_NICE) no write failed for lack of privilege.
 //!
@@ -22,7 +27,7 @@
 
 mod common;
 
-use common::{cpus_of, sched_of, set_nice, set_policy};
+use common::{cpus_of, fork_and_wait, sched_of, set_nice, set_policy};
 use proxy_lock::{Condvar, Mutex, Policy, capabilities, counters, current_tid};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
@@ -36,6 +41,10 @@ const POLICIES: [Policy; 3] = [Policy::Spin, Policy::Handoff, Policy::Adaptive];
 /// SCHED_IDLE writers on 2 busy CPUs, long holds, and sleeps inside sections.
 const STUCK_AFTER: Duration = Duration::from_secs(10);
 const INJECTED: &str = "torture: injected panic";
+
+#[path = "../benches/workloads/churn.rs"]
+#[allow(dead_code)] // only its loan round is used here
+mod churn;
 
 /// What a writer is: how it sets itself up, and whether it boosts itself to SCHED_FIFO now and
 /// then (locktorture's `rt_boost`).
@@ -110,6 +119,14 @@ struct Shared {
     timeouts: AtomicU64,
     injected: AtomicU64,
     exits: AtomicU64,
+    churned: AtomicU64,
+    forks: AtomicU64,
+    /// Times the forking thread was found lent to right after a child (see `forker`).
+    forker_rescued: AtomicU64,
+    /// Held (read) by the threads that start and end threads during the run, and (write) by
+    /// the forker across each fork: std's thread start and exit take a process-wide lock of
+    /// std's, and a child forked while another thread held it hangs in `thread::spawn`.
+    spawning: std::sync::RwLock<()>,
 }
 
 impl Shared {
@@ -327,6 +344,7 @@ fn rt_boost(role: &Role, until: &mut Option<Instant>, rng: &mut Rng) {
 fn exiter(shared: Arc<Shared>, privileged: bool) {
     let mut rng = Rng(0xDEAD_BEEF);
     while !shared.stop.load(SeqCst) {
+        let spawning = shared.spawning.read().unwrap_or_else(|e| e.into_inner());
         let lock = Arc::new(Mutex::new(0u32));
         let (taken_tx, taken_rx) = std::sync::mpsc::channel();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
@@ -356,8 +374,118 @@ fn exiter(shared: Arc<Shared>, privileged: bool) {
         if lock.try_lock().is_ok() {
             shared.fail("a lock whose holder exited holding it was free".into());
         }
+        drop(spawning);
         shared.exits.fetch_add(1, SeqCst);
         thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Thread churn: batches of 8 short threads, each taking one lock (by guard or by
+/// `Mutex::run`) and exiting; in every other batch they run at nice 15, so the writers lend to
+/// them and some exit just after a loan ended.
+fn churner(shared: Arc<Shared>, privileged: bool) {
+    let mut batch = 0u64;
+    while !shared.stop.load(SeqCst) {
+        batch += 1;
+        let lowly = privileged && batch.is_multiple_of(2);
+        let _spawning = shared.spawning.read().unwrap_or_else(|e| e.into_inner());
+        let threads: Vec<_> = (0..8u64)
+            .map(|t| {
+                let shared = shared.clone();
+                thread::spawn(move || {
+                    if lowly {
+                        set_nice(15);
+                    }
+                    let lock = &shared.locks[((batch * 8 + t) % LOCKS as u64) as usize];
+                    let enter = |data: &mut u64| {
+                        let _inside = Inside::enter(lock, &shared);
+                        *data += 1;
+                    };
+                    if t % 2 == 0 {
+                        let _ = lock.data.run(enter);
+                    } else {
+                        enter(&mut lock.data.lock().unwrap_or_else(|p| p.into_inner()));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            if t.join().is_err() {
+                shared.fail("a churn thread died".into());
+            }
+        }
+        shared.churned.fetch_add(8, SeqCst);
+    }
+}
+
+/// Forks every ~20 ms while the writers lend to each other. Each child checks that its tid is
+/// its own, runs a loan round of its own (a nice-0 waiter lending to a nice-19 owner), and
+/// (every 8th child execs `/bin/true` instead) takes a fresh lock by guard and by
+/// `Mutex::run` and tries every torture lock: one a parent thread held at the fork stays held,
+/// one that was free is taken and released. A child that fails or does not finish within
+/// 10 s, or a lasting change to the forking thread's attributes, fails the run.
+fn forker(shared: Arc<Shared>, privileged: bool) {
+    if privileged {
+        set_nice(3);
+    }
+    let base = own_attrs();
+    let parent_tid = current_tid();
+    let mut n = 0u64;
+    while !shared.stop.load(SeqCst) {
+        n += 1;
+        let quiet = shared.spawning.write().unwrap_or_else(|e| e.into_inner());
+        let code = fork_and_wait(Duration::from_secs(10), || {
+            // SAFETY: gettid takes no arguments and cannot fail.
+            let tid = unsafe { libc::syscall(libc::SYS_gettid) as i32 };
+            if current_tid() != tid || tid == parent_tid {
+                return 2;
+            }
+            if privileged {
+                // A loan inside the child, at nice 0: it must land on the child's own thread.
+                set_nice(0);
+                churn::loan_round();
+            }
+            if n.is_multiple_of(8) {
+                let path = c"/bin/true";
+                let argv = [path.as_ptr(), std::ptr::null()];
+                // SAFETY: a NUL-terminated path and argv; on success it does not return.
+                unsafe { libc::execv(path.as_ptr(), argv.as_ptr()) };
+                return 5;
+            }
+            let fresh = Mutex::with_policy(0u32, Policy::Handoff);
+            *fresh.lock().unwrap() += 1;
+            if fresh.run(|v| *v + 1).unwrap() != 2 {
+                return 3;
+            }
+            for lock in &shared.locks {
+                drop(lock.data.try_lock());
+            }
+            0
+        });
+        drop(quiet);
+        match code {
+            Some(0) => {}
+            Some(c) => shared.fail(format!("forked child {n} failed with exit code {c}")),
+            None => shared.fail(format!("forked child {n} hung")),
+        }
+        // The forking thread holds the ledger lock across `fork()`, so a writer that waits for
+        // it may rescue it (lend it its attributes) until that writer takes the lock and puts
+        // it back. What must never happen is a change that stays: the child writing to it.
+        if own_attrs() != base {
+            shared.forker_rescued.fetch_add(1, SeqCst);
+            let settled = Instant::now() + Duration::from_secs(2);
+            while own_attrs() != base && Instant::now() < settled {
+                thread::sleep(Duration::from_millis(1));
+            }
+            let now = own_attrs();
+            if now != base {
+                shared.fail(format!(
+                    "after forked child {n}, the forking thread stayed at {now:?}, not {base:?}"
+                ));
+            }
+        }
+        shared.forks.fetch_add(1, SeqCst);
+        thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -413,6 +541,10 @@ fn torture() {
         timeouts: AtomicU64::new(0),
         injected: AtomicU64::new(0),
         exits: AtomicU64::new(0),
+        churned: AtomicU64::new(0),
+        forks: AtomicU64::new(0),
+        forker_rescued: AtomicU64::new(0),
+        spawning: std::sync::RwLock::new(()),
     });
     // Injected panics are expected: keep their messages out of the log.
     let default_hook = std::panic::take_hook();
@@ -438,12 +570,23 @@ fn torture() {
         let s = shared.clone();
         move || exiter(s, privileged)
     }));
+    threads.push(thread::spawn({
+        let s = shared.clone();
+        move || churner(s, privileged)
+    }));
     let dog = thread::spawn({
         let s = shared.clone();
         move || watchdog(s)
     });
+    // Started last and stopped first: no thread of the run starts or ends outside
+    // `Shared::spawning` while it forks.
+    let forker = thread::spawn({
+        let s = shared.clone();
+        move || forker(s, privileged)
+    });
     thread::sleep(Duration::from_secs_f64(secs));
     shared.stop.store(true, SeqCst);
+    threads.insert(0, forker);
     for t in threads {
         if t.join().is_err() {
             shared.fail("a torture thread died".into());
@@ -458,6 +601,12 @@ fn torture() {
     let proxied = got(|c| c.proxied);
     let handoffs = got(|c| c.handoffs);
     let failed_permission = got(|c| c.failed_permission);
+    let (churned, forks) = (shared.churned.load(SeqCst), shared.forks.load(SeqCst));
+    if churned == 0 || forks == 0 {
+        shared.fail(format!(
+            "the side threads did not run: churned {churned}, forked {forks}"
+        ));
+    }
     if proxied == 0 || handoffs == 0 {
         shared.fail(format!(
             "implausible counters: proxied {proxied}, handoffs {handoffs}"
@@ -484,10 +633,14 @@ fn torture() {
     );
     println!(
         "donations {donations}, restores {restores}, proxied {proxied}, handoffs {handoffs}, \
-         timeouts {}, injected panics {}, exited holding a guard {}, max wait {:.2} ms",
+         timeouts {}, injected panics {}, exited holding a guard {}, churned threads {}, \
+         forked children {} (forker lent to for a while after {}), max wait {:.2} ms",
         shared.timeouts.load(SeqCst),
         shared.injected.load(SeqCst),
         shared.exits.load(SeqCst),
+        churned,
+        forks,
+        shared.forker_rescued.load(SeqCst),
         shared.max_wait_us.load(SeqCst) as f64 / 1000.0
     );
     println!("counters: {}", c);
