@@ -8,6 +8,9 @@
 //! Needs root to give up (CI runs as root). Without it, the test says so and skips.
 
 mod common;
+#[path = "../benches/workloads/deep_chain.rs"]
+#[allow(dead_code)] // only the chain is used here
+mod deep_chain;
 
 use common::{
     Owner, asleep_on, cpus_of, eventually, pin, sched_of, set_nice, set_policy, spawn_waiter,
@@ -144,8 +147,26 @@ fn child() {
     for policy in [Policy::Spin, Policy::Handoff, Policy::Adaptive] {
         contended_use_still_works(policy);
     }
+    a_refused_loan_is_not_retried_while_it_stays_the_same();
     println!("counters: {}", counters());
     println!("{PASSED}");
+}
+
+/// A chain of 64 nice-19 owners with a nice-0 waiter at its end, unwound: each owner is lent
+/// nice 0 and the kernel refuses it. Each hop reconciles the whole chain; a refused loan that
+/// has not changed is not tried again, so the refusals stay about linear in the depth (they
+/// were about depth² / 2 when every reconcile retried every owner).
+fn a_refused_loan_is_not_retried_while_it_stays_the_same() {
+    const DEPTH: u64 = 64;
+    let before = counters().failed_permission;
+    deep_chain::unwind_time(DEPTH as usize);
+    let refused = counters().failed_permission - before;
+    println!("a {DEPTH}-deep chain: {refused} refused loans");
+    assert!(refused > 0, "no loan was tried, so nothing was checked");
+    assert!(
+        refused <= 4 * DEPTH,
+        "{refused} refused loans for a {DEPTH}-deep chain: refused loans are retried"
+    );
 }
 
 /// Four threads at nice 0, 5, 10 and 19 add to one counter under `policy`: loans among them

@@ -53,8 +53,8 @@ pub fn unwind_time(depth: usize) -> Duration {
                 })
                 .unwrap(),
         );
-        held.recv().unwrap();
     }
+    let first_tid = held.recv().unwrap();
     for k in 1..depth {
         let (mine, previous) = (Arc::clone(&locks[k]), Arc::clone(&locks[k - 1]));
         let held_tx = held_tx.clone();
@@ -85,12 +85,33 @@ pub fn unwind_time(depth: usize) -> Duration {
             .unwrap(),
     );
     wait_until_blocked(tid.recv().unwrap(), &locks[depth - 1]);
+    wait_until_lent(first_tid, depth);
     let start = Instant::now();
     go_tx.send(()).unwrap();
     for t in threads {
         t.join().unwrap();
     }
     start.elapsed()
+}
+
+/// Waits until the last waiter's loan has gone down the chain, so that the unwind is timed
+/// without it: until the first owner runs at nice 0 where loans are allowed (a loan walk goes
+/// at most 1,024 owners deep, so a longer chain's first owner is not lent to), or a moment
+/// where they are not.
+fn wait_until_lent(first_tid: i32, depth: usize) {
+    if !proxy_lock::capabilities().cap_sys_nice || depth > 1_024 {
+        thread::sleep(Duration::from_millis(50));
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // SAFETY: getpriority on a thread of ours; no pointers.
+    while unsafe { libc::getpriority(libc::PRIO_PROCESS, first_tid as libc::id_t) } != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the loan never reached the first owner"
+        );
+        thread::sleep(Duration::from_micros(200));
+    }
 }
 
 /// The same chain with `std::sync::Mutex`, which lends nothing, as the reference: how long

@@ -22,7 +22,8 @@ struct Listed {
     order: u64,
 }
 
-/// A thread whose attributes the ledger changed.
+/// A thread whose attributes the ledger changed, or tried to change: a loan the kernel
+/// refused outright is kept with `applied == base` (`Ledger::remember_refused`).
 struct Boosted {
     task: *const Task,
     /// What the thread has of its own; updated when the application changes it meanwhile.
@@ -46,6 +47,9 @@ pub(crate) struct Ledger {
     listed: Vec<Listed>,
     boosted: Vec<Boosted>,
     next_order: u64,
+    /// `all_loans`'s tables, kept between passes: allocated afresh, a pass over a 1,024-deep
+    /// chain took new pages from the kernel and gave them back every time.
+    scratch: Loans,
 }
 
 // SAFETY: the raw pointers name task records whose lifetime the invariants above guarantee;
@@ -55,7 +59,12 @@ unsafe impl Send for Ledger {}
 impl Ledger {
     crate::loom::const_fn! {
         pub(crate) fn new() -> Ledger {
-            Ledger { listed: Vec::new(), boosted: Vec::new(), next_order: 0 }
+            Ledger {
+                listed: Vec::new(),
+                boosted: Vec::new(),
+                next_order: 0,
+                scratch: Loans::new(),
+            }
         }
     }
 }
@@ -178,8 +187,8 @@ fn base_of(boosted: &[Boosted], l: &Listed) -> Attrs {
 struct Loans {
     tasks: Vec<*const Task>,
     lent: Vec<Option<Lent>>,
-    /// The recorded base of each boosted thread's node.
-    base: Vec<Option<Attrs>>,
+    /// Each node's entry in `Ledger::boosted`, or `NOT_BOOSTED`.
+    boosted: Vec<usize>,
     /// Per node, its first edge in `edges`, or `NO_EDGE`.
     first_edge: Vec<usize>,
     /// (target node, next edge of the same node).
@@ -187,16 +196,28 @@ struct Loans {
 }
 
 const NO_EDGE: usize = usize::MAX;
+const NOT_BOOSTED: usize = usize::MAX;
 
 impl Loans {
-    fn with_capacity(nodes: usize) -> Loans {
-        Loans {
-            tasks: Vec::with_capacity(nodes),
-            lent: Vec::with_capacity(nodes),
-            base: Vec::with_capacity(nodes),
-            first_edge: Vec::with_capacity(nodes),
-            edges: Vec::with_capacity(nodes),
+    crate::loom::const_fn! {
+        fn new() -> Loans {
+            Loans {
+                tasks: Vec::new(),
+                lent: Vec::new(),
+                boosted: Vec::new(),
+                first_edge: Vec::new(),
+                edges: Vec::new(),
+            }
         }
+    }
+
+    /// Empties the tables, keeping their memory.
+    fn clear(&mut self) {
+        self.tasks.clear();
+        self.lent.clear();
+        self.boosted.clear();
+        self.first_edge.clear();
+        self.edges.clear();
     }
 
     /// The node of `task`, made if new.
@@ -209,7 +230,7 @@ impl Loans {
         }
         self.tasks.push(task);
         self.lent.push(None);
-        self.base.push(None);
+        self.boosted.push(NOT_BOOSTED);
         self.first_edge.push(NO_EDGE);
         node.store(self.tasks.len() - 1, Ordering::Relaxed);
         self.tasks.len() - 1
@@ -314,19 +335,24 @@ impl Ledger {
     /// can grow only a few times (its rank, its clamps, its CPUs), so this takes time about
     /// linear in the number of listed waiters, however long the chains, and stops on cycles
     /// (a member of a cycle is lent its own attributes back, which changes nothing).
-    fn all_loans(&self, pin: &Pin) -> Loans {
-        let mut loans = Loans::with_capacity(self.listed.len() * 2);
+    /// The tables are `scratch`'s: give them back (`self.scratch = loans`) when done.
+    fn all_loans(&mut self, pin: &Pin) -> Loans {
+        let mut loans = std::mem::replace(&mut self.scratch, Loans::new());
+        loans.clear();
         // A boosted waiter lends its base, not its loan (which reaches the owner anyway):
-        // its node carries that base, so each listed waiter costs one lookup, not a search.
-        for b in &self.boosted {
+        // its node names its entry, so each listed waiter costs one lookup, not a search.
+        for (i, b) in self.boosted.iter().enumerate() {
             // SAFETY: a boosted record is alive (invariant).
             let n = loans.node(unsafe { &*b.task });
-            loans.base[n] = Some(b.base);
+            loans.boosted[n] = i;
         }
         for l in &self.listed {
             // SAFETY: a listed record is alive (invariant).
             let waiter = loans.node(unsafe { &*l.task });
-            let own = Lent::from_donor(&loans.base[waiter].unwrap_or(l.own), l.cpu);
+            let own = match loans.boosted[waiter] {
+                NOT_BOOSTED => Lent::from_donor(&l.own, l.cpu),
+                i => Lent::from_donor(&self.boosted[i].base, l.cpu),
+            };
             for owner in Self::lent_to(l, pin).into_iter().flatten() {
                 if std::ptr::eq(owner, l.task) {
                     continue;
@@ -361,7 +387,7 @@ impl Ledger {
         // The boosted threads whose loan changed or ended, then the threads lent to that are
         // not boosted yet. A thread lent the same as when it was last written is left alone:
         // no syscall, and a walk of the ledger linear in its size, however long the chains.
-        // A boosted thread's node is the one that carries its base (`all_loans`).
+        // A boosted thread's node names its entry (`all_loans`).
         let mut changed: Vec<(*const Task, Option<Lent>)> = Vec::new();
         for b in &self.boosted {
             let loan = loans.of(b.task);
@@ -370,10 +396,11 @@ impl Ledger {
             }
         }
         for n in 0..loans.tasks.len() {
-            if loans.lent[n].is_some() && loans.base[n].is_none() {
+            if loans.lent[n].is_some() && loans.boosted[n] == NOT_BOOSTED {
                 changed.push((loans.tasks[n], loans.lent[n]));
             }
         }
+        self.scratch = loans;
         for (task, loan) in changed {
             // SAFETY: boosted records are alive (invariant); owners are alive while pinned.
             self.settle(unsafe { &*task }, loan, me);
@@ -415,7 +442,35 @@ impl Ledger {
         let lower_ok = !std::ptr::eq(task, me.task());
         let applied = write(task, current, target, base, lower_ok);
         rescue_slot().wrote(task, applied);
+        if applied == base && loan.is_some() && target != base {
+            // The kernel refused the whole loan (no CAP_SYS_NICE, say). Remember the loan, as
+            // for a boosted thread, so that reconciles skip it while it stays the same:
+            // otherwise every reconcile tried every such thread again, two syscalls each, and a
+            // 1,024-deep chain took about a second to unwind instead of 0.15 s.
+            self.remember_refused(task, base, idx, loan);
+            return;
+        }
         self.record(task, base, applied, idx, loan);
+    }
+
+    /// Keeps `task`, left at `base` because the kernel refused `loan`, in `boosted` with
+    /// `applied == base`: reconciles then retry only when its loan changes. Nothing was
+    /// applied, so its caches say "not lent to", and it does not restore itself (there is
+    /// nothing to restore); a reconcile that finds its loan gone drops the entry.
+    fn remember_refused(
+        &mut self,
+        task: &Task,
+        base: Attrs,
+        idx: Option<usize>,
+        loan: Option<Lent>,
+    ) {
+        self.record(task, base, base, idx, None);
+        self.boosted.push(Boosted {
+            task,
+            base,
+            applied: base,
+            loan,
+        });
     }
 
     /// Records that `task` (entry `idx` of `boosted`, if it has one) now has `applied` over
@@ -480,7 +535,15 @@ impl Ledger {
                     .iter()
                     .any(|o| o.is_some_and(|o| std::ptr::eq(o, task)))
         });
-        if let Some(loan) = lent_to_me.then(|| self.all_loans(&pin).of(task)).flatten() {
+        let loan = lent_to_me
+            .then(|| {
+                let loans = self.all_loans(&pin);
+                let loan = loans.of(task);
+                self.scratch = loans;
+                loan
+            })
+            .flatten();
+        if let Some(loan) = loan {
             self.settle(task, Some(loan), me);
             return None;
         }
