@@ -240,18 +240,24 @@ impl LockUser<f64> for &TimedContention {
 /// The `--rounds N` option of a measurement example (its only option), or `default`. Exits
 /// with a usage line on anything else.
 pub fn rounds_arg(default: usize, program: &str) -> usize {
-    let mut rounds = default;
+    count_arg("--rounds", default, 1, program)
+}
+
+/// The program's only option, `flag N` with N at least `min`; `default` without it. Anything
+/// else prints the usage and exits with code 2.
+pub fn count_arg(flag: &str, default: usize, min: usize, program: &str) -> usize {
+    let mut n = default;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        match (a.as_str(), args.next().and_then(|v| v.parse().ok())) {
-            ("--rounds", Some(n)) if n > 0 => rounds = n,
+        match (a == flag, args.next().and_then(|v| v.parse().ok())) {
+            (true, Some(v)) if v >= min => n = v,
             _ => {
-                eprintln!("usage: {program} [--rounds N]");
+                eprintln!("usage: {program} [{flag} N]  (N at least {min})");
                 std::process::exit(2)
             }
         }
     }
-    rounds
+    n
 }
 
 /// Median of a sample (sorted in place).
