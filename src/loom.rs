@@ -214,6 +214,8 @@ mod real {
     /// holds (the child has this one thread), with a fresh holder name and rescue slot, then
     /// lets go of both.
     pub(crate) fn after_fork_in_child(f: impl FnOnce(&mut crate::donor::Ledger, &mut Vec<usize>)) {
+        // First: the records' logs are forgotten below as logs of the parent's.
+        crate::sys::switch_log::after_fork_in_child();
         HOLDER_TID.with(|t| t.set(crate::sys::gettid()));
         FORK_REGISTRY.with(|r| {
             if let Some(mut registry) = r.take() {

@@ -27,7 +27,7 @@
 
 use crate::Tid;
 use crate::sys::sched::errno;
-use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 /// `perf_event_attr`, in its first published size (`PERF_ATTR_SIZE_VER0`): the kernel reads
 /// the fields it knows from a shorter struct and takes the rest as zero.
@@ -67,6 +67,8 @@ const RECORD_LEN: u64 = 8;
 
 /// An open log of one thread's context switches. Closed on drop.
 pub(crate) struct SwitchLog {
+    /// The process's fork generation when the log was opened (`GENERATION`).
+    generation: u32,
     fd: libc::c_int,
     /// The mapping: a control page, then the ring.
     map: *mut libc::c_void,
@@ -149,6 +151,8 @@ impl SwitchLog {
             return Err(e);
         }
         let mut log = SwitchLog {
+            // Relaxed: bumped only in a forked child before it has a second thread.
+            generation: GENERATION.load(Ordering::Relaxed),
             fd,
             map,
             map_len,
@@ -196,12 +200,32 @@ impl SwitchLog {
 
 impl Drop for SwitchLog {
     fn drop(&mut self) {
+        // Relaxed: see `GENERATION`.
+        if self.generation != GENERATION.load(Ordering::Relaxed) {
+            // Opened before a fork (a record the parent had retired, freed in the child):
+            // perf mappings are not copied into a child, so the address may be one of the
+            // child's own mappings by now, and the fd number one the child reused. Its fd
+            // copy stays open (close-on-exec).
+            return;
+        }
         // SAFETY: the mapping and fd are ours, and dropping the log ends every use of them.
         unsafe {
             libc::munmap(self.map, self.map_len);
             libc::close(self.fd);
         }
     }
+}
+
+/// How many forks stand between the first process and this one: a log opened in another
+/// generation has no mapping here (`SwitchLog`'s drop).
+static GENERATION: AtomicU32 = AtomicU32::new(0);
+
+/// In a forked child, before it has a second thread: logs opened before now belong to the
+/// parent's threads and mappings.
+pub(crate) fn after_fork_in_child() {
+    // Relaxed: the child has one thread; threads it starts are ordered after this by their
+    // creation.
+    GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A thread's switch log, opened by the thread itself once it has given back a loan (so a
@@ -264,7 +288,11 @@ impl SwitchLogSlot {
         let log = self.0.swap(std::ptr::null_mut(), Ordering::Relaxed);
         if !log.is_null() && log != NO_LOG {
             // SAFETY: installed by `install` from `Box::into_raw`, now out of the slot.
-            drop(unsafe { Box::from_raw(log) });
+            let log = unsafe { Box::from_raw(log) };
+            // Here, before the child runs anything, the inherited fd is still the log's: close
+            // it (the drop leaves logs of an older generation alone).
+            // SAFETY: the fd came with the fork and nothing else in the child refers to it.
+            unsafe { libc::close(log.fd) };
         }
     }
 }
