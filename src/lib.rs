@@ -112,8 +112,8 @@
 //!
 //! A child of a process that had more than one thread at the fork sleeps on a parking table
 //! of the crate's own instead of `parking_lot_core`'s, which still links the parent's sleeping
-//! threads in the child: one lock and a list, fine for a child's few threads, slower under
-//! heavy contention. Starting threads in such a child is subject to std's and POSIX's rules
+//! threads in the child: one lock and a list, as fast for a child's few threads, but with
+//! many sleeping threads it scales worse than `parking_lot_core`'s hash table. Starting threads in such a child is subject to std's and POSIX's rules
 //! for a forked multithreaded process (until it execs, only async-signal-safe calls are
 //! defined; std's `thread::spawn` can hang if another thread was starting or ending at the
 //! fork). The fork hooks take the donation ledger's lock across the fork, so loans in the

@@ -192,7 +192,7 @@ mod real {
     /// `fork()` is about to run on this thread (`holder`): it takes the ledger lock and the
     /// registry lock, so that no other thread is halfway through either when the child is
     /// made. A child that inherited a lock held by a thread that does not exist in it would
-    /// wait for it forever (2 of 900 children forked under donation load did).
+    /// wait for it forever.
     pub(crate) fn before_fork(holder: &crate::task::Task) {
         // Relaxed: read by the child, a copy of this thread right after the store.
         PARENT_THREADS.store(

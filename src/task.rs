@@ -447,8 +447,8 @@ unsafe fn retire_current(arg: *mut ()) {
 /// tid and drops the parent's switch log, and every other record, whose thread does not exist
 /// here, counts as exited (nothing lends to it, nothing writes to its tid, which is still the
 /// parent's, no holder runs a section it published, and no unlock hands it a lock it was
-/// spinning for: `RawMutex::hand_to_spinner`). Those records stay: lock words in the child's memory may name them, as a lock
-/// held by another thread at the fork stays held in the child.
+/// spinning for: `RawMutex::hand_to_spinner`). Those records stay: lock words in the child's
+/// memory may name them, as a lock held by another thread at the fork stays held in the child.
 pub(crate) fn after_fork_in_child(registry: &mut Vec<usize>) {
     adopt_new_records(registry);
     let me = CURRENT.with(Cell::get);

@@ -18,15 +18,19 @@ fn set_own_nice(nice: i32) {
     unsafe { libc::setpriority(libc::PRIO_PROCESS, current_tid() as libc::id_t, nice) };
 }
 
-fn wait_until_blocked(tid: i32, on: &Mutex<()>) {
+/// Polls `done` until it holds; panics saying `what` never happened if that takes 30 s.
+fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while thread_blocked_on(tid) != Some(on.id()) {
-        assert!(
-            Instant::now() < deadline,
-            "thread {tid} never slept on its lock"
-        );
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} never happened");
         thread::sleep(Duration::from_micros(50));
     }
+}
+
+fn wait_until_blocked(tid: i32, on: &Mutex<()>) {
+    poll_until(&format!("thread {tid} sleeping on its lock"), || {
+        thread_blocked_on(tid) == Some(on.id())
+    });
 }
 
 /// Builds a chain of `depth` nice-19 threads (thread k holds lock k and waits for lock k-1;
@@ -103,15 +107,10 @@ fn wait_until_lent(first_tid: i32, depth: usize) {
         thread::sleep(Duration::from_millis(50));
         return;
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    // SAFETY: getpriority on a thread of ours; no pointers.
-    while unsafe { libc::getpriority(libc::PRIO_PROCESS, first_tid as libc::id_t) } != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the loan never reached the first owner"
-        );
-        thread::sleep(Duration::from_micros(200));
-    }
+    poll_until("the loan reaching the first owner", || {
+        // SAFETY: getpriority on a thread of ours; no pointers.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, first_tid as libc::id_t) == 0 }
+    });
 }
 
 /// The same chain with `std::sync::Mutex`, which lends nothing, as the reference: how long
@@ -162,20 +161,14 @@ pub fn unwind_time_std(depth: usize) -> Duration {
 /// Waits until thread `tid` of this process sleeps (state `S` in `/proc`): a thread that
 /// sent its tid and then locks sleeps only on that lock.
 fn wait_until_asleep(tid: i32) {
-    let deadline = Instant::now() + Duration::from_secs(30);
     let path = format!("/proc/self/task/{tid}/stat");
-    loop {
+    poll_until(&format!("thread {tid} sleeping"), || {
         let stat = std::fs::read_to_string(&path).unwrap_or_default();
         // The state follows the parenthesised name, which may hold spaces.
-        let state = stat
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.chars().next());
-        if state == Some('S') {
-            return;
-        }
-        assert!(Instant::now() < deadline, "thread {tid} never slept");
-        thread::sleep(Duration::from_micros(50));
-    }
+        stat.rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            == Some('S')
+    });
 }
 
 /// A ring of `size` threads: thread k holds lock k, then waits for lock k+1 (mod `size`). The

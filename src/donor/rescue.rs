@@ -73,7 +73,6 @@ impl RescueSlot {
         }
     }
 
-    /// `task` has taken the ledger lock.
     /// In a forked child: no rescue stands, whatever a thread of the parent's was doing.
     #[cfg(not(loom))]
     pub(crate) fn reset_after_fork(&self) {
@@ -83,6 +82,7 @@ impl RescueSlot {
         self.state.store(IDLE, Ordering::Relaxed);
     }
 
+    /// `task` has taken the ledger lock.
     pub(crate) fn holding(&self, task: &Task) {
         // SeqCst: one side of the Dekker with `try_rescue` (see `releasing`).
         self.holder

@@ -11,12 +11,12 @@
 //!   ([`use_after_fork`]). parking_lot_core's table is not fork-safe: in the child it still
 //!   links the queue entries of the parent's sleeping threads, which live in thread stacks
 //!   that the child's new threads get (glibc reuses the stacks of the threads a fork left
-//!   behind), and a new thread's entry overwrote a linked one. Children that went on locking
-//!   hung or crashed in `unpark_filter` (6 of 1,164 under the torture test's load). This table
-//!   is the crate's own, so the child starts it empty.
+//!   behind), and a new thread's entry overwrote a linked one: children that went on locking
+//!   hung or crashed in `unpark_filter`. This table is the crate's own, so the child starts it
+//!   empty.
 //!
 //! One lock for the whole table, and a linear scan: it serves a forked child correctly, not
-//! as fast as parking_lot_core serves everyone else (the README has the figures).
+//! as fast as parking_lot_core serves everyone else.
 
 use super::{FilterOp, ParkResult, ParkToken, RequeueOp, UnparkResult, UnparkToken};
 use std::collections::VecDeque;
