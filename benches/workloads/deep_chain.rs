@@ -42,53 +42,38 @@ pub fn unwind_time(depth: usize) -> Duration {
     let (go_tx, go) = channel::<()>();
     let (held_tx, held) = channel();
     let mut threads = Vec::with_capacity(depth + 1);
-    {
-        let first = Arc::clone(&locks[0]);
-        let held_tx = held_tx.clone();
+    let (mut go, mut first_tid) = (Some(go), 0);
+    // Thread k (k < depth) holds lock k; thread k > 0 then waits for lock k-1; thread 0
+    // waits for `go`; thread `depth`, at nice 0, waits for the last lock.
+    for k in 0..=depth {
+        let mine = locks.get(k).cloned();
+        let previous = k.checked_sub(1).map(|p| Arc::clone(&locks[p]));
+        let (held_tx, go) = (held_tx.clone(), if k == 0 { go.take() } else { None });
         threads.push(
             thread::Builder::new()
                 .stack_size(STACK)
                 .spawn(move || {
-                    set_own_nice(19);
-                    let guard = first.lock().unwrap();
+                    if k < depth {
+                        set_own_nice(19);
+                    }
+                    let guard = mine.as_ref().map(|m| m.lock().unwrap());
                     held_tx.send(current_tid()).unwrap();
-                    go.recv().unwrap();
-                    drop(guard);
-                })
-                .unwrap(),
-        );
-    }
-    let first_tid = held.recv().unwrap();
-    for k in 1..depth {
-        let (mine, previous) = (Arc::clone(&locks[k]), Arc::clone(&locks[k - 1]));
-        let held_tx = held_tx.clone();
-        threads.push(
-            thread::Builder::new()
-                .stack_size(STACK)
-                .spawn(move || {
-                    set_own_nice(19);
-                    let guard = mine.lock().unwrap();
-                    held_tx.send(current_tid()).unwrap();
-                    drop(previous.lock().unwrap());
+                    if let Some(go) = go {
+                        go.recv().unwrap();
+                    }
+                    if let Some(previous) = previous {
+                        drop(previous.lock().unwrap());
+                    }
                     drop(guard);
                 })
                 .unwrap(),
         );
         let tid = held.recv().unwrap();
-        wait_until_blocked(tid, &locks[k - 1]);
+        match k {
+            0 => first_tid = tid,
+            _ => wait_until_blocked(tid, &locks[k - 1]),
+        }
     }
-    let last = Arc::clone(&locks[depth - 1]);
-    let (tid_tx, tid) = channel();
-    threads.push(
-        thread::Builder::new()
-            .stack_size(STACK)
-            .spawn(move || {
-                tid_tx.send(current_tid()).unwrap();
-                drop(last.lock().unwrap());
-            })
-            .unwrap(),
-    );
-    wait_until_blocked(tid.recv().unwrap(), &locks[depth - 1]);
     wait_until_lent(first_tid, depth);
     let start = Instant::now();
     go_tx.send(()).unwrap();
