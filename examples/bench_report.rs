@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo build --release --examples
-//! target/release/examples/bench_report --rounds 7 --write docs/benchmarks.md
+//! target/release/examples/bench_report --rounds 9 --write docs/benchmarks.md
 //! target/release/examples/bench_report --smoke     # the CI guard rail, about a minute
 //! ```
 //!

@@ -17,7 +17,8 @@
 #[path = "../benches/workloads/mod.rs"]
 mod workloads;
 
-use proxy_lock::{Mutex, Policy, counters, set_combine_bound_for_measurement};
+use proxy_lock::test_hooks::set_combine_bound_for_measurement;
+use proxy_lock::{Mutex, Policy, counters};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 use workloads::messaging::{self, RunPipe, Shape};

@@ -62,7 +62,7 @@ fn main() {
             let r = (i + round) % rows;
             let s = &mut samples[r];
             if r < BUDGETS.len() {
-                proxy_lock::set_spin_budget_for_measurement(Some(BUDGETS[r]));
+                proxy_lock::test_hooks::set_spin_budget_for_measurement(Some(BUDGETS[r]));
                 s[0].push(contention(&proxy_lock::Mutex::new(0u64), 0, 20, 4));
                 s[1].push(contention(&proxy_lock::Mutex::new(0u64), 300, 100, 4));
                 s[2].push(hackbench::<AdaptivePipe>() * 1e3);
@@ -77,7 +77,7 @@ fn main() {
             }
         }
     }
-    proxy_lock::set_spin_budget_for_measurement(None);
+    proxy_lock::test_hooks::set_spin_budget_for_measurement(None);
     println!(
         "Adaptive spin budget sweep, medians of {rounds} interleaved rounds (lower is better)\n"
     );

@@ -9,14 +9,15 @@
 //! Donation walks the same edges from one waiter down its chain ([`walk`]), and a walk that
 //! comes back to the walker is checked for a deadlock ([`check_deadlock`]).
 
-use crate::mutex::raw::RawMutex;
 use crate::task::{Me, Task, with_live_tasks};
+use crate::word::RawMutex;
 use crate::{LockId, Tid};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// A thread's state in a [`Snapshot`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ThreadState {
     /// Kernel thread id.
     pub tid: Tid,
@@ -74,6 +75,7 @@ pub struct Wait {
 /// waiter.join().unwrap();
 /// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Snapshot {
     threads: Vec<ThreadState>,
 }
@@ -100,9 +102,8 @@ pub fn snapshot() -> Snapshot {
 
 /// Test hook: runs `f` inside the walker handshake on the wait of thread `tid`, as a chain
 /// walk does, and returns whether `f` ran (the thread was waiting). Tests hold `f` open to
-/// show that the waiter cannot finish its wait meanwhile. Not part of the API.
-#[doc(hidden)]
-pub fn inspect_wait_for_tests(tid: Tid, f: impl FnOnce(LockId)) -> bool {
+/// show that the waiter cannot finish its wait meanwhile (`test_hooks`).
+pub(crate) fn inspect_wait_for_tests(tid: Tid, f: impl FnOnce(LockId)) -> bool {
     let mut ran = false;
     with_live_tasks(|tasks| {
         for task in tasks {
@@ -399,7 +400,8 @@ impl Deadlock {
 /// waits can end. A cycle through a timed wait is left alone: that wait will end.
 ///
 /// Both threads that close a cycle publish `blocked_on` (SeqCst) before walking, so at least
-/// one of them sees it; both may panic, each having seen a real cycle.
+/// one of them sees it; both may panic, each having seen a real cycle. On `Err` the caller
+/// leaves its wait (`mutex::wait`).
 pub(crate) fn check_deadlock(me: Me, first: &RawMutex, timed: bool) -> Result<(), Deadlock> {
     if timed {
         return Ok(());
@@ -413,11 +415,7 @@ pub(crate) fn check_deadlock(me: Me, first: &RawMutex, timed: bool) -> Result<()
     if collect_cycle(me, first).as_ref() != Some(&seen) {
         return Ok(());
     }
-    let message = describe_cycle(me, &seen);
-    // Leave the wait cleanly: nobody must find us blocked on a lock we will not wait for.
-    me.clear_blocked_on();
-    crate::donor::after_wait(me, false);
-    Err(Deadlock(message))
+    Err(Deadlock(describe_cycle(me, &seen)))
 }
 
 fn collect_cycle(me: Me, first: &RawMutex) -> Option<Vec<Hop>> {

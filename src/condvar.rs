@@ -27,7 +27,8 @@ use crate::loom::{
 };
 use crate::mutex::MutexGuard;
 use crate::mutex::poison::map_result;
-use crate::mutex::raw::{RawMutex, TOKEN_HANDOFF};
+use crate::mutex::raw::TOKEN_HANDOFF;
+use crate::word::RawMutex;
 use std::fmt;
 use std::sync::{LockResult, PoisonError};
 use std::time::{Duration, Instant};

@@ -35,16 +35,16 @@
 //! on a lock it holds, directly or through a chain; when the last such waiter leaves (it gets the
 //! lock or times out) the owner gets its base back, and a change the application made meanwhile
 //! becomes the new base. Between equal threads nothing is lent, nothing is written, and a wait
-//! makes no syscall but the futex: a waiter about to sleep compares its own policy, as it last
-//! read it, with cached summaries of the owners' (each re-read at most every 10 ms), and reads
-//! its own again only when it finds someone to lend to. A waiter that would lend first spins while the last owner on its chain runs
-//! (up to 1 ms, reading that thread's CPU clock), as the kernel's rt_mutex waiters
-//! spin while their owner is on a CPU, and an unlock hands it the lock without a wake-up; it lends
-//! its CPU, and unless it is real-time anything at all, only once that owner stops running. A
-//! failed loan (no CAP_SYS_NICE, a thread that exited) never fails or delays a lock; it is counted
-//! ([`counters`]) and [`capabilities`] says what this process may change. A walk that comes back to
-//! the walker is a deadlock: once a second look confirms it (and no wait on it has a deadline),
-//! `lock()` panics with the cycle spelled out.
+//! makes no syscall but the futex: a waiter about to sleep compares its own policy, as it last read
+//! it, with cached summaries of the owners' (each re-read at most every 10 ms), and reads its own
+//! again only when it finds someone to lend to. A waiter that would lend first spins while the last
+//! owner on its chain runs (up to 1 ms, reading that thread's CPU clock), as the kernel's rt_mutex
+//! waiters spin while their owner is on a CPU, and an unlock hands it the lock without a wake-up;
+//! it lends its CPU, and unless it is real-time anything at all, only once that owner stops
+//! running. A failed loan (no CAP_SYS_NICE, a thread that exited) never fails or delays a lock; it
+//! is counted ([`counters`]) and [`capabilities`] says what this process may change. A walk that
+//! comes back to the walker is a deadlock: once a second look confirms it (and no wait on it has a
+//! deadline), `lock()` panics with the cycle spelled out.
 //!
 //! ```
 //! let caps = proxy_lock::capabilities();
@@ -110,14 +110,14 @@
 //!   there. `lock()` on it waits forever, [`Mutex::try_lock`] fails, and
 //!   [`Mutex::try_lock_for`] times out.
 //!
-//! A child of a process that had more than one thread at the fork sleeps on a parking table
-//! of the crate's own instead of `parking_lot_core`'s, which still links the parent's sleeping
-//! threads in the child: one lock and a list, as fast for a child's few threads, but with
-//! many sleeping threads it scales worse than `parking_lot_core`'s hash table. Starting threads in such a child is subject to std's and POSIX's rules
-//! for a forked multithreaded process (until it execs, only async-signal-safe calls are
-//! defined; std's `thread::spawn` can hang if another thread was starting or ending at the
-//! fork). The fork hooks take the donation ledger's lock across the fork, so loans in the
-//! parent wait for it (a fork takes well under a millisecond for small processes).
+//! A child of a process that had more than one thread at the fork sleeps on a parking table of the
+//! crate's own instead of `parking_lot_core`'s, which still links the parent's sleeping threads in
+//! the child: one lock and a list, as fast for a child's few threads, but with many sleeping
+//! threads it scales worse than `parking_lot_core`'s hash table. Starting threads in such a child
+//! is subject to std's and POSIX's rules for a forked multithreaded process (until it execs, only
+//! async-signal-safe calls are defined; std's `thread::spawn` can hang if another thread was
+//! starting or ending at the fork). The fork hooks take the donation ledger's lock across the fork,
+//! so loans in the parent wait for it (a fork takes well under a millisecond for small processes).
 //!
 //! ```
 //! # #[cfg(target_os = "linux")] {
@@ -148,6 +148,8 @@
 
 #![warn(missing_docs)]
 
+// Layers, lowest first: stats, sys, loom, tuning, task, word, chain, spin, donor, proxy, mutex,
+// condvar, fork. Each uses only those before it (docs/design.md, "Code layout").
 mod chain;
 mod condvar;
 mod donor;
@@ -155,23 +157,28 @@ mod fork;
 mod loom;
 mod mutex;
 mod proxy;
+mod spin;
 mod stats;
 mod sys;
 mod task;
+#[doc(hidden)]
+pub mod test_hooks;
+mod tuning;
+mod word;
 
-pub use chain::{Snapshot, ThreadState, Wait, inspect_wait_for_tests, snapshot};
+pub use chain::{Snapshot, ThreadState, Wait, snapshot};
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use donor::{Capabilities, CpuDonation, capabilities, set_cpu_donation};
-#[doc(hidden)]
-pub use loom::test_hooks;
-pub use mutex::raw::RawMutex;
-#[doc(hidden)]
-pub use mutex::set_spin_budget_for_measurement;
 pub use mutex::{Mutex, MutexGuard};
-#[doc(hidden)]
-pub use proxy::set_combine_bound_for_measurement;
 pub use stats::{Counters, counters};
 pub use task::{current_tid, thread_blocked_on};
+pub use word::RawMutex;
+
+/// The record layer's calls up (`task::UpCalls`), wired here so that it names no layer above.
+static UP_CALLS: task::UpCalls = task::UpCalls {
+    record_created: fork::arm,
+    thread_exit: donor::on_thread_exit,
+};
 
 /// A kernel thread id (`gettid(2)`).
 pub type Tid = i32;
@@ -186,6 +193,7 @@ pub type Tid = i32;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum Policy {
     /// Waiters spin briefly and may barge; unlock frees the lock, then wakes one waiter (the
     /// best lender, if any waiter lent its attributes to the owner).
@@ -197,8 +205,8 @@ pub enum Policy {
     /// Spin while spinning pays, then sleep and lend: a waiter spins (pause loops, never
     /// yielding) for at most about 6 µs, and only while nobody sleeps on the lock. An owner
     /// still holding the lock after that is evidently not making progress (preempted, or in a
-    /// long section): `examples/spin_budget.rs` measured that budgets beyond this gain nothing
-    /// on ~1 µs sections and shorter ones lose up to 2.3x (see the README). Release as `Spin`
+    /// long section): longer budgets gain nothing on ~1 µs sections and shorter ones lose up to
+    /// 2.3x (`examples/spin_budget.rs`, `docs/design.md#the-spin-budget`). Release as `Spin`
     /// does, except that a lock whose owner was lent to goes straight to the best lender, and
     /// with eventual fairness: no waiter waits behind barging for longer than about a
     /// millisecond.

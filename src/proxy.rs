@@ -19,6 +19,8 @@
 //! ([`Requests`], a Treiber stack: push with one CAS, take everything with one swap), and the
 //! holder reverses what it takes, so sections run in publication order.
 //!
+//! [`Requests`]: crate::word::Requests
+//!
 //! # Slot states
 //!
 //! ```text
@@ -58,134 +60,11 @@
 //!
 //! [`Mutex::run`]: crate::Mutex::run
 
-mod section;
-
-use crate::chain::Deadlock;
-use crate::loom::{
-    AtomicU32, AtomicUsize, COMBINE_BOUND, FilterOp, Ordering, ParkResult, ParkToken, Pin,
-    RUN_SPIN_ROUNDS, UnparkToken, park, unpark_filter,
-};
-use crate::mutex::raw::RawMutex;
-use crate::mutex::spin::{ChainEndWatch, SpinWait};
+use crate::loom::{FilterOp, Ordering, Pin, UnparkToken, unpark_filter};
+use crate::task::slot::{DONE, IDLE, PHASE, QUEUED, RETRY, RUNNING, SLEEPER, Slot, slot};
 use crate::task::{Me, task_of_slot};
-
-/// Slot phase: not linked anywhere; free.
-const IDLE: u32 = 0;
-/// Slot phase: linked on a lock's stack, waiting for a holder.
-const QUEUED: u32 = 1;
-/// Slot phase: a holder claimed the section and is running it.
-const RUNNING: u32 = 2;
-/// Slot phase: the section ran and its outcome is written; free.
-const DONE: u32 = 3;
-/// Slot phase: still linked; a holder that reached the bound asks the caller to take the lock
-/// and serve.
-const RETRY: u32 = 4;
-/// Slot phase: the caller gave up (deadlock) and left; the next holder unlinks it unrun.
-const CANCELLED: u32 = 5;
-const PHASE: u32 = 7;
-/// Or-ed into `QUEUED`/`RUNNING`: the caller parks (or is about to) on the slot's address.
-const SLEEPER: u32 = 8;
-
-/// A thread's request slot, in its task record.
-pub(crate) struct Slot {
-    /// The next slot on the lock's stack (older), or 0. Written by the publisher before its
-    /// push, and afterwards only by the lock holder that took the stack.
-    next: AtomicUsize,
-    /// Phase and `SLEEPER`; see the module docs.
-    state: AtomicU32,
-    /// Address of the published [`SectionHead`]. Written before the push, read by the holder.
-    section: AtomicUsize,
-}
-
-impl Slot {
-    crate::loom::const_fn! {
-        pub(crate) fn new() -> Slot {
-            Slot {
-                next: AtomicUsize::new(0),
-                state: AtomicU32::new(IDLE),
-                section: AtomicUsize::new(0),
-            }
-        }
-    }
-
-    fn addr(&self) -> usize {
-        self as *const Slot as usize
-    }
-
-    /// Whether the slot is still linked on a lock's stack (a cancelled request that no holder
-    /// has unlinked yet). Its task record must then outlive the thread.
-    pub(crate) fn is_linked(&self) -> bool {
-        // Relaxed: read by the slot's own thread at exit; a holder's later unlink only makes
-        // the answer conservative.
-        !matches!(self.state.load(Ordering::Relaxed) & PHASE, IDLE | DONE)
-    }
-
-    /// In a forked child, for a record whose thread the child does not have: a section it had
-    /// published and no holder had claimed is withdrawn, so that no holder in the child runs
-    /// it (its closure lives on a stack the child's new threads may be given) or waits for its
-    /// caller to take over. The next holder unlinks it unrun.
-    pub(crate) fn cancel_after_fork(&self) {
-        // Relaxed: the child has one thread.
-        let _ = self
-            .state
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
-                matches!(s & PHASE, QUEUED | RETRY).then_some(CANCELLED)
-            });
-    }
-}
-
-/// # Safety
-/// `addr` is a slot that is linked on a stack the caller owns (holds the lock of), or that the
-/// caller otherwise knows to be alive: a linked slot's thread is waiting for it, and a thread
-/// that exits with a cancelled slot still linked keeps its record forever.
-unsafe fn slot<'a>(addr: usize) -> &'a Slot {
-    // SAFETY: forwarded.
-    unsafe { &*(addr as *const Slot) }
-}
-
-/// The stack of published slots of one lock. Lives in `RawMutex`.
-pub(crate) struct Requests(AtomicUsize);
-
-impl Requests {
-    crate::loom::const_fn! {
-        pub(crate) fn new() -> Requests {
-            Requests(AtomicUsize::new(0))
-        }
-    }
-
-    /// Pushes the chain `first ..= last` (linked through `next`, `last.next` free to write).
-    fn push_chain(&self, first: usize, last: &Slot) {
-        // Relaxed load: the CAS validates.
-        let mut head = self.0.load(Ordering::Relaxed);
-        loop {
-            // Relaxed: published by the Release CAS below.
-            last.next.store(head, Ordering::Relaxed);
-            // Release: the slot's fields (and the section behind it) happen-before the
-            // holder's Acquire take.
-            match self
-                .0
-                .compare_exchange_weak(head, first, Ordering::Release, Ordering::Relaxed)
-            {
-                Ok(_) => return,
-                Err(now) => head = now,
-            }
-        }
-    }
-
-    /// Puts a taken chain (newest first) back, if nothing was published meanwhile. Holder only.
-    fn restore(&self, chain: usize) -> bool {
-        // Release: as a push. Relaxed on failure: the caller takes the newer ones and retries.
-        self.0
-            .compare_exchange(0, chain, Ordering::Release, Ordering::Relaxed)
-            .is_ok()
-    }
-
-    /// Takes every published slot, newest first. Holder only.
-    fn take_all(&self) -> usize {
-        // Acquire: pairs with the pushes' Release.
-        self.0.swap(0, Ordering::Acquire)
-    }
-}
+use crate::tuning::COMBINE_BOUND;
+use crate::word::RawMutex;
 
 /// The type-erased start of a section on the publisher's stack: how to run it.
 #[repr(C)]
@@ -193,142 +72,7 @@ pub(crate) struct SectionHead {
     /// Runs the section on the mutex's data and stores its outcome. Called once, by a thread
     /// that holds the lock, with whether the lock is poisoned (the holder knows, and the
     /// section's caller, running its own, does not read the word it has just taken).
-    call: unsafe fn(*const SectionHead, bool),
-}
-
-/// Publishes `head` in `me`'s slot on `raw` and returns once it ran. False, without publishing,
-/// if the slot is in use.
-pub(super) fn publish_and_wait(raw: &RawMutex, me: Me, head: *const SectionHead) -> bool {
-    let slot = &me.task().slot;
-    // Relaxed: only this thread makes its slot leave IDLE/DONE, and it reads its own writes.
-    // A holder's write of DONE was already seen with Acquire by the wait that ended the last
-    // request, and a holder's unlink of a cancelled slot is only read as "still busy" late.
-    if !matches!(slot.state.load(Ordering::Relaxed) & PHASE, IDLE | DONE) {
-        return false;
-    }
-    raw.assert_not_held_by(me);
-    // Relaxed: both published by the push's Release.
-    slot.section.store(head as usize, Ordering::Relaxed);
-    slot.state.store(QUEUED, Ordering::Relaxed);
-    raw.requests().push_chain(slot.addr(), slot);
-    if raw.flag_requests_or_take(me) {
-        // The lock was free and is ours: our unlock serves the stack, our section included.
-        // SAFETY: we hold the lock.
-        unsafe { raw.unlock_as(me) };
-    }
-    wait_until_served(raw, me, slot);
-    true
-}
-
-/// Waits until the slot's section ran: spins briefly, then waits for the lock's owner, the
-/// thread that will run the section, as a lock waiter does (`sleep_on_slot`), and takes the
-/// lock itself when asked to.
-fn wait_until_served(raw: &RawMutex, me: Me, slot: &Slot) {
-    let mut spin = SpinWait::with_budget(RUN_SPIN_ROUNDS);
-    loop {
-        // Acquire: pairs with the holder's Release that wrote DONE after the outcome.
-        let state = slot.state.load(Ordering::Acquire);
-        match state & PHASE {
-            DONE => return,
-            RETRY => {
-                // Relaxed: the caller, not a holder, now answers for the slot; a holder that
-                // claims it first (RUNNING) makes this fail.
-                if slot
-                    .state
-                    .compare_exchange(state, QUEUED, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    take_over(raw, me, slot);
-                }
-            }
-            _ if spin.spin() => {}
-            _ => sleep_on_slot(raw, me, slot),
-        }
-    }
-}
-
-/// A holder reached the bound and asked us to serve: take the lock the ordinary way and unlock,
-/// which serves the stack (our section is in it unless someone ran it meanwhile).
-fn take_over(raw: &RawMutex, me: Me, slot: &Slot) {
-    match raw.lock_or_deadlock(me) {
-        // SAFETY: we hold the lock.
-        Ok(()) => unsafe { raw.unlock_as(me) },
-        Err(deadlock) => give_up(slot, deadlock),
-    }
-}
-
-/// Waits as a lock waiter does (`RawMutex::lock_slow`) until a holder completes the slot or
-/// asks us to take over: publishes the wait, spins while the chain's last owner runs if it
-/// would lend (`donor::before_spinning`: that owner runs our section, or passes the lock to
-/// one that will), then lends and parks.
-fn sleep_on_slot(raw: &RawMutex, me: Me, slot: &Slot) {
-    me.set_blocked_on(raw.park_key(), false);
-    match park_on_slot(raw, me, slot) {
-        Ok(()) => {
-            me.clear_blocked_on();
-            crate::donor::after_wait(me, raw.is_donated());
-        }
-        // The wait was left when the cycle was found.
-        Err(deadlock) => give_up(slot, deadlock),
-    }
-}
-
-/// The wait of `sleep_on_slot`, with `blocked_on` published.
-fn park_on_slot(raw: &RawMutex, me: Me, slot: &Slot) -> Result<(), Deadlock> {
-    let plan = crate::donor::before_spinning(me, raw, false)?;
-    let spins = plan != crate::donor::Spin::No;
-    if spins && let Some(mut watch) = ChainEndWatch::new(raw, me, plan.start_grace_us()) {
-        while still_waiting(slot) && watch.still_running() {}
-    }
-    // Relaxed: the holder reads SLEEPER from its own RMW on the same word.
-    let marked = slot
-        .state
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
-            still_waiting_in(s).then_some(s | SLEEPER)
-        });
-    if marked.is_err() {
-        return Ok(()); // the state moved on: look again
-    }
-    if spins {
-        crate::donor::before_sleep(me, raw, false, true)?;
-    }
-    let validate = || {
-        // Relaxed: under the queue lock; a holder's state change comes before its unpark,
-        // which takes the same queue lock.
-        let state = slot.state.load(Ordering::Relaxed);
-        state & SLEEPER != 0 && still_waiting_in(state)
-    };
-    // SAFETY: the key is our slot's address, which only this module parks on; the callbacks do
-    // not panic.
-    let _: ParkResult =
-        unsafe { park(slot.addr(), validate, || {}, |_, _| {}, ParkToken(0), None) };
-    Ok(())
-}
-
-/// Whether the slot's section still waits for a holder or runs (the caller has nothing to do).
-fn still_waiting(slot: &Slot) -> bool {
-    // Relaxed: a hint for a spin; the caller's loop reads the state with Acquire.
-    still_waiting_in(slot.state.load(Ordering::Relaxed))
-}
-
-fn still_waiting_in(state: u32) -> bool {
-    matches!(state & PHASE, QUEUED | RUNNING)
-}
-
-/// We found a deadlock cycle through this wait. If the section has not been claimed, withdraw
-/// it and panic with the cycle; otherwise it is running or ran, so there is no deadlock to
-/// report and we go on waiting.
-fn give_up(slot: &Slot, deadlock: Deadlock) {
-    // Relaxed: a holder that sees CANCELLED touches nothing behind the slot.
-    let cancelled = slot
-        .state
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
-            (s & PHASE == QUEUED).then_some(CANCELLED)
-        })
-        .is_ok();
-    if cancelled {
-        deadlock.raise();
-    }
+    pub(crate) call: unsafe fn(*const SectionHead, bool),
 }
 
 /// What `serve` did.
@@ -462,9 +206,8 @@ pub(crate) fn budget() -> u32 {
 static BOUND_OVERRIDE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// For measurements only: how many published sections one unlock may run (0 restores the
-/// default of 64). Process-wide.
-#[doc(hidden)]
-pub fn set_combine_bound_for_measurement(bound: u32) {
+/// default of 64). Process-wide (`test_hooks`).
+pub(crate) fn set_combine_bound_for_measurement(bound: u32) {
     // Relaxed: as in `budget`.
     BOUND_OVERRIDE.store(bound, std::sync::atomic::Ordering::Relaxed);
 }

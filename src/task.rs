@@ -16,8 +16,16 @@
 //!   the record once it retires, and readers that loaded the address while pinned keep it alive
 //!   through the epoch. Registry: entries are removed under the registry lock before retiring.
 
-use crate::loom::{AtomicBool, AtomicUsize, Ordering, Pin, const_thread_local, with_registry};
-use crate::mutex::raw::RawMutex;
+mod donation;
+mod registry;
+pub(crate) mod slot;
+
+pub(crate) use donation::{NOT_RESTORING, SKIPPED, TaskDonor, WILL_RESTORE};
+use registry::{adopt_new_records, announce};
+pub(crate) use registry::{after_fork_in_child, after_fork_in_parent, before_fork, with_registry};
+pub(crate) use slot::Slot;
+
+use crate::loom::{AtomicBool, AtomicUsize, Ordering, Pin, const_thread_local};
 use crate::{LockId, Tid};
 use std::cell::Cell;
 use std::ptr::{self, NonNull};
@@ -57,14 +65,14 @@ pub(crate) struct Task {
     /// one does: chain walks go on from it to that one (`Task::waker`).
     woken_by: AtomicUsize,
     /// Donation bookkeeping that lives with the thread (see `donor`).
-    pub(crate) donor: crate::donor::TaskDonor,
+    pub(crate) donor: TaskDonor,
     /// The next record on the stack of records not yet moved into the registry (see
     /// `new_records`), or 0. Written once before the record is pushed.
     next_new: AtomicUsize,
     /// Number of locks this thread holds. Only the thread itself reads or writes it.
     held: Cell<usize>,
     /// This thread's request slot for `Mutex::run` (see `proxy`).
-    pub(crate) slot: crate::proxy::Slot,
+    pub(crate) slot: Slot,
     /// The log of this thread's context switches, opened by the thread itself once it has
     /// given back a loan (`donor::after_passing_on`), as waiters are likely to watch it again.
     switches: crate::loom::SwitchLogSlot,
@@ -127,13 +135,13 @@ impl Task {
     /// could finish this wait and start another on the same lock, and the re-check would pass
     /// on a different wait (ABA). Inside it, a wait that ended (the thread itself or a handoff
     /// cleared `blocked_on`) shows as 0.
-    pub(crate) fn with_blocked_lock<R>(&self, f: impl FnOnce(&RawMutex) -> R) -> Option<R> {
+    pub(crate) fn with_blocked_on<R>(&self, f: impl FnOnce(usize) -> R) -> Option<R> {
         self.walkers.fetch_add(1, Ordering::SeqCst);
         let lock = self.blocked_on.load(Ordering::SeqCst);
-        // SAFETY: `lock` is the address of a RawMutex the thread is waiting for, and the thread
-        // cannot finish that wait (so its borrow keeps the lock alive) until `walkers` drops,
-        // by the handshake above.
-        let result = (lock != 0).then(|| f(unsafe { &*(lock as *const RawMutex) }));
+        // `lock` is the address of a lock the thread is waiting for, and the thread cannot finish
+        // that wait (so its borrow keeps the lock alive) until `walkers` drops, by the
+        // handshake above.
+        let result = (lock != 0).then(|| f(lock));
         // SeqCst: ordered after f's loads; a handoff clears `blocked_on` before it publishes
         // the new owner, so an owner f saw that ended the wait shows up here as 0.
         let still_waiting = self.blocked_on.load(Ordering::SeqCst) == lock;
@@ -300,8 +308,8 @@ pub(crate) unsafe fn clear_blocked_on_of_waiter(addr: usize) {
 /// Why: the parking lot wakes the chosen thread after it drops the queue lock. An unlocker
 /// preempted in between (a SCHED_IDLE thread beside a hog) leaves the sleeper asleep, maybe
 /// as the new owner of the lock, for as long as the unlocker waits for a CPU. Loans that reach
-/// only the sleeper cannot help then; the unlocker is who must run (20 ms in the inversion
-/// demo's `chain`, traced). Lent to as an owner would be, it runs and finishes the wake-up.
+/// only the sleeper cannot help then; the unlocker is who must run. Lent to as an owner would
+/// be, it runs and finishes the wake-up.
 ///
 /// The sleeper's record stays readable for the clear thanks to the pin taken first: the
 /// sleeper may wake (spuriously, or through the wake-up itself), run, and exit before it.
@@ -351,32 +359,6 @@ const_thread_local! {
     static CURRENT: Cell<*mut Task> = Cell::new(ptr::null_mut());
 }
 
-// The registry (`crate::loom::with_registry`) lists every live record, plus the records of
-// threads that exited holding a lock; records created since it was last read wait on a
-// lock-free stack (`announce`). Its lock is taken only when a thread retires its record and by
-// diagnostics, never on a lock path.
-
-/// Announces a new record to the registry without taking the registry lock (see
-/// `crate::loom::announce`): a thread's first lock never waits for that lock. It is a plain
-/// lock, and a SCHED_IDLE thread preempted while holding it made another thread's first lock
-/// wait for a whole 20 ms hog burst in the inversion demo (seen with `perf sched`).
-fn announce(task: *mut Task) {
-    // SAFETY: the record was just allocated by this thread and is alive.
-    crate::loom::announce(task as usize, &unsafe { &*task }.next_new);
-}
-
-/// Moves every announced record into the registry. Called under the registry lock, before
-/// anything reads or removes entries.
-fn adopt_new_records(registry: &mut Vec<usize>) {
-    crate::loom::adopt_announced(registry, |record| {
-        // SAFETY: an announced record is alive until its thread retires it, and retiring
-        // takes the registry lock and adopts the announcements first.
-        let task = unsafe { &*(record as *const Task) };
-        // Relaxed: ordered by the Acquire that took the stack (see `crate::loom::announce`).
-        task.next_new.load(Ordering::Relaxed)
-    });
-}
-
 /// The calling thread's record, created on first use.
 #[inline]
 pub(crate) fn current() -> Me {
@@ -396,15 +378,15 @@ fn create_current() -> Me {
         wait_seq: AtomicUsize::new(0),
         timed_wait: AtomicBool::new(false),
         woken_by: AtomicUsize::new(0),
-        donor: crate::donor::TaskDonor::new(),
+        donor: TaskDonor::new(),
         next_new: AtomicUsize::new(0),
         held: Cell::new(0),
-        slot: crate::proxy::Slot::new(),
+        slot: Slot::new(),
         switches: crate::loom::SwitchLogSlot::new(),
     }));
     announce(task);
     CURRENT.with(|c| c.set(task));
-    crate::fork::arm();
+    (crate::UP_CALLS.record_created)();
     crate::loom::on_thread_exit(task.cast(), retire_current);
     // SAFETY: just allocated, non-null.
     Me(unsafe { NonNull::new_unchecked(task) })
@@ -426,7 +408,7 @@ unsafe fn retire_current(arg: *mut ()) {
     // SAFETY: the record is alive: only this function frees it, once.
     let record = unsafe { &*task };
     // From here on no donation syscall may reach this thread's tid.
-    crate::donor::on_thread_exit(record);
+    (crate::UP_CALLS.thread_exit)(record);
     if record.held.get() > 0 || record.slot.is_linked() {
         // A lock word still names this thread as owner and will forever, or a lock's request
         // stack still links our slot (a `run` that a deadlock cancelled); keep the record.
@@ -443,32 +425,13 @@ unsafe fn retire_current(arg: *mut ()) {
     unsafe { crate::loom::retire(task) }
 }
 
-/// In a forked child, under the registry lock: the calling thread's record takes the child's
-/// tid and drops the parent's switch log, and every other record, whose thread does not exist
-/// here, counts as exited (nothing lends to it, nothing writes to its tid, which is still the
-/// parent's, no holder runs a section it published, and no unlock hands it a lock it was
-/// spinning for: `RawMutex::hand_to_spinner`). Those records stay: lock words in the child's
-/// memory may name them, as a lock held by another thread at the fork stays held in the child.
-pub(crate) fn after_fork_in_child(registry: &mut Vec<usize>) {
-    adopt_new_records(registry);
-    let me = CURRENT.with(Cell::get);
-    for &record in registry.iter() {
-        // SAFETY: registry records are alive while we hold its lock (`retire_current`).
-        let task = unsafe { &*(record as *const Task) };
-        if record == me as usize {
-            task.tid.store(
-                crate::loom::current_tid(),
-                core::sync::atomic::Ordering::Relaxed,
-            );
-        } else {
-            // Relaxed: the child has one thread; see `Task::has_exited`.
-            task.exited.store(true, Ordering::Relaxed);
-            crate::donor::orphaned_by_fork(task);
-            task.slot.cancel_after_fork();
-        }
-        // The parent's logs watch the parent's threads.
-        task.switches.forget_after_fork();
-    }
+/// What the record layer calls up into the layers above it, wired by the crate root.
+pub(crate) struct UpCalls {
+    /// After a thread's record is created (the `fork()` hooks are armed with the first).
+    pub(crate) record_created: fn(),
+    /// In the exit hook, before the record is retired: from here on no donation syscall may
+    /// reach the thread's tid.
+    pub(crate) thread_exit: fn(&Task),
 }
 
 /// Kernel thread id of the calling thread.

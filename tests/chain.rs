@@ -141,7 +141,7 @@ fn a_waiter_cannot_finish_its_wait_while_a_walker_reads_its_lock() {
     let (inside_tx, inside_rx) = channel();
     let walker = thread::spawn(move || {
         let mut left = None;
-        let ran = proxy_lock::inspect_wait_for_tests(tid, |_| {
+        let ran = proxy_lock::test_hooks::inspect_wait_for_tests(tid, |_| {
             inside_tx.send(()).unwrap();
             thread::sleep(Duration::from_millis(100));
             left = Some(Instant::now());

@@ -264,13 +264,14 @@ fn a_child_does_not_hand_its_lock_to_the_parents_waiters() {
             ];
             // Wait (running) until both wait, for at most 200 ms.
             let start = std::time::Instant::now();
-            while m.raw().spinner_and_published_sections() != (true, true)
+            while proxy_lock::test_hooks::spinner_and_published_sections(m.raw()) != (true, true)
                 && start.elapsed() < Duration::from_millis(200)
             {
                 std::hint::spin_loop();
             }
             let code = fork_and_wait(Duration::from_secs(10), || {
-                let (spinner, sections) = m.raw().spinner_and_published_sections();
+                let (spinner, sections) =
+                    proxy_lock::test_hooks::spinner_and_published_sections(m.raw());
                 drop(guard);
                 let Some(mut g) = m.try_lock_for(Duration::from_secs(2)).ok() else {
                     return 10; // handed to a thread that does not exist here

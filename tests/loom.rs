@@ -32,7 +32,7 @@ use std::time::Duration;
 const POLICIES: [Policy; 3] = [Policy::Spin, Policy::Handoff, Policy::Adaptive];
 
 /// Checks `f` under every interleaving up to the preemption bound, and prints how many
-/// interleavings that took (the README's reliability section quotes these).
+/// interleavings that took (docs/testing.md quotes these).
 #[track_caller]
 fn model(f: impl Fn() + Sync + Send + 'static) {
     model_capped(usize::MAX, f)
@@ -122,7 +122,7 @@ fn handoff_never_lets_a_barger_in() {
         let ts = spawn_bumpers(&m, 2);
         for _ in 0..2 {
             assert!(
-                !m.raw().free_with_parked_waiters(),
+                !proxy_lock::test_hooks::free_with_parked_waiters(m.raw()),
                 "free word with queued waiters"
             );
             if let Ok(g) = m.try_lock() {
@@ -132,7 +132,7 @@ fn handoff_never_lets_a_barger_in() {
         for t in ts {
             t.join().unwrap();
         }
-        assert!(!m.raw().free_with_parked_waiters());
+        assert!(!proxy_lock::test_hooks::free_with_parked_waiters(m.raw()));
     });
 }
 
@@ -239,13 +239,19 @@ fn a_handoff_empties_the_spinner_slot() {
         let m1 = m.clone();
         let observer = thread::spawn(move || {
             for _ in 0..3 {
-                assert!(!m1.raw().owner_in_spinner_slot(), "owner left in the slot");
+                assert!(
+                    !proxy_lock::test_hooks::owner_in_spinner_slot(m1.raw()),
+                    "owner left in the slot"
+                );
                 thread::yield_now();
             }
         });
         thread::yield_now();
         drop(g);
-        assert!(!m.raw().owner_in_spinner_slot(), "owner left in the slot");
+        assert!(
+            !proxy_lock::test_hooks::owner_in_spinner_slot(m.raw()),
+            "owner left in the slot"
+        );
         for t in spinner {
             t.join().unwrap();
         }
@@ -331,7 +337,7 @@ fn timed_out_waiter_withdraws() {
             let n = read(&m);
             assert!(n == 1 || n == 2);
             assert!(!m.raw().is_locked());
-            assert!(!m.raw().free_with_parked_waiters());
+            assert!(!proxy_lock::test_hooks::free_with_parked_waiters(m.raw()));
         });
     }
 }
@@ -535,7 +541,7 @@ fn a_timed_out_donor_withdraws_its_loan() {
 /// Two donors, one timed: the owner's attributes follow the best remaining donor, the lock
 /// goes to a donor, and after the dust settles all three threads are at their bases. Three
 /// threads make this the largest model; it runs at preemption bound 2 when the suite's bound
-/// is higher (see the README).
+/// is higher (see docs/testing.md).
 ///
 /// Preemption bound: the suite's, capped at 2.
 #[test]
@@ -886,7 +892,7 @@ fn a_published_section_never_waits_behind_a_free_word() {
         let publisher = thread::spawn(move || m2.run(|c| add_one(c)).unwrap());
         for _ in 0..2 {
             assert!(
-                !m.raw().free_with_published_sections(),
+                !proxy_lock::test_hooks::free_with_published_sections(m.raw()),
                 "a published section behind a free word"
             );
             thread::yield_now();

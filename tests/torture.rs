@@ -19,7 +19,7 @@
 //! * the counters are plausible: donations, restores, sections run by proxy and handoffs all
 //!   happened, and (with CAP_SYS_NICE) no write failed for lack of privilege.
 //!
-//! `TORTURE_SECS` sets the length (default 20 s; `.ci/run` uses 120; see the README for a
+//! `TORTURE_SECS` sets the length (default 20 s; `.ci/run` uses 120; see docs/testing.md for a
 //! release run). The summary follows locktorture's: acquisitions per writer with max/min, a
 //! `???` starvation flag when max > 2x min (a flag, not a failure: a SCHED_IDLE writer on a
 //! busy machine gets fewer turns by design), failures, then `End of test: SUCCESS` or

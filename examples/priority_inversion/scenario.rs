@@ -268,7 +268,7 @@ impl Stage {
 /// pinned and before it takes its policy. A thread's first blocking lock otherwise goes
 /// through first-use paths that take process-wide locks, and a SCHED_IDLE thread preempted
 /// inside one while starting up made one of the foreground's first waits last a whole hog
-/// burst (see the README's known limits). Warming up before pinning instead left such a
+/// burst (docs/design.md, "What no lock can lend around"). Warming up before pinning instead left such a
 /// 12-20 ms first wait in 3 of 4 runs of `direct`; after pinning, none in 5.
 fn warm_up() {
     let m = proxy_lock::Mutex::new(());

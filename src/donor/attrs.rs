@@ -1,128 +1,8 @@
-//! Scheduling attributes as values: what a thread has, how two compare, and how a thread's base
-//! merges with what its donors lend.
-//!
-//! # Order
-//!
-//! One thread's attributes are better than another's when the kernel would run it first:
-//! `SCHED_DEADLINE` (earlier relative deadline first) > `SCHED_FIFO`/`SCHED_RR` (higher priority
-//! first) > `SCHED_OTHER`/`SCHED_BATCH` (lower nice first; `OTHER` before `BATCH` at equal nice,
-//! since `BATCH` gives up wake-up preemption) > `SCHED_IDLE`. Util clamps compare on their own:
-//! a higher minimum or maximum is better. CPUs: a donor lends the CPU it is about to free.
+//! How a thread's base merges with what its donors lend. The values themselves
+//! (`Sched`, `CpuMask`, `Attrs`) and their order are in `sys::attrs`; a donor also lends the
+//! CPU it is about to free.
 
-/// A scheduling policy (`sched(7)`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum SchedPolicy {
-    Other,
-    Batch,
-    Idle,
-    Fifo,
-    Rr,
-    Deadline,
-}
-
-/// Policy and parameters, as `sched_setattr` takes them (without util clamps).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Sched {
-    pub(crate) policy: SchedPolicy,
-    /// Meaningful for OTHER and BATCH (and kept for IDLE, whose nice the kernel ignores).
-    pub(crate) nice: i32,
-    /// 1..=99 for FIFO and RR, else 0.
-    pub(crate) rt_priority: u32,
-    /// DEADLINE parameters in nanoseconds, else 0. Except `runtime` of a fair thread on Linux
-    /// 6.12+: its time slice, which `sched_getattr` reports whether or not it was set, so a
-    /// loan carries the donor's slice and a restore writes the base's back as a custom slice
-    /// of the same length (a short slice lent to the demo's owner made `direct` worse; see
-    /// docs/demo-history.md).
-    pub(crate) runtime: u64,
-    pub(crate) deadline: u64,
-    pub(crate) period: u64,
-    /// `SCHED_FLAG_RESET_ON_FORK`: belongs to the thread, never lent.
-    pub(crate) reset_on_fork: bool,
-}
-
-impl Sched {
-    /// A nice-0 SCHED_OTHER thread: what every thread starts as.
-    pub(crate) const DEFAULT: Sched = Sched {
-        policy: SchedPolicy::Other,
-        nice: 0,
-        rt_priority: 0,
-        runtime: 0,
-        deadline: 0,
-        period: 0,
-        reset_on_fork: false,
-    };
-
-    /// A key that orders policies and parameters as the kernel would run them (module docs).
-    pub(crate) fn rank(&self) -> (u8, u64) {
-        match self.policy {
-            SchedPolicy::Idle => (0, 0),
-            SchedPolicy::Batch => (1, (2 * (19 - self.nice.clamp(-20, 19))) as u64),
-            SchedPolicy::Other => (1, (2 * (19 - self.nice.clamp(-20, 19)) + 1) as u64),
-            SchedPolicy::Fifo | SchedPolicy::Rr => (2, self.rt_priority as u64),
-            SchedPolicy::Deadline => (3, u64::MAX - self.deadline),
-        }
-    }
-
-    /// Whether `self` would run before `other`.
-    pub(crate) fn better_than(&self, other: &Sched) -> bool {
-        self.rank() > other.rank()
-    }
-
-    /// The same policy and parameters, with `owner`'s reset-on-fork flag (never lent).
-    fn lent_to(mut self, owner: &Sched) -> Sched {
-        self.reset_on_fork = owner.reset_on_fork;
-        self
-    }
-}
-
-/// A CPU set as the kernel's affinity calls take it: 1024 CPUs, bit `n` for CPU `n`.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct CpuMask(pub(crate) [u64; 16]);
-
-impl CpuMask {
-    pub(crate) const EMPTY: CpuMask = CpuMask([0; 16]);
-
-    pub(crate) fn single(cpu: u32) -> CpuMask {
-        let mut mask = CpuMask::EMPTY;
-        mask.insert(cpu);
-        mask
-    }
-
-    pub(crate) fn insert(&mut self, cpu: u32) {
-        if let Some(word) = self.0.get_mut(cpu as usize / 64) {
-            *word |= 1 << (cpu % 64);
-        }
-    }
-
-    pub(crate) fn contains(&self, cpu: u32) -> bool {
-        self.0
-            .get(cpu as usize / 64)
-            .is_some_and(|w| w & (1 << (cpu % 64)) != 0)
-    }
-
-    pub(crate) fn union(mut self, other: &CpuMask) -> CpuMask {
-        for (a, b) in self.0.iter_mut().zip(other.0) {
-            *a |= b;
-        }
-        self
-    }
-}
-
-impl std::fmt::Debug for CpuMask {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let cpus: Vec<u32> = (0..1024).filter(|&c| self.contains(c)).collect();
-        write!(f, "{cpus:?}")
-    }
-}
-
-/// Everything donation reads and writes on a thread.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Attrs {
-    pub(crate) sched: Sched,
-    /// Util clamp (min, max), 0..=1024.
-    pub(crate) util: (u32, u32),
-    pub(crate) cpus: CpuMask,
-}
+pub(crate) use crate::sys::attrs::{Attrs, CpuMask, Sched, SchedPolicy};
 
 /// What one donor lends: its effective attributes and the CPU it is freeing (if it is a thread
 /// about to sleep, rather than one found asleep further up a chain).
@@ -146,11 +26,9 @@ impl Lent {
     /// Merges another donor into this loan: the better sched, the higher clamps, and the CPUs
     /// of the better donor, or of both when neither is better. A CPU goes with the rank of the
     /// donor that frees it: threads that beat a worse donor there may beat the owner at the
-    /// better rank too. In the inversion demo's `chain` scenario a SCHED_IDLE waiter on the
-    /// hog's CPU lent that CPU beside the foreground's: a move to both CPUs left the owner
-    /// queued behind the hog for 8 ms (traced), where a move to the foreground's alone would
-    /// have put it on an idle CPU. Says whether it changed anything (the ledger's pass over its
-    /// loans merges the same ones again and again until they stop growing).
+    /// better rank too, and an owner allowed both CPUs may stay queued behind them instead of
+    /// moving to the better donor's. Says whether it changed anything (the ledger's pass over
+    /// its loans merges the same ones again and again until they stop growing).
     pub(crate) fn absorb(&mut self, other: &Lent) -> bool {
         let mut changed = false;
         if other.sched.better_than(&self.sched) {
@@ -176,6 +54,7 @@ impl Lent {
 /// assert_ne!(CpuDonation::Move, CpuDonation::Union);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CpuDonation {
     /// The owner may run on its own CPUs and on the donors' CPUs (affinity union). The
     /// scheduler decides whether to migrate it.
@@ -211,8 +90,8 @@ impl Attrs {
         };
         let util = (self.util.0.max(lent.util.0), self.util.1.max(lent.util.1));
         let needs_cpus = (0..1024).any(|c| lent.cpus.contains(c) && !self.cpus.contains(c));
-        // Measured in the demo's `rt` scenario: moving a FIFO-boosted owner onto the donor's
-        // CPU gave 0.15-0.22 ms worst waits against PI's 0.11 ms.
+        // A real-time loan widens the affinity instead of moving the owner: boosted, it can
+        // already preempt where it is.
         let real_time_loan = sched != self.sched
             && matches!(
                 sched.policy,

@@ -1,14 +1,15 @@
 //! The ledger: who lends to whom, what each boosted thread had, and the reconcile that turns
-//! that into syscalls. One lock guards it all (`crate::loom::with_ledger`); it is taken only by
+//! that into syscalls. One lock guards it all (`crate::donor::with_ledger`); it is taken only by
 //! threads that lend, whose wait ended after lending, that take or leave a donated lock, and by
 //! exiting threads that were donation targets. Never on an uncontended path, and never between
 //! equal threads.
 
 use super::attrs::{Attrs, Lent};
-use crate::loom::{Ordering, Pin, rescue_slot, with_ledger};
-use crate::mutex::raw::RawMutex;
+use super::{rescue_slot, with_ledger};
+use crate::loom::{Ordering, Pin};
 use crate::stats as report;
 use crate::task::{Me, Task};
+use crate::word::RawMutex;
 
 /// A thread listed as waiting on `lock`, and what it lends.
 struct Listed {
@@ -145,8 +146,7 @@ pub(super) fn after_fork_in_child(me: &Task, ledger: &mut Ledger) {
 pub(super) fn restore_self(me: Me) {
     let task = me.task();
     // Read before the ledger lock, not under it: the donor that was just handed our lock
-    // takes that lock next (`donor::after_wait`), and in the demo's `rt` scenario it waited
-    // 2-12 µs for it, mostly for these two syscalls (30-45 µs in the longest waits, traced).
+    // takes that lock next (`donor::after_wait`), and would wait for these two syscalls.
     // `let_go_of` uses the read only if nothing wrote to us since.
     let seen = crate::loom::read_attrs(task.tid()).ok();
     let let_go = with_ledger(task, |ledger| {
@@ -559,8 +559,8 @@ impl Ledger {
         let base = adopt_changes(b.base, b.applied, current);
         // The writes are as good as made: nothing else will write to the thread before them.
         // Nor may a rescue: one now would take the boosted attributes for what the thread has,
-        // and its undo could put them back after the thread's own restore (a first version of
-        // the rescue left torture writers boosted). So it is no longer rescuable in this hold.
+        // and its undo could put them back after the thread's own restore, leaving it boosted.
+        // So it is no longer rescuable in this hold.
         slot.wrote(task, base);
         slot.releasing();
         self.record(task, base, base, None, None);

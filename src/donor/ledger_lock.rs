@@ -2,21 +2,18 @@
 //! for its wake-up for ever: it looks at the word again every `RECHECK_AFTER`. Not the parking
 //! lot: the lock is also taken inside the parking lot's `before_sleep` (a Condvar waiter
 //! releasing its mutex restores itself), where parking again would reuse the thread's queue
-//! entry (the torture test crashed on exactly that).
+//! entry.
 //!
 //! Why the timeout: the threads that sleep on this lock differ in what they can do next. A
 //! SCHED_IDLE owner that has just passed its lock on sleeps here to reconcile, and so does a
 //! boosted owner a waiter has just moved onto a free CPU. An unlock wakes one of them, the one
 //! that slept first; if that is the SCHED_IDLE thread on a hog's CPU, it does not run, so it
-//! does not take the lock, and the boosted one sleeps on with the lock free. In the inversion
-//! demo's `chain` scenario that made the foreground wait for a whole 20 ms hog burst, traced
-//! twice (the middle owner, boosted and moved onto the foreground's CPU, slept in
-//! `std::sync::Mutex`'s wait while the SCHED_IDLE end of the chain, woken in its place, waited
-//! for the hog). Waking every sleeper instead was tried: in 16 interleaved rounds of `chain`
-//! and `direct` it had 11 of 64 worst waits over 1 ms against 1 of 64 with wake-one. With the
-//! recheck, a wake-up that went to the wrong thread costs a sleeper one `RECHECK_AFTER`. The
-//! recheck also gives the waiter a new round of its own ([`LedgerLock::lock_waiting`]): the
-//! holder may have changed meanwhile and need a rescue of its own (`donor::rescue`).
+//! does not take the lock, and the boosted one sleeps on with the lock free for as long as the
+//! SCHED_IDLE thread waits for its CPU. Waking every sleeper instead did worse
+//! (`docs/design.md#the-ledger-lock`). With the recheck, a wake-up that went to the wrong
+//! thread costs a sleeper one `RECHECK_AFTER`. The recheck also gives the waiter a new round
+//! of its own ([`LedgerLock::lock_waiting`]): the holder may have changed meanwhile and need a
+//! rescue of its own (`donor::rescue`).
 
 use crate::loom::{AtomicU32, Ordering, futex_wait_for, futex_wake_one};
 use std::time::Duration;
@@ -110,17 +107,16 @@ impl LedgerLock {
 #[cfg(all(test, not(loom), target_os = "linux"))]
 mod tests {
     use super::LedgerLock;
-    use crate::donor::{Sched, SchedPolicy};
+    use crate::sys::attrs::{Sched, SchedPolicy};
     use crate::sys::sched::set_sched;
     use crate::sys::test_threads::{busy_for, has_two_cpus, pin_to, wait_until_asleep};
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
 
     /// The case the recheck exists for: the unlock wakes the sleeper that slept first, which
-    /// cannot run (here a SCHED_FIFO hog holds its CPU; in the inversion demo it was a
-    /// SCHED_IDLE owner behind a nice-0 hog), so it does not take the lock; the other sleeper,
-    /// on a free CPU, must not sleep on until the hog stops. It takes the lock on its own
-    /// recheck. A plain wake-one lock (the recheck set to 100 s) made it wait for the hog's
+    /// cannot run (a SCHED_FIFO hog holds its CPU), so it does not take the lock; the other
+    /// sleeper, on a free CPU, must not sleep on until the hog stops. It takes the lock on its
+    /// own recheck. A plain wake-one lock (the recheck set to 100 s) made it wait for the hog's
     /// whole burst. Needs the right to use SCHED_FIFO, and two CPUs; says so and skips without.
     #[test]
     fn a_sleeper_passed_over_by_the_wake_up_takes_the_lock_on_its_recheck() {

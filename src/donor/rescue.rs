@@ -3,9 +3,8 @@
 //!
 //! Every donation goes through the ledger lock, and low-priority threads take it too (an owner
 //! that was handed a donated lock reconciles, `ledger::unlist_and_reconcile`). A SCHED_IDLE
-//! holder preempted by an ordinary thread on its CPU held up every donation in the process for
-//! as long as that thread ran: in the inversion demo's `chain` scenario the foreground waited
-//! out whole 20 ms hog bursts behind a boosted owner that slept on the ledger lock (traced).
+//! holder preempted by an ordinary thread on its CPU holds up every donation in the process for
+//! as long as that thread runs.
 //!
 //! So a waiter that finds the holder off a CPU (`crate::loom`'s ledger wait) lends it what it
 //! would lend an owner: its policy and priority, and the CPU it is about to free if its rank
@@ -40,7 +39,7 @@ const CLAIMED: u32 = 1;
 /// ledger lock.
 const RESCUED: u32 = 2;
 
-/// The rescue slot, one per process (`crate::loom::rescue_slot`), with the ledger lock's holder.
+/// The rescue slot, one per process (`crate::donor::rescue_slot`), with the ledger lock's holder.
 pub(crate) struct RescueSlot {
     /// The record of the thread holding the ledger lock, 0 when none (or between holders).
     holder: AtomicUsize,
@@ -74,7 +73,6 @@ impl RescueSlot {
     }
 
     /// In a forked child: no rescue stands, whatever a thread of the parent's was doing.
-    #[cfg(not(loom))]
     pub(crate) fn reset_after_fork(&self) {
         // Relaxed: the child has one thread.
         self.holder.store(0, Ordering::Relaxed);
@@ -161,8 +159,7 @@ impl RescueSlot {
     /// (`lend_to_holder`), if that would help and no other rescue stands. The rescue must be
     /// undone once the caller holds the ledger lock. Not from a thread in its exit hook: that
     /// one may take the ledger lock (`ledger::forget`) after its thread locals are gone, and
-    /// pinning then would set up a thread local that is never torn down (LeakSanitizer found
-    /// the leak).
+    /// pinning then would set up a thread local that is never torn down.
     pub(crate) fn try_rescue(&'static self, me: &Task) -> Option<Rescue> {
         // Relaxed: our own flag, set by this thread's exit hook.
         if me.donor.exiting.load(Ordering::Relaxed) {
@@ -217,12 +214,7 @@ impl RescueSlot {
 ///
 /// A rescuer of the holder's own rank lends no CPU, as a donor's CPU goes with its rank in
 /// `Lent::absorb`: where it ran, threads of that rank run too, and the holder would compete
-/// with them there instead of on its own CPU. Seen in the demo's `direct` scenario: the
-/// foreground, holding the ledger lock, was writing nice 0 to the SCHED_IDLE owner on the
-/// hog's CPU; the owner, running on that loan, found the foreground off its CPU, read itself
-/// as nice 0, the foreground's equal, and moved the foreground onto the hog's CPU, where it
-/// waited 2.3-5.2 ms for the hog's slice (timestamped in a scratch build: such a first wait
-/// in 11 of 100 short runs, and in 5 of 120 later).
+/// with them there instead of on its own CPU.
 fn lend_to_holder(task: &Task, me: &Task) -> Option<(Attrs, Attrs)> {
     if !super::ledger::claim_target(task) {
         return None; // exiting: no syscall may reach it any more
@@ -278,7 +270,7 @@ impl Rescue {
 
 #[cfg(all(test, not(loom), target_os = "linux"))]
 mod tests {
-    use crate::donor::CpuMask;
+    use crate::sys::attrs::CpuMask;
     use crate::sys::test_threads::{
         Hog, ReadBack, assert_finished_on_cpu_1_and_put_back, become_idle_on, burn, cpus_0_and_1,
         has_two_cpus, pin_to, read_back, wait_until_asleep,
@@ -307,7 +299,7 @@ mod tests {
         let holder = std::thread::spawn(move || {
             become_idle_on(0);
             let me = crate::task::current();
-            let cpu = crate::loom::with_ledger(me.task(), |_| {
+            let cpu = crate::donor::with_ledger(me.task(), |_| {
                 holding_tx.send(crate::sys::gettid()).unwrap();
                 burn(Duration::from_millis(20));
                 crate::sys::sched::current_cpu()
@@ -321,7 +313,7 @@ mod tests {
         // Let the hog preempt the holder, then wait for the ledger.
         std::thread::sleep(Duration::from_millis(10));
         let me = crate::task::current();
-        crate::loom::with_ledger(me.task(), |_| ());
+        crate::donor::with_ledger(me.task(), |_| ());
         let finished_on = done.recv().unwrap();
         let back = read_back(holder_tid);
         hog.stop();
@@ -333,8 +325,7 @@ mod tests {
     /// A waiter of the holder's own rank lends it no CPU: the holder, nice 0 on CPU 1, sleeps
     /// while it holds the ledger lock, and a nice-0 waiter on CPU 0 waits for the lock. The
     /// holder must keep CPU 1 while the waiter sleeps. With the CPU lent at equal rank, the
-    /// holder was moved to CPU 0 (in the inversion demo, next to the hog). No privilege
-    /// needed. Needs two CPUs.
+    /// holder was moved to CPU 0. No privilege needed. Needs two CPUs.
     #[test]
     fn a_waiter_of_the_holders_rank_lends_it_no_cpu() {
         if !has_two_cpus("the holder's and the waiter's") {
@@ -347,7 +338,7 @@ mod tests {
             pin_to(0);
             waiter_tx.send(crate::sys::gettid()).unwrap();
             let me = crate::task::current();
-            crate::loom::with_ledger(me.task(), |_| ());
+            crate::donor::with_ledger(me.task(), |_| ());
         });
         wait_until_asleep(waiter_tid.recv().unwrap());
         let (cpus, _) = read_back(holder_tid);
@@ -366,7 +357,7 @@ mod tests {
         let holder = std::thread::spawn(move || {
             pin_to(1);
             let me = crate::task::current();
-            crate::loom::with_ledger(me.task(), |_| {
+            crate::donor::with_ledger(me.task(), |_| {
                 holding_tx.send(crate::sys::gettid()).unwrap();
                 let _ = let_go.recv();
             });
@@ -385,8 +376,7 @@ mod tests {
     /// preempts. The waiter must rescue the new holder on a recheck of its sleep: it finishes
     /// on the waiter's CPU and is put back afterwards. Before, a waiter tried a rescue once,
     /// before its first sleep, and then only rechecked the word: the new holder finished on
-    /// CPU 0 once the hog stopped (in the inversion demo's `chain` the foreground waited out a
-    /// 20 ms hog burst so, traced). No privilege needed. Needs two CPUs.
+    /// CPU 0 once the hog stopped. No privilege needed. Needs two CPUs.
     #[test]
     fn a_waiter_rescues_a_holder_that_took_the_lock_while_it_slept() {
         if !has_two_cpus("the second holder's and the waiter's") {
@@ -416,7 +406,7 @@ mod tests {
             become_idle_on(0);
             second_tx.send(Err(crate::sys::gettid())).unwrap();
             let me = crate::task::current();
-            let cpu = crate::loom::with_ledger(me.task(), |_| {
+            let cpu = crate::donor::with_ledger(me.task(), |_| {
                 // Relaxed: a ticket; the ledger lock orders the takers.
                 let position = order.fetch_add(1, Ordering::Relaxed);
                 second_tx.send(Ok(position)).unwrap();
@@ -438,7 +428,7 @@ mod tests {
             waiter_tx.send(crate::sys::gettid()).unwrap();
             let me = crate::task::current();
             // Relaxed: as above.
-            crate::loom::with_ledger(me.task(), |_| order.fetch_add(1, Ordering::Relaxed))
+            crate::donor::with_ledger(me.task(), |_| order.fetch_add(1, Ordering::Relaxed))
         });
         wait_until_asleep(waiter_tid.recv().unwrap());
         let_go_tx.send(()).unwrap();

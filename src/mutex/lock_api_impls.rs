@@ -5,7 +5,7 @@
 use crate::loom::not_under_loom;
 
 not_under_loom! {
-    use super::raw::RawMutex;
+    use crate::word::RawMutex;
     use crate::Policy;
     use std::time::Instant;
 

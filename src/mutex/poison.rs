@@ -2,7 +2,7 @@
 //! panicking when it locked) poisons the mutex; the data stays reachable through `PoisonError`.
 //! The poison bit itself lives in the lock word (`raw::POISONED`).
 
-use super::raw::RawMutex;
+use crate::word::RawMutex;
 use std::sync::{LockResult, PoisonError};
 use std::thread;
 

@@ -1,62 +1,5 @@
-//! The lock word and the three unlock policies.
-//!
-//! # The lock word
-//!
-//! One `usize`: the address of the owner's task record, with flag bits in the low bits that the
-//! record's alignment leaves free (as the kernel's `mutex::owner`).
-//!
-//! ```text
-//!   bits 63..6            bit 4      bit 3      bit 2     bit 1      bit 0
-//!  +---------------------+----------+----------+---------+----------+------+
-//!  | owner record (or 0) | POISONED | REQUESTS | DONATED | SPINNING |PARKED|
-//!  +---------------------+----------+----------+---------+----------+------+
-//! ```
-//!
-//! * owner 0: the lock is free. Owner `p`: the thread whose record is at `p` holds it.
-//! * `PARKED`: threads may be asleep in the parking lot under this lock's address. Set by a
-//!   waiter before it parks; cleared only under the parking lot's queue lock, by whoever sees the
-//!   queue become empty (an unlocker that woke the last waiter, or the last waiter timing out).
-//!   A stale `PARKED` with an empty queue is harmless: it only sends the next unlock down the
-//!   slow path.
-//! * `SPINNING`: a waiter may be spinning on a CPU, registered in the `spinner` slot, ready to
-//!   be handed the lock: a `Handoff` waiter before it sleeps, or under any policy a waiter that
-//!   would lend or is real-time, while the owner runs. It only sends unlocks to the slow
-//!   path, which looks at the slot; a stale bit costs one slow unlock, never correctness.
-//! * `DONATED`: some waiter on this lock is listed in the donation ledger (`donor`), so the
-//!   owner may be boosted. Set and cleared only under the ledger lock, and kept across owners.
-//!   While it is set, no unlock takes the fast path: the slow path hands the lock to the best
-//!   lender (`blocked_donor`), and whoever takes the lock next reconciles.
-//! * `REQUESTS`: sections published by `Mutex::run` may wait on the `requests` stack. Set by a
-//!   publisher (an RMW on a held word), cleared by the holder right before it takes the stack,
-//!   kept by every handover. Its unlock runs them first (`crate::proxy`), and a word is never
-//!   left free with it set and nobody on the way to serve: an unlock that freed such a word
-//!   takes it back, and a holder that ran out of budget woke a caller to come and serve.
-//! * `POISONED`: the `Mutex` is poisoned (a holder panicked; std's rules, `mutex::poison`).
-//!   Set by the holder, cleared by anyone (`clear_poison`), kept by every handover and
-//!   release. Keeping it in the word costs the unpoisoned fast path nothing: a lock taken
-//!   from the exact `UNLOCKED` word was not poisoned, so only the slow path reads the bit. A
-//!   bare `RawMutex` (`lock_api`) never sets it.
-//!
-//! # The spinner slot
-//!
-//! `spinner` is 0 or a waiter's record address `A` (A spins). The slot, not the word,
-//! arbitrates between the spinner and an unlocker: the spinner withdraws with `A -> 0`, an
-//! unlocker claims it with the same `A -> 0`, and exactly one of the two CASes wins, so a
-//! spinner whose withdrawal fails knows it was chosen. If A withdraws and registers again in
-//! between, the claim still succeeds, which is right: A is again waiting for this very lock.
-//! The unlocker dereferences `A` only after its claim won (it clears A's `blocked_on`, then
-//! writes A into the word), so a waiter that withdraws and exits cannot be touched after it is
-//! gone. The claim empties the slot, so the next waiter (typically the unlocker itself, coming
-//! back for the lock) can register while A is still on its way in: a slot that stayed taken
-//! until A noticed its handoff sent that waiter to sleep, and made every later handoff a
-//! wake-up. Invariant: the owner is never in the slot. A claimed spinner whose wait is
-//! published (`blocked_on`) and sees it cleared writes itself into the word if the unlocker
-//! has not yet: an unlocker preempted between its claim and its write must not hold up the
-//! spinner, and its own write is conditioned on its still owning the lock.
-//!
-//! Taking the lock is a CAS that installs the taker's record address, so the owner is recorded
-//! in the same instruction that acquires: there is no instant at which the lock is held by
-//! "nobody knows".
+//! The lock protocol: taking and releasing the lock word (`crate::word`) under the three
+//! unlock policies.
 //!
 //! # Policies
 //!
@@ -64,49 +7,33 @@
 //! * `Handoff`: unlock with waiters writes a waiter's record into the word; the word never
 //!   shows "free" while anyone waits, so nobody barges. A waiter spinning on a CPU is chosen
 //!   before a sleeping one: handing to a sleeper leaves the lock idle for a whole wake-up, and
-//!   with more threads than CPUs that convoy made strict handoff up to 470x slower than
-//!   spinning here (the same effect cost the kernel's handoff 6-13x on `perf bench sched messaging`).
-//!   So that sleepers cannot starve behind spinners, once the queue has waited about 1 ms the
-//!   next unlock serves its first sleeper instead.
+//!   with more threads than CPUs the waiters convoy behind those idle gaps (the kernel's
+//!   strict handoff pays for the same reason). So that sleepers cannot starve behind
+//!   spinners, once the queue has waited about 1 ms the next unlock serves its first sleeper
+//!   instead.
 //! * `Adaptive`: as `Spin`, but when the parking lot reports that the queue's fairness timer
 //!   expired (on average every 0.5 ms, never more than 1 ms) the unlock hands off instead, so no
 //!   waiter waits behind barging for longer than about a millisecond.
 
 mod handoff;
 
-use super::spin::SpinWait;
+use super::wait::wait_for;
+use crate::Policy;
 use crate::chain::Deadlock;
 use crate::donor::Spin;
 use crate::loom::{
-    AtomicU8, AtomicU32, AtomicUsize, FilterOp, Ordering, ParkResult, ParkToken, Pin, UnparkResult,
-    UnparkToken, const_fn, monotonic_us, park, unpark_filter,
+    FilterOp, Ordering, ParkResult, ParkToken, UnparkResult, UnparkToken, monotonic_us, park,
+    unpark_filter,
 };
-use crate::proxy::{Requests, Served, Wakes};
-use crate::task::{Me, TASK_ALIGN, Task, WakeInFlight};
-use crate::{LockId, Policy, Tid};
+use crate::proxy::{Served, Wakes};
+use crate::spin::SpinWait;
+use crate::task::{Me, WakeInFlight};
+use crate::word::{
+    DONATED, FLAGS, KEPT_BY_RELEASE, PARKED, POISONED, REQUESTS, RawMutex, SPINNING, UNLOCKED,
+    owner_of,
+};
 use handoff::Spinner;
 use std::time::Instant;
-
-/// Threads may be parked on this lock.
-const PARKED: usize = 1;
-/// A waiter may be spinning, registered in `RawMutex::spinner` (Handoff only).
-const SPINNING: usize = 2;
-/// Waiters listed in the donation ledger lend to this lock's owner.
-const DONATED: usize = 4;
-/// Sections published by `Mutex::run` may be waiting on the `requests` stack. A holder never
-/// frees the word with this bit set, unless it has passed the sections on (`proxy`'s bound)
-/// and woken the caller that takes over: it keeps the lock and serves them instead
-/// (`RawMutex::release_or_keep`).
-const REQUESTS: usize = 8;
-/// The `Mutex` is poisoned.
-const POISONED: usize = 16;
-/// Every flag bit. Must stay below the record alignment so an address never overlaps a flag.
-const FLAGS: usize = PARKED | SPINNING | DONATED | REQUESTS | POISONED;
-/// The flags that stay with the lock whoever holds it, and when it is freed.
-const KEPT_BY_RELEASE: usize = SPINNING | DONATED | REQUESTS | POISONED;
-const _: () = assert!(FLAGS < TASK_ALIGN);
-/// The word of a free lock nobody waits for.
-const UNLOCKED: usize = 0;
 
 /// After how many spin rounds a waiter checks whether it outranks the owner (and then lends
 /// instead of spinning on); see `spin_once_more`. Three rounds are 14 spin hints.
@@ -131,126 +58,7 @@ enum Passed {
     ToSleeper,
 }
 
-#[inline]
-fn owner_of(word: usize) -> usize {
-    word & !FLAGS
-}
-
-/// The raw lock: no data, no poisoning. Usable with `lock_api`.
-///
-/// ```
-/// use lock_api::RawMutex as _;
-/// type Mutex<T> = lock_api::Mutex<proxy_lock::RawMutex, T>;
-///
-/// let m = Mutex::new(1);
-/// *m.lock() += 1;
-/// assert_eq!(*m.lock(), 2);
-/// ```
-///
-/// Layout: `repr(C)` with the lock word last, so it sits next to what follows it in a `Mutex`
-/// (the poison flag and the data), and 32 bytes in all. A `Mutex<u64>` that straddled two cache
-/// lines measured 10-15% slower under contention than one that did not, and the smaller the
-/// struct, the rarer the straddle.
-#[repr(C)]
-pub struct RawMutex {
-    /// The spinner slot; see the module docs.
-    spinner: AtomicUsize,
-    /// Sections published by `Mutex::run`, newest first (`crate::proxy`).
-    requests: Requests,
-    /// When the current sleepers started waiting, or when one was last served: the low 32 bits
-    /// of `monotonic_us`, compared with wrapping arithmetic. Written by the waiter that sets
-    /// `PARKED` and by unlockers; read by unlockers.
-    sleepers_since: AtomicU32,
-    /// Spinner handoffs since the last fairness check. Touched only by the lock holder.
-    handoffs_unchecked: AtomicU8,
-    policy: Policy,
-    /// The lock word; see the module docs.
-    word: AtomicUsize,
-}
-
 impl RawMutex {
-    const_fn! {
-        /// A free lock with the given unlock policy.
-        ///
-        /// ```
-        /// use proxy_lock::{Policy, RawMutex};
-        /// static RAW: RawMutex = RawMutex::with_policy(Policy::Handoff);
-        /// assert_eq!(RAW.policy(), Policy::Handoff);
-        /// ```
-        pub fn with_policy(policy: Policy) -> RawMutex {
-            RawMutex {
-                word: AtomicUsize::new(UNLOCKED),
-                spinner: AtomicUsize::new(0),
-                requests: Requests::new(),
-                sleepers_since: AtomicU32::new(0),
-                handoffs_unchecked: AtomicU8::new(0),
-                policy,
-            }
-        }
-    }
-
-    /// This lock's unlock policy.
-    ///
-    /// ```
-    /// use lock_api::RawMutex as _;
-    /// assert_eq!(proxy_lock::RawMutex::INIT.policy(), proxy_lock::Policy::Adaptive);
-    /// ```
-    pub fn policy(&self) -> Policy {
-        self.policy
-    }
-
-    /// An identity for diagnostics: the lock's address.
-    ///
-    /// ```
-    /// let m = proxy_lock::Mutex::new(());
-    /// assert_eq!(m.raw().id(), m.id());
-    /// ```
-    pub fn id(&self) -> LockId {
-        LockId(self.addr())
-    }
-
-    /// Whether some thread holds the lock right now (a snapshot; it may change at once).
-    ///
-    /// ```
-    /// let m = proxy_lock::Mutex::new(());
-    /// let g = m.lock().unwrap();
-    /// assert!(m.raw().is_locked());
-    /// drop(g);
-    /// assert!(!m.raw().is_locked());
-    /// ```
-    pub fn is_locked(&self) -> bool {
-        // Relaxed: a snapshot that orders nothing.
-        owner_of(self.word.load(Ordering::Relaxed)) != 0
-    }
-
-    /// Kernel tid of the thread holding the lock, or `None` when it is free. A snapshot.
-    ///
-    /// ```
-    /// let m = proxy_lock::Mutex::new(());
-    /// let _g = m.lock().unwrap();
-    /// assert_eq!(m.raw().owner_tid(), Some(proxy_lock::current_tid()));
-    /// ```
-    pub fn owner_tid(&self) -> Option<Tid> {
-        self.owner_record(&crate::loom::pin()).map(Task::tid)
-    }
-
-    /// The owner's task record, readable for as long as `pin` lives; `None` when free. The one
-    /// place that turns an owner address from the word into a record.
-    pub(crate) fn owner_record<'p>(&self, _pin: &'p Pin) -> Option<&'p Task> {
-        // Acquire pairs with the acquiring CAS or handoff store, so the record the address names
-        // is fully initialised for us.
-        let owner = owner_of(self.word.load(Ordering::Acquire));
-        // SAFETY: the word was read while pinned, so a nonzero owner is a record that is alive
-        // until the pin drops (records are retired through the epoch once their thread released
-        // every lock), or forever because its thread exited holding this lock (see `task`).
-        (owner != 0).then(|| unsafe { &*(owner as *const Task) })
-    }
-
-    #[inline]
-    fn addr(&self) -> usize {
-        self as *const Self as usize
-    }
-
     /// Takes the lock for `me`, sleeping as long as needed. Returns whether it is poisoned.
     #[inline]
     pub(crate) fn lock_as(&self, me: Me) -> Poisoned {
@@ -292,7 +100,7 @@ impl RawMutex {
     /// for us, which moves the section's cache lines to the holder and back). Whether it is
     /// poisoned; `None` if it did not take it.
     pub(crate) fn try_lock_spinning(&self, me: Me) -> Option<Poisoned> {
-        let mut spin = SpinWait::with_budget(crate::loom::RUN_SPIN_ROUNDS);
+        let mut spin = SpinWait::with_budget(crate::tuning::RUN_SPIN_ROUNDS);
         loop {
             if let Some(poisoned) = self.try_lock_as(me) {
                 return Some(poisoned);
@@ -315,27 +123,6 @@ impl RawMutex {
         }
         let taken = self.lock_slow(me, deadline).unwrap_or_else(|d| d.raise());
         taken.then(|| self.is_poisoned())
-    }
-
-    /// Whether the lock is poisoned (`Mutex` poisoning; a snapshot when not held).
-    #[inline]
-    pub(crate) fn is_poisoned(&self) -> bool {
-        // Relaxed: under the lock, the acquire of the lock orders it; outside the lock it is a
-        // snapshot, as with std.
-        self.word.load(Ordering::Relaxed) & POISONED != 0
-    }
-
-    /// Poisons the lock: a guard dropped while panicking, or a section run by `Mutex::run`
-    /// panicked. Called by the holder; its release then takes the slow path, which keeps it.
-    pub(crate) fn poison(&self) {
-        // Relaxed: written while the lock is held; the unlock's Release publishes it.
-        self.word.fetch_or(POISONED, Ordering::Relaxed);
-    }
-
-    /// Clears the poisoned state.
-    pub(crate) fn clear_poison(&self) {
-        // Relaxed: as in `is_poisoned`; an RMW, since others change the word's other bits.
-        self.word.fetch_and(!POISONED, Ordering::Relaxed);
     }
 
     /// Releases the lock `me` holds.
@@ -380,104 +167,6 @@ impl RawMutex {
         {
             self.unlock_slow(me, fair, serve, word);
         }
-    }
-
-    /// Whether threads are queued on this lock (a snapshot).
-    pub(crate) fn has_parked(&self) -> bool {
-        // Relaxed: a hint; a wrong answer only costs or skips one wait for a spinner.
-        self.word.load(Ordering::Relaxed) & PARKED != 0
-    }
-
-    /// Whether anyone waits: queued, or spinning for a handoff (a snapshot, for `bump`).
-    pub(crate) fn has_waiters(&self) -> bool {
-        // Relaxed: a hint; a wrong answer only costs or skips one fair unlock.
-        self.word.load(Ordering::Relaxed) & FLAGS != 0
-    }
-
-    /// Marks the lock as having parked threads if it is held, for a Condvar about to requeue its
-    /// waiters onto this lock's queue. Returns whether it is held. Called under the parking lot's
-    /// queue locks of both addresses.
-    pub(crate) fn mark_parked_if_locked(&self) -> bool {
-        // Relaxed: against a concurrent fast-path unlock, the word's modification order decides:
-        // either the unlock's CAS sees PARKED and takes the slow path, which then waits for the
-        // queue lock we hold and finds the requeued threads, or we see the lock already free.
-        // Against everything else the queue lock orders us.
-        self.word
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
-                (owner_of(w) != 0).then_some(w | PARKED)
-            })
-            .is_ok()
-    }
-
-    /// Marks the lock as having parked threads (a Condvar requeued some onto it).
-    pub(crate) fn mark_parked(&self) {
-        // Relaxed: as in `mark_parked_if_locked`.
-        self.word.fetch_or(PARKED, Ordering::Relaxed);
-    }
-
-    /// True if the word shows "free" while sections are flagged as published (`REQUESTS`). An
-    /// unlock never leaves that behind unless it reached the combining bound, so loom models
-    /// use it to show that a published section never waits behind a free word.
-    #[doc(hidden)]
-    pub fn free_with_published_sections(&self) -> bool {
-        // Relaxed: a snapshot for tests.
-        let word = self.word.load(Ordering::Relaxed);
-        owner_of(word) == 0 && word & REQUESTS != 0
-    }
-
-    /// True if the word shows "free" while threads are flagged as parked. `Handoff` never
-    /// produces this on its own (only a Condvar waking one waiter and moving the rest does), so
-    /// loom models use it to show that nobody can barge past a queued waiter.
-    #[doc(hidden)]
-    pub fn free_with_parked_waiters(&self) -> bool {
-        // Relaxed: a snapshot for tests.
-        let word = self.word.load(Ordering::Relaxed);
-        owner_of(word) == 0 && word & PARKED != 0
-    }
-
-    /// Whether a waiter is registered in the spinner slot, and whether sections are flagged
-    /// as published (`REQUESTS`): what a fork test checks its child inherited.
-    #[doc(hidden)]
-    pub fn spinner_and_published_sections(&self) -> (bool, bool) {
-        // Relaxed: a snapshot for tests.
-        let spinner = self.spinner.load(Ordering::Relaxed) != 0;
-        (spinner, self.word.load(Ordering::Relaxed) & REQUESTS != 0)
-    }
-
-    /// True if the owner named by the word is also registered in the spinner slot, read in
-    /// that order. The slot is emptied by the claim that chooses a spinner, before the word
-    /// names it, and an owner never registers, so this never holds for a thread that locks
-    /// once; loom models use it to show that a handoff leaves the slot free for the next
-    /// waiter at once (module docs).
-    #[doc(hidden)]
-    pub fn owner_in_spinner_slot(&self) -> bool {
-        // Acquire, then the slot: a slot entry older than the owner we saw is visible.
-        let owner = owner_of(self.word.load(Ordering::Acquire));
-        owner != 0 && self.spinner.load(Ordering::Acquire) == owner
-    }
-
-    /// Sets `DONATED` (the ledger listed a waiter on this lock). Under the ledger lock.
-    pub(crate) fn mark_donated(&self) {
-        // Relaxed: the ledger lock orders the bookkeeping; the bit only has to be in the
-        // word's modification order before the owner's next unlock CAS, which then fails.
-        self.word.fetch_or(DONATED, Ordering::Relaxed);
-    }
-
-    /// Clears `DONATED` (the ledger's last waiter on this lock left). Under the ledger lock.
-    pub(crate) fn clear_donated(&self) {
-        // Relaxed: as in `mark_donated`; a late clear costs one slow unlock.
-        self.word.fetch_and(!DONATED, Ordering::Relaxed);
-    }
-
-    /// The stack of sections published on this lock.
-    pub(crate) fn requests(&self) -> &Requests {
-        &self.requests
-    }
-
-    /// Whether waiters lend to this lock's owner (a snapshot, for `donor::after_wait`).
-    pub(crate) fn is_donated(&self) -> bool {
-        // Relaxed: a routing hint; the ledger decides under its own lock.
-        self.word.load(Ordering::Relaxed) & DONATED != 0
     }
 
     /// Panics if `me` holds this lock (a `run` caller about to publish would wait for itself).
@@ -528,24 +217,6 @@ impl RawMutex {
             let mut wakes = Wakes::new(me);
             let _ = crate::proxy::serve(self, me, &mut crate::proxy::budget(), &mut wakes);
         }
-    }
-
-    /// The holder is about to take the request stack: clear `REQUESTS` first, so a section
-    /// pushed after the take sets it again.
-    pub(crate) fn clear_requests_flag(&self) {
-        // Acquire: pairs with a publisher's Release RMW, so its push is visible to our take.
-        self.word.fetch_and(!REQUESTS, Ordering::Acquire);
-    }
-
-    /// The holder put sections back on the stack: its release must not take the fast path.
-    pub(crate) fn set_requests_flag(&self) {
-        // Relaxed: only the holder's own unlock, later in its program order, reads it.
-        self.word.fetch_or(REQUESTS, Ordering::Relaxed);
-    }
-
-    /// The parking-lot key of this lock.
-    pub(crate) fn park_key(&self) -> usize {
-        self.addr()
     }
 
     /// One try that succeeds only from a completely free word: the uncontended path. Such a
@@ -633,29 +304,24 @@ impl RawMutex {
             if word & PARKED == 0 && !self.set_parked(word) {
                 continue;
             }
-            me.set_blocked_on(self.addr(), deadline.is_some());
-            let plan = crate::donor::before_spinning(me, self, deadline.is_some())?;
-            let spins = plan != Spin::No;
-            let parked = if spins && self.spin_while_owner_runs(me, deadline, plan) {
-                ParkResult::Unparked(TOKEN_HANDOFF)
-            } else if spins && owner_of(self.word.load(Ordering::Relaxed)) == UNLOCKED {
-                // Freed while we spun (a fifth to two fifths of the spins that end without
-                // a handoff, in the demo's `chain` and `direct`): go and take it. Parking would
-                // only find that out under the queue's bucket lock, which the unlocker may
-                // still hold, and a SCHED_IDLE unlocker preempted there left the foreground
-                // asleep on that lock, having lent nothing, for a whole 22-25 ms hog burst
-                // (traced twice in `chain`). Relaxed: a routing hint; the barge validates.
-                ParkResult::Invalid
-            } else {
-                // Held, perhaps by a new owner since the spin: lend to whoever that is before
-                // sleeping (`park` validates the word again).
-                if spins {
-                    crate::donor::before_sleep(me, self, deadline.is_some(), true)?;
+            let timed = deadline.is_some();
+            let spin_first = |plan: Spin| {
+                if plan == Spin::No {
+                    None
+                } else if self.spin_while_owner_runs(me, deadline, plan) {
+                    Some(ParkResult::Unparked(TOKEN_HANDOFF))
+                } else if owner_of(self.word.load(Ordering::Relaxed)) == UNLOCKED {
+                    // Freed while we spun: go and take it. Parking would only find that out
+                    // under the queue's bucket lock, which a preempted unlocker may still
+                    // hold. Relaxed: a routing hint; the barge validates.
+                    Some(ParkResult::Invalid)
+                } else {
+                    // Held, perhaps by a new owner since the spin: lend to whoever that is
+                    // before sleeping (`park` validates the word again).
+                    None
                 }
-                self.park(me, deadline)
             };
-            me.clear_blocked_on();
-            crate::donor::after_wait(me, self.is_donated());
+            let parked = wait_for(me, self, timed, spin_first, || self.park(me, deadline))?;
             match parked {
                 ParkResult::Unparked(TOKEN_HANDOFF) => {
                     me.acquired();
@@ -995,13 +661,4 @@ fn self_deadlock(me: Me) -> ! {
         "proxy_lock: deadlock: thread {} tried to lock a mutex it already holds",
         me.task().tid()
     )
-}
-
-impl std::fmt::Debug for RawMutex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawMutex")
-            .field("policy", &self.policy)
-            .field("owner_tid", &self.owner_tid())
-            .finish()
-    }
 }

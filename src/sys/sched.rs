@@ -1,9 +1,9 @@
 //! Scheduling syscalls: `sched_{get,set}attr`, `sched_{get,set}affinity`, `sched_getcpu`, and
 //! the privilege probes (`capget`, `getrlimit`). Thin wrappers that turn the kernel's structs
-//! into [`crate::donor::Attrs`] parts and errors into errno values; no policy.
+//! into [`crate::sys::attrs::Attrs`] parts and errors into errno values; no policy.
 
 use crate::Tid;
-use crate::donor::{CpuMask, Sched, SchedPolicy};
+use crate::sys::attrs::{CpuMask, Sched, SchedPolicy};
 
 /// An errno value from a failed call.
 pub(crate) type Errno = i32;
@@ -106,7 +106,7 @@ pub(crate) fn set_sched(tid: Tid, sched: &Sched) -> Result<(), Errno> {
     if sched.policy == SchedPolicy::Idle {
         // `sched_setattr` keeps a SCHED_IDLE thread's nice as it was (the kernel sets the
         // static priority for SCHED_OTHER and SCHED_BATCH only), so a restore to SCHED_IDLE
-        // after a loan of a better nice would keep the lent nice: found by the torture test.
+        // after a loan of a better nice would keep the lent nice.
         set_nice(tid, sched.nice)?;
     }
     Ok(())

@@ -11,10 +11,9 @@
 //! What it costs instead:
 //! * opening a log is a `perf_event_open` and an `mmap` (25-80 µs here). A thread opens its
 //!   own, once, after it has given back a loan (`donor::after_passing_on`): a thread lent to
-//!   is one waiters watch, and it pays when it holds no lock. Opening it from the waiter's
-//!   watch instead put those microseconds into the foreground's worst wait (the inversion
-//!   demo's `rt`: above pthread PI in 2 of 6 rounds). Until a thread has its log, waiters
-//!   read its clock;
+//!   is one waiters watch, and it pays when it holds no lock, where opening it from the
+//!   waiter's watch would put that time into the waiter's wait. Until a thread has its log,
+//!   waiters read its clock;
 //! * the first per-task perf event of a process patches the kernel's scheduler hooks in
 //!   (5-11 ms here), paid by the first such thread; that event is kept open for the life of
 //!   the process (`keep_hooks_in`), so that the hooks stay in;

@@ -2,7 +2,7 @@
 //! time, wait until it sleeps. Linux only, as those tests are.
 
 use crate::Tid;
-use crate::donor::CpuMask;
+use crate::sys::attrs::CpuMask;
 use std::time::{Duration, Instant};
 
 /// Held by each test that stages threads on CPUs 0 and 1, so that they take turns: one
@@ -20,7 +20,7 @@ pub(crate) fn cpus_0_and_1() -> std::sync::MutexGuard<'static, ()> {
 /// back.
 pub(crate) type ReadBack = (
     Result<CpuMask, super::sched::Errno>,
-    Result<(crate::donor::Sched, (u32, u32)), super::sched::Errno>,
+    Result<(crate::sys::attrs::Sched, (u32, u32)), super::sched::Errno>,
 );
 
 /// Reads thread `tid`'s CPUs and policy back.
@@ -50,7 +50,7 @@ pub(crate) fn assert_finished_on_cpu_1_and_put_back(
     assert_eq!(cpus, Ok(CpuMask::single(0)), "{who}: CPUs put back");
     assert_eq!(
         sched.map(|(s, _)| s.policy),
-        Ok(crate::donor::SchedPolicy::Idle),
+        Ok(crate::sys::attrs::SchedPolicy::Idle),
         "{who}: policy put back"
     );
 }
@@ -105,7 +105,7 @@ pub(crate) fn skip(why: &str) {
         .name()
         .unwrap_or("a unit test")
         .to_string();
-    crate::loom::test_hooks::log_skip(&test, why);
+    crate::test_hooks::log_skip(&test, why);
 }
 
 /// Whether the machine has the two CPUs these tests stage their threads on; says why not.
@@ -121,9 +121,9 @@ pub(crate) fn has_two_cpus(why: &str) -> bool {
 /// background thread a hog on that CPU preempts.
 pub(crate) fn become_idle_on(cpu: u32) {
     pin_to(cpu);
-    let idle = crate::donor::Sched {
-        policy: crate::donor::SchedPolicy::Idle,
-        ..crate::donor::Sched::DEFAULT
+    let idle = crate::sys::attrs::Sched {
+        policy: crate::sys::attrs::SchedPolicy::Idle,
+        ..crate::sys::attrs::Sched::DEFAULT
     };
     let made_idle = super::sched::set_sched(super::gettid(), &idle);
     assert_eq!(made_idle, Ok(()), "SCHED_IDLE");

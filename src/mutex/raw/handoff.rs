@@ -4,14 +4,12 @@
 //! before they sleep; under every policy, a lender or real-time waiter spins there while the
 //! owner runs.
 
-use super::{DONATED, PARKED, POISONED, REQUESTS, RawMutex, SPINNING, UNLOCKED, owner_of};
 use crate::donor::Spin;
-use crate::loom::{
-    AWAIT_SPINNER_ROUNDS, FAIRNESS_CHECK_EVERY, HANDOFF_SPIN_ROUNDS, Ordering, deadline_passed,
-    monotonic_us, yield_now,
-};
-use crate::mutex::spin::{ChainEndWatch, SpinWait};
+use crate::loom::{Ordering, deadline_passed, monotonic_us, yield_now};
+use crate::spin::{ChainEndWatch, SpinWait};
 use crate::task::Me;
+use crate::tuning::{AWAIT_SPINNER_ROUNDS, FAIRNESS_CHECK_EVERY, HANDOFF_SPIN_ROUNDS};
+use crate::word::{DONATED, PARKED, POISONED, REQUESTS, RawMutex, SPINNING, UNLOCKED, owner_of};
 use std::time::Instant;
 
 /// The word's flags a handoff to the spinner keeps: sleepers, lenders, published sections and
@@ -42,11 +40,10 @@ impl RawMutex {
     /// A waiter that lends, or waits at a real-time priority, spins in the spinner slot while
     /// the chain's last owner runs (`ChainEndWatch`), as the kernel's rt_mutex waiters spin
     /// while the owner is on a CPU: an owner that runs will unlock soon, and a waiter that
-    /// sleeps instead pays for its wake-up on top (20-80 µs when its CPU went idle, measured in
-    /// the inversion demo's `rt` scenario, where PI futexes spin and did not pay it). It has
-    /// published `blocked_on` and, if real-time, lent all but its CPU (then `spin` gives the
-    /// owner it lifted a start grace); any other waiter has lent nothing yet
-    /// (`donor::before_spinning`).
+    /// sleeps instead pays for its wake-up on top (tens of µs when its CPU went idle), which a
+    /// PI futex's waiter, spinning in the kernel, does not. It has published `blocked_on` and,
+    /// if real-time, lent all but its CPU (then `spin` gives the owner it lifted a start
+    /// grace); any other waiter has lent nothing yet (`donor::before_spinning`).
     ///
     /// It also stops when the lock changes hands or is freed, and when `deadline` passes. True
     /// if an unlocker handed it the lock in the slot. False: the caller lends its CPU and parks
@@ -113,14 +110,14 @@ impl RawMutex {
             return false;
         }
         // Claimed: the unlocker is writing us into the word right now. Only a preemption
-        // between its steps makes this wait long (23.8 ms once in the demo's `chain`: a
-        // SCHED_IDLE unlocker, which nobody lends to while it runs, preempted by a hog right
-        // after its claim). So a spinner whose wait is published finishes the handoff itself
-        // once the unlocker has ended that wait, and lends to an unlocker that stopped running
-        // before that (`donor::lend_to_stalled_unlocker`); any other yields, in case the
-        // unlocker shares its CPU. The unlocker's watch (a chain walk and a clock read) is made
-        // only once a short spin has not seen the handoff through: most end within
-        // nanoseconds of the claim.
+        // between its steps makes this wait long: a SCHED_IDLE unlocker, which nobody lends
+        // to while it runs, preempted by a hog right after its claim. So a spinner whose wait
+        // is published finishes the handoff itself once the unlocker has ended that wait, and
+        // lends to an unlocker that stopped running before that
+        // (`donor::lend_to_stalled_unlocker`); any other yields, in case the unlocker shares
+        // its CPU. The unlocker's watch (a chain walk and a clock read) is made only once a
+        // short spin has not seen the handoff through: most end within nanoseconds of the
+        // claim.
         let mut spin = SpinWait::default();
         let mut watched = !wait_published;
         let mut unlocker = None;
@@ -262,7 +259,7 @@ impl RawMutex {
     /// running waiter to register before a sleeper gets the lock. With sections shorter than
     /// the gap between a thread's unlock and its next lock, the unlocker often finds only
     /// sleepers, and waking one leaves the lock idle for a whole wake-up (35 µs across vCPUs
-    /// here); this wait took 8 threads on a counter from 11 µs to about 0.14 µs per section.
+    /// here), where a waiter that registers meanwhile takes it at once.
     fn await_spinner(&self) -> bool {
         let mut spin = SpinWait::with_budget(AWAIT_SPINNER_ROUNDS);
         while spin.spin() {
@@ -317,16 +314,16 @@ mod tests {
     use std::sync::{Arc, mpsc};
     use std::time::{Duration, Instant};
 
-    /// The demo's `direct` case at its worst instant (traced once, 20 ms): the SCHED_IDLE
-    /// owner, on CPU 0, unlocks and claims the nice-0 waiter spinning in the slot on CPU 1,
-    /// and a nice-0 hog takes CPU 0 before the owner has ended the waiter's wait. The waiter
-    /// must lend to the owner, which then finishes the handoff on CPU 1 and is put back (CPU 0,
-    /// SCHED_IDLE). Before, the waiter spun until the hog stopped (2 s here). A test hook
-    /// widens the window: right after its claim the owner burns 20 ms of its CPU time. The
-    /// owner makes itself SCHED_IDLE once the waiter spins in the slot, just before it
-    /// unlocks; until then it is nice 0, so that other tests' threads do not preempt it and
-    /// send the waiter to sleep instead (the waiter spins because the owner may not run on its
-    /// CPU). No privilege needed (the CPU is what gets the owner going).
+    /// The demo's `direct` case at its worst instant: the SCHED_IDLE owner, on CPU 0, unlocks
+    /// and claims the nice-0 waiter spinning in the slot on CPU 1, and a nice-0 hog takes CPU 0
+    /// before the owner has ended the waiter's wait. The waiter must lend to the owner, which
+    /// then finishes the handoff on CPU 1 and is put back (CPU 0, SCHED_IDLE). Before, the
+    /// waiter spun until the hog stopped (2 s here). A test hook widens the window: right after
+    /// its claim the owner burns 20 ms of its CPU time. The owner makes itself SCHED_IDLE once
+    /// the waiter spins in the slot, just before it unlocks; until then it is nice 0, so that
+    /// other tests' threads do not preempt it and send the waiter to sleep instead (the waiter
+    /// spins because the owner may not run on its CPU). No privilege needed (the CPU is what
+    /// gets the owner going).
     #[test]
     fn a_spinner_claimed_by_a_preempted_unlocker_lends_to_it() {
         if !has_two_cpus("the preempted unlocker's and the spinner's") {

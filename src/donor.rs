@@ -53,97 +53,34 @@
 //! left to the next reconcile by another thread, which every unlock of a donated lock triggers
 //! (the woken waiter reconciles).
 
+mod access;
 mod attrs;
 mod ledger;
 mod ledger_lock;
 mod report;
 mod rescue;
 
+pub(crate) use access::{after_fork_in_parent, before_fork, rescue_slot, with_ledger};
+pub(crate) use attrs::Attrs;
 pub use attrs::CpuDonation;
-pub(crate) use attrs::{Attrs, CpuMask, Sched, SchedPolicy};
 pub(crate) use ledger::Ledger;
 pub(crate) use ledger_lock::LedgerLock;
 pub use report::{Capabilities, capabilities};
 pub(crate) use rescue::{Rescue, RescueSlot};
 
-use crate::loom::{
-    AtomicBool, AtomicU8, CacheU64, HINT_TTL_US, Ordering, REREAD_OWN_HINT, coarse_us,
-};
-use crate::mutex::raw::RawMutex;
-use crate::task::{Me, Task};
+use crate::loom::{Ordering, coarse_us};
+use crate::task::{Me, NOT_RESTORING, SKIPPED, Task, WILL_RESTORE};
+use crate::tuning::{HINT_TTL_US, REREAD_OWN_HINT};
+use crate::word::RawMutex;
 use attrs::hint_better;
-
-/// Per-thread donation state, kept in the thread's task record.
-pub(crate) struct TaskDonor {
-    /// The thread is listed in the ledger as a waiter. Set under the ledger lock (by the thread
-    /// or by a walker that found it asleep further down a chain, inside the walker handshake),
-    /// read by the thread after its wait ended (after `clear_blocked_on`, so after any walker).
-    listed: AtomicBool,
-    /// Donation syscalls may be aimed at this thread; see `on_thread_exit`.
-    target: AtomicBool,
-    /// The thread is exiting; no syscall may reach it any more.
-    exiting: AtomicBool,
-    /// `Attrs::hint` of the thread's base attributes, `Attrs::cpus_hint` of its affinity, and
-    /// when they were read (`monotonic_us`, 0 = never). A cache for the quick check only.
-    hint: CacheU64,
-    cpus_hint: CacheU64,
-    hint_stamp: CacheU64,
-    /// When the thread last read its own policy into `hint` (`refresh_own_hint`, coarse µs,
-    /// 0 = never). Its own: `hint_stamp` dates only what other threads read.
-    own_stamp: CacheU64,
-    /// How many of the thread's own reads in a row found the same attributes (saturating).
-    /// Written and read only by the thread itself.
-    own_reads_alike: AtomicU8,
-    /// `Attrs::hint` of what the thread has while boosted, 0 when it is not boosted.
-    lent_hint: CacheU64,
-    /// Whether the thread, passing on its last lock, restores itself afterwards
-    /// (`before_passing_on`): `NOT_RESTORING`, `WILL_RESTORE`, or `SKIPPED` once a reconcile
-    /// that found nothing lent to it left it alone on that promise. The thread sets
-    /// `WILL_RESTORE` and clears it when it is done: under the ledger lock, as it lets go of
-    /// its loans (`ledger::restore_self`), if it is boosted; otherwise with a swap, which
-    /// tells it whether a reconcile skipped it meanwhile (then it restores itself after all).
-    /// Reconciles turn `WILL_RESTORE` into `SKIPPED` with an RMW, so of that and the swap one
-    /// comes first in the atomic's order.
-    restores_self: AtomicU8,
-    /// Scratch for the ledger's pass over its loans (`ledger::Loans`): the thread's node in the
-    /// latest pass, validated against that pass's own table. Used only under the ledger lock.
-    pub(super) ledger_node: core::sync::atomic::AtomicUsize,
-}
-
-/// `TaskDonor::restores_self`: the thread is not passing on its last lock.
-const NOT_RESTORING: u8 = 0;
-/// `TaskDonor::restores_self`: it is, and will restore itself if it is boosted.
-const WILL_RESTORE: u8 = 1;
-/// `TaskDonor::restores_self`: a reconcile left its restore to it.
-const SKIPPED: u8 = 2;
-
-impl TaskDonor {
-    crate::loom::const_fn! {
-        pub(crate) fn new() -> TaskDonor {
-            TaskDonor {
-                listed: AtomicBool::new(false),
-                target: AtomicBool::new(false),
-                exiting: AtomicBool::new(false),
-                hint: CacheU64::new(0),
-                cpus_hint: CacheU64::new(0),
-                hint_stamp: CacheU64::new(0),
-                own_stamp: CacheU64::new(0),
-                own_reads_alike: AtomicU8::new(0),
-                lent_hint: CacheU64::new(0),
-                restores_self: AtomicU8::new(NOT_RESTORING),
-                ledger_node: core::sync::atomic::AtomicUsize::new(usize::MAX),
-            }
-        }
-    }
-}
 
 /// How CPUs are lent; see [`set_cpu_donation`]. Stored as `CpuDonation as u8`.
 static CPU_DONATION: std::sync::atomic::AtomicU8 =
     std::sync::atomic::AtomicU8::new(CpuDonation::Move as u8);
 
 /// Chooses how a waiter lends the CPU it is about to free. The default is
-/// [`CpuDonation::Move`]: measured on the inversion demo, the union left the owner waiting for
-/// the load balancer (see the README).
+/// [`CpuDonation::Move`]: an owner only allowed the waiter's CPU as well (`Union`) may stay
+/// queued where it is, waiting for the load balancer.
 ///
 /// ```
 /// proxy_lock::set_cpu_donation(proxy_lock::CpuDonation::Union);
@@ -180,13 +117,12 @@ pub(crate) fn before_sleep(
 }
 
 /// `me`, a spinner claimed by an unlocker that stopped running before it ended `me`'s wait on
-/// `lock` (`mutex::raw`'s spinner slot): a preemption between those two steps (20 ms in the
-/// demo's `direct`, traced: a SCHED_IDLE unlocker and a nice-0 hog's burst, with the
-/// foreground spinning the whole time). Until that step the word still names the unlocker,
-/// so `me` lends everything, its CPU too, to it as to any owner, and it finishes on `me`'s
-/// CPU, which `me` then yields to it. It gives the loan back as any unlocker that holds no
-/// lock does ([`after_passing_on`]), and `me`'s [`after_wait`] unlists `me`. The wait is
-/// ending, so it closes no deadlock: no check.
+/// `lock` (`mutex::raw`'s spinner slot): a preemption between those two steps (a SCHED_IDLE
+/// unlocker beside a hog) keeps `me` spinning for as long as the unlocker waits for a CPU.
+/// Until that step the word still names the unlocker, so `me` lends everything, its CPU too,
+/// to it as to any owner, and it finishes on `me`'s CPU, which `me` then yields to it. It
+/// gives the loan back as any unlocker that holds no lock does ([`after_passing_on`]), and
+/// `me`'s [`after_wait`] unlists `me`. The wait is ending, so it closes no deadlock: no check.
 #[cold]
 pub(crate) fn lend_to_stalled_unlocker(me: Me, lock: &RawMutex) {
     if let Ok(survey) = survey(me, lock, true) {
@@ -223,7 +159,7 @@ impl Spin {
     /// For how long an owner not yet seen running counts as about to run.
     pub(crate) fn start_grace_us(self) -> u64 {
         match self {
-            Spin::AfterBoost => crate::mutex::spin::BOOSTED_OWNER_START_US,
+            Spin::AfterBoost => crate::tuning::BOOSTED_OWNER_START_US,
             Spin::No | Spin::WhileOwnerRuns => 0,
         }
     }
@@ -233,17 +169,16 @@ impl Spin {
 /// wait already left), and say whether `me` spins while the chain's last owner runs before it
 /// sleeps (the lock's spinner slot, or a `run` caller's wait for its section), lending its CPU
 /// only if it goes to sleep after all ([`before_sleep`] again, `with_cpu`), when the owner it
-/// moves has stopped running: an owner moved while it runs makes the lender wait in the
-/// syscall for the owner's CPU to stop it (0.3-4 ms traced in the demo's `direct` scenario).
+/// moves has stopped running: an owner moved while it runs makes the lender wait, asleep in
+/// the syscall, for the owner's CPU to stop it.
 ///
 /// * A real-time waiter always spins, and lends all but its CPU first, as a PI futex boosts at
-///   once: an owner left unboosted while it ran was preempted by a lower real-time thread and
-///   lost the waiter 20-40 µs more. If it lent, the owner gets a start grace
-///   ([`Spin::AfterBoost`]).
+///   once: an owner left unboosted while it runs can be preempted by a lower real-time thread.
+///   If it lent, the owner gets a start grace ([`Spin::AfterBoost`]).
 /// * Any other spins if some owner on the chain is worse than it, and lends nothing until it
-///   sleeps: an owner boosted to its level competed on its own CPU, was preempted inside the
-///   ledger, and held up the lend that would have moved it (3 ms waits in `direct`). If no
-///   owner is worse, it neither spins nor lends (counted as skipped).
+///   sleeps: an owner boosted to its level still competes on its own CPU, can be preempted
+///   inside the ledger, and then holds up the lend that would have moved it. If no owner is
+///   worse, it neither spins nor lends (counted as skipped).
 pub(crate) fn before_spinning(
     me: Me,
     lock: &RawMutex,
@@ -253,8 +188,8 @@ pub(crate) fn before_spinning(
     let mut survey = self::survey(me, lock, deadline)?;
     if !read_now && (survey.sched || survey.cpu || waits_real_time(me)) {
         // Lending or spinning is on the table: judge by what this thread has now, not by a
-        // read from before a change of its own policy (the demo's threads take their roles
-        // right after a warm-up wait).
+        // read from before a change of its own policy (a thread may take its role's policy
+        // right after a wait).
         if refresh_own_hint(me) {
             survey = self::survey(me, lock, deadline)?;
         }
@@ -339,16 +274,15 @@ pub(crate) fn took_donated_lock(me: Me) {
 
 /// `me` is about to pass a lock on (the unlock slow path). Returns whether it will give back
 /// whatever loans it has itself, afterwards (`after_passing_on`), and if so marks it
-/// (`restores_self`), so that the donor that takes the lock leaves that restore to it. With a
-/// real-time donor spinning for the lock, the donor always got to the ledger first, and the
-/// restore (a `sched_setattr` that demotes a running thread, 10-40 µs) was part of its wait.
+/// (`restores_self`), so that the donor that takes the lock leaves that restore to it: a
+/// real-time donor spinning for the lock gets to the ledger first, and the restore (a
+/// `sched_setattr` that demotes a running thread, tens of µs) would be part of its wait.
 /// Marked whether or not `me` is boosted yet: a loan may still reach it while it unlocks.
 ///
 /// Only when `me` will hold no lock, and is not a Condvar waiter releasing its mutex (`serve`
 /// false): that one is already queued on the Condvar, and a notifier may requeue it onto a
 /// mutex and hand it that mutex before it sleeps, so loans could reach it while its writes
-/// are in flight. (The torture test found this: a SCHED_IDLE writer, half restored, was taken
-/// at nice 10 for its base.)
+/// are in flight, and a half-done restore could be taken for its base.
 pub(crate) fn before_passing_on(me: Me, serve: bool) -> bool {
     let restoring = serve && me.holds_no_lock();
     if restoring {
@@ -378,8 +312,8 @@ pub(crate) fn before_passing_on(me: Me, serve: bool) -> bool {
 /// others may wait on, or is a Condvar waiter), its restore is left to the woken donor, and it
 /// steps aside with `sched_yield`: until the donor runs, `me` has the donor's attributes, on
 /// the donor's own CPU when a CPU was lent. Without this, a donor that `me` had preempted on
-/// its way to sleep (or that `me` just woke) waited for `me`'s time slice to end: 3-5 ms worst
-/// waits in the inversion demo (seen with `perf sched`). Returns whether it stepped aside.
+/// its way to sleep (or that `me` just woke) waits for `me`'s time slice to end. Returns
+/// whether it stepped aside.
 pub(crate) fn after_passing_on(me: Me, restoring: bool, to_donor: bool) -> bool {
     let donor = &me.task().donor;
     // Relaxed: a cache read of our own boost state. A loan recorded after this read, and not
@@ -389,9 +323,8 @@ pub(crate) fn after_passing_on(me: Me, restoring: bool, to_donor: bool) -> bool 
     if restoring && boosted {
         // Still marked `WILL_RESTORE` until the ledger has let go of us: a donor that reaches
         // the ledger first (it took the lock and reconciles) must leave the restore to us.
-        // Clearing the mark before the ledger lock let such a donor restore us inside its
-        // own wait: a `sched_setattr` that demotes a running thread on another CPU, 50 µs of
-        // a 157 µs worst wait in the demo's `rt` scenario (traced).
+        // Clearing the mark before the ledger lock would let such a donor restore us inside
+        // its own wait, with a `sched_setattr` that demotes a running thread on another CPU.
         ledger::restore_self(me);
         // Lent to once, so waiters will watch it again: from now on they can do that without
         // slowing it down (`mutex::spin::OnCpuWatch`).
@@ -458,10 +391,10 @@ pub(crate) fn orphaned_by_fork(task: &Task) {
     task.donor.target.store(false, Ordering::Relaxed);
 }
 
-/// In a forked child, under the ledger lock: the child's only thread, `me`, starts with a
-/// clean slate (see `ledger::after_fork_in_child`); its cached picture of itself is read again.
-pub(crate) fn after_fork_in_child(me: &Task, ledger: &mut Ledger) {
-    ledger::after_fork_in_child(me, ledger);
+/// In a forked child: the child's only thread, `me`, starts with a clean ledger
+/// (`access::after_fork_in_child`); its cached picture of itself is read again.
+pub(crate) fn after_fork_in_child(me: &Task) {
+    access::after_fork_in_child(me);
     let d = &me.donor;
     // Relaxed: the child has one thread.
     d.listed.store(false, Ordering::Relaxed);
@@ -514,8 +447,7 @@ const RANK_BITS: u64 = 0xFF_FFFF;
 /// now if it never was), or what it was lent if that is more. A thread's look at itself stays
 /// out of the timed cache other threads read (`fresh_hint`, `HINT_TTL_US`): a thread that read
 /// itself into it and then changed its policy would show the old one to every waiter for up
-/// to 10 ms (in the demo, each thread's warm-up wait did exactly that just before the thread
-/// took its role's policy).
+/// to 10 ms.
 fn own_effective_hint(me: Me) -> u64 {
     let d = &me.task().donor;
     let hint = if REREAD_OWN_HINT {
@@ -561,11 +493,9 @@ fn owner_gap(owner: &Task, mine: u64, cpu: Option<u32>) -> Gap {
     }
     let (hint, cpus) = fresh_hint(owner);
     // A waiter that the owner outranks lends it no CPU: where such a waiter ran, threads the
-    // owner would lose to run too. In the demo's `direct` scenario the SCHED_IDLE background
-    // owner, waiting for the foreground, moved it onto the hog's CPU, and was then preempted
-    // by the hog inside the ledger: the foreground waited 2-20 ms for the ledger lock. The
-    // owner's rank is what it has now, a loan included: a boosted owner competes at that rank
-    // (the ledger would drop such a CPU anyway, `Lent::absorb`; this spares the lend).
+    // owner would lose to run too. The owner's rank is what it has now, a loan included: a
+    // boosted owner competes at that rank (the ledger would drop such a CPU anyway,
+    // `Lent::absorb`; this spares the lend).
     let outranked = effective_hint(owner) & RANK_BITS > mine & RANK_BITS;
     Gap {
         sched: hint_better(mine, hint),
@@ -626,9 +556,8 @@ const OWN_READS_TO_TRUST: u8 = 3;
 
 /// Whether `me` may judge this wait by its last read of itself: its own attributes have not
 /// changed across its last `OWN_READS_TO_TRUST` reads, the latest less than `HINT_TTL_US`
-/// ago. A thread that just changed its policy (the demo's threads take their roles right
-/// after a warm-up wait) reads again at each wait until its attributes settle; in steady
-/// state, a wait makes no syscall but the futex.
+/// ago. A thread that just changed its policy reads again at each wait until its attributes
+/// settle; in steady state, a wait makes no syscall but the futex.
 fn own_hint_is_recent(me: Me) -> bool {
     let d = &me.task().donor;
     // Relaxed: a cache; a stale answer costs or saves one read.

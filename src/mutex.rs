@@ -1,18 +1,17 @@
-//! `Mutex<T>` and `MutexGuard`: std's API on top of the owner-recording lock word in [`raw`].
+//! `Mutex<T>` and `MutexGuard`: std's API on top of the lock protocol in [`raw`], the
+//! waiter's protocol in `wait`, and `Mutex::run` in `run`.
 
 mod lock_api_impls;
 pub(crate) mod poison;
 pub(crate) mod raw;
-pub(crate) mod spin;
-
-#[doc(hidden)]
-pub use spin::set_spin_budget_for_measurement;
+mod run;
+mod wait;
 
 use crate::loom::const_fn;
 use crate::task::{self, Me};
+use crate::word::RawMutex;
 use crate::{LockId, Policy, Tid};
 use poison::map_result;
-use raw::RawMutex;
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;

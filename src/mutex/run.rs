@@ -1,9 +1,19 @@
-//! A section as `Mutex::run` builds it on the caller's stack: the closure, the place for its
-//! outcome, and the type-erased entry a holder calls; and `Mutex::run` itself.
+//! `Mutex::run`, the caller's side of execution by proxy: a section as it is built on the
+//! caller's stack (the closure, the place for its outcome, and the type-erased entry a holder
+//! calls), its publication, and the caller's wait until a holder ran it. The holder's side is
+//! `crate::proxy`.
 
-use super::{SectionHead, publish_and_wait};
-use crate::mutex::Mutex;
-use crate::task;
+use super::Mutex;
+use super::wait::wait_for;
+use crate::chain::Deadlock;
+use crate::donor::Spin;
+use crate::loom::{Ordering, ParkResult, ParkToken, park};
+use crate::proxy::SectionHead;
+use crate::spin::{ChainEndWatch, SpinWait};
+use crate::task::slot::{CANCELLED, DONE, IDLE, PHASE, QUEUED, RETRY, RUNNING, SLEEPER};
+use crate::task::{self, Me, Slot};
+use crate::tuning::RUN_SPIN_ROUNDS;
+use crate::word::RawMutex;
 use std::cell::UnsafeCell;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::{LockResult, PoisonError};
@@ -150,5 +160,129 @@ impl<T: ?Sized> Mutex<T> {
             unsafe { self.raw.unlock_as(me) };
         }
         section.into_result()
+    }
+}
+
+/// Publishes `head` in `me`'s slot on `raw` and returns once it ran. False, without publishing,
+/// if the slot is in use.
+fn publish_and_wait(raw: &RawMutex, me: Me, head: *const SectionHead) -> bool {
+    let slot = &me.task().slot;
+    // Relaxed: only this thread makes its slot leave IDLE/DONE, and it reads its own writes.
+    // A holder's write of DONE was already seen with Acquire by the wait that ended the last
+    // request, and a holder's unlink of a cancelled slot is only read as "still busy" late.
+    if !matches!(slot.state.load(Ordering::Relaxed) & PHASE, IDLE | DONE) {
+        return false;
+    }
+    raw.assert_not_held_by(me);
+    // Relaxed: both published by the push's Release.
+    slot.section.store(head as usize, Ordering::Relaxed);
+    slot.state.store(QUEUED, Ordering::Relaxed);
+    raw.requests().push_chain(slot.addr(), slot);
+    if raw.flag_requests_or_take(me) {
+        // The lock was free and is ours: our unlock serves the stack, our section included.
+        // SAFETY: we hold the lock.
+        unsafe { raw.unlock_as(me) };
+    }
+    wait_until_served(raw, me, slot);
+    true
+}
+
+/// Waits until the slot's section ran: spins briefly, then waits for the lock's owner, the
+/// thread that will run the section, as a lock waiter does (`sleep_on_slot`), and takes the
+/// lock itself when asked to.
+fn wait_until_served(raw: &RawMutex, me: Me, slot: &Slot) {
+    let mut spin = SpinWait::with_budget(RUN_SPIN_ROUNDS);
+    loop {
+        // Acquire: pairs with the holder's Release that wrote DONE after the outcome.
+        let state = slot.state.load(Ordering::Acquire);
+        match state & PHASE {
+            DONE => return,
+            RETRY => {
+                // Relaxed: the caller, not a holder, now answers for the slot; a holder that
+                // claims it first (RUNNING) makes this fail.
+                if slot
+                    .state
+                    .compare_exchange(state, QUEUED, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    take_over(raw, me, slot);
+                }
+            }
+            _ if spin.spin() => {}
+            _ => sleep_on_slot(raw, me, slot),
+        }
+    }
+}
+
+/// A holder reached the bound and asked us to serve: take the lock the ordinary way and unlock,
+/// which serves the stack (our section is in it unless someone ran it meanwhile).
+fn take_over(raw: &RawMutex, me: Me, slot: &Slot) {
+    match raw.lock_or_deadlock(me) {
+        // SAFETY: we hold the lock.
+        Ok(()) => unsafe { raw.unlock_as(me) },
+        Err(deadlock) => give_up(slot, deadlock),
+    }
+}
+
+/// Waits as a lock waiter does (`mutex::wait`) until a holder completes the slot or asks us
+/// to take over: spins while the chain's last owner runs if it would lend
+/// (`donor::before_spinning`: that owner runs our section, or passes the lock to one that
+/// will), then lends and parks on the slot.
+fn sleep_on_slot(raw: &RawMutex, me: Me, slot: &Slot) {
+    let spin_first = |plan: Spin| {
+        if plan != Spin::No
+            && let Some(mut watch) = ChainEndWatch::new(raw, me, plan.start_grace_us())
+        {
+            while still_waiting(slot) && watch.still_running() {}
+        }
+        // Relaxed: the holder reads SLEEPER from its own RMW on the same word.
+        let marked = slot
+            .state
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                still_waiting_in(s).then_some(s | SLEEPER)
+            });
+        // The state moved on: look again, without sleeping.
+        marked.is_err().then_some(())
+    };
+    let park_on_slot = || {
+        let validate = || {
+            // Relaxed: under the queue lock; a holder's state change comes before its unpark,
+            // which takes the same queue lock.
+            let state = slot.state.load(Ordering::Relaxed);
+            state & SLEEPER != 0 && still_waiting_in(state)
+        };
+        // SAFETY: the key is our slot's address, which only this module parks on; the
+        // callbacks do not panic.
+        let _: ParkResult =
+            unsafe { park(slot.addr(), validate, || {}, |_, _| {}, ParkToken(0), None) };
+    };
+    if let Err(deadlock) = wait_for(me, raw, false, spin_first, park_on_slot) {
+        give_up(slot, deadlock);
+    }
+}
+
+/// Whether the slot's section still waits for a holder or runs (the caller has nothing to do).
+fn still_waiting(slot: &Slot) -> bool {
+    // Relaxed: a hint for a spin; the caller's loop reads the state with Acquire.
+    still_waiting_in(slot.state.load(Ordering::Relaxed))
+}
+
+fn still_waiting_in(state: u32) -> bool {
+    matches!(state & PHASE, QUEUED | RUNNING)
+}
+
+/// We found a deadlock cycle through this wait. If the section has not been claimed, withdraw
+/// it and panic with the cycle; otherwise it is running or ran, so there is no deadlock to
+/// report and we go on waiting.
+fn give_up(slot: &Slot, deadlock: Deadlock) {
+    // Relaxed: a holder that sees CANCELLED touches nothing behind the slot.
+    let cancelled = slot
+        .state
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+            (s & PHASE == QUEUED).then_some(CANCELLED)
+        })
+        .is_ok();
+    if cancelled {
+        deadlock.raise();
     }
 }

@@ -1,9 +1,8 @@
 //! The few operating-system calls the crate makes. Everything here is a thin, documented wrapper;
 //! policy lives elsewhere.
 
+pub(crate) mod attrs;
 pub(crate) mod sched;
-// Models read a fake clock instead (`loom::SwitchLogSlot`).
-#[cfg(not(loom))]
 pub(crate) mod switch_log;
 #[cfg(all(test, not(loom), target_os = "linux"))]
 pub(crate) mod test_threads;
@@ -151,7 +150,6 @@ unsafe extern "C" fn run_exit_hook(value: *mut libc::c_void) {
 
 /// How many threads the process has (`num_threads` in `/proc/self/stat`); `None` if that
 /// cannot be read.
-#[cfg(not(loom))]
 pub(crate) fn thread_count() -> Option<usize> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the parenthesised command name, which may contain spaces; num_threads is
@@ -162,7 +160,6 @@ pub(crate) fn thread_count() -> Option<usize> {
 /// Registers `fork()` handlers (`pthread_atfork`): `prepare` in the forking thread before the
 /// fork, `parent` in it after, `child` in the child's only thread. Failure (out of memory) is
 /// ignored: a child then inherits the state as it was, which is what happens without them.
-#[cfg(not(loom))]
 pub(crate) fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
     // SAFETY: three plain C-ABI functions that never unwind (the callers make sure).
     unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };

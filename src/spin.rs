@@ -1,12 +1,11 @@
-//! Bounded spinning before a waiter parks, the knob that measured its budget, and the watch
+//! Bounded spinning before a waiter parks, the knob for sweeping its budget, and the watch
 //! that tells whether the thread a waiter spins for is running.
 
 use crate::Tid;
-use crate::loom::{
-    ON_CPU_PROBE_SPINS, OWNER_SPIN_CAP_US, SPIN_ROUNDS, monotonic_us, spin_hint, thread_cpu_time_ns,
-};
-use crate::mutex::raw::RawMutex;
+use crate::loom::{monotonic_us, spin_hint, thread_cpu_time_ns};
 use crate::task::Me;
+use crate::tuning::{ON_CPU_PROBE_SPINS, OWNER_SPIN_CAP_US, SPIN_ROUNDS};
+use crate::word::RawMutex;
 
 /// Bounded spinning before a waiter parks.
 ///
@@ -14,12 +13,10 @@ use crate::task::Me;
 /// about 250 pauses, 6 µs at the 25 ns a pause takes on these machines) for ordinary waiters,
 /// `HANDOFF_SPIN_ROUNDS` (9: about 25 µs) for a Handoff lock's registered spinner, which keeps
 /// a running thread ready to take the lock across the time a woken sleeper needs. It never
-/// yields: with far more threads than CPUs, `sched_yield` hands the CPU
-/// to an unrelated thread and tripled the context switches in hackbench, which made yielding
-/// spinners 2-3x slower than pure pause loops. The budget was chosen by measurement
-/// (`examples/spin_budget.rs`, table in the README's benchmark section): with ~1 µs sections,
-/// 0 rounds more than doubled the time per section, 3 rounds cost 8% and 5 rounds 3%, and
-/// from 6 rounds on the budgets were within noise of each other.
+/// yields: with far more threads than CPUs, `sched_yield` hands the CPU to an unrelated thread
+/// and multiplies the context switches. The budget comes from a sweep
+/// (`examples/spin_budget.rs`, `docs/design.md#the-spin-budget`): shorter budgets lose time
+/// on ~1 µs sections, and longer ones gain nothing.
 pub(crate) struct SpinWait {
     rounds: u32,
     budget: u32,
@@ -49,10 +46,8 @@ static SPIN_BUDGET_OVERRIDE: std::sync::atomic::AtomicU32 =
     std::sync::atomic::AtomicU32::new(u32::MAX);
 
 /// Replaces the waiters' spin budget (rounds; `None` restores the default), for
-/// `examples/spin_budget.rs`, which measures what each budget costs and gains. Not part of
-/// the API.
-#[doc(hidden)]
-pub fn set_spin_budget_for_measurement(rounds: Option<u32>) {
+/// `examples/spin_budget.rs`, which measures what each budget costs and gains (`test_hooks`).
+pub(crate) fn set_spin_budget_for_measurement(rounds: Option<u32>) {
     // Relaxed: see `SPIN_BUDGET_OVERRIDE`.
     SPIN_BUDGET_OVERRIDE.store(
         rounds.unwrap_or(u32::MAX),
@@ -87,15 +82,6 @@ impl SpinWait {
 /// Reads in a row that must see the CPU time unchanged before the thread counts as off a CPU:
 /// one read can land inside an update the kernel has not made yet.
 const OFF_CPU_PROBES: u32 = 3;
-
-/// How long a real-time waiter that has just lent its policy to an owner off a CPU keeps
-/// spinning for that owner to be switched in ([`OnCpuWatch::new`]). The lend's reschedule
-/// reached the owner's CPU 17-33 µs later on these machines (ftrace, the inversion demo's `rt`).
-/// A waiter that took the owner's stillness meanwhile for "off a CPU" lent its CPU and slept,
-/// and the owner, done 10-23 µs after it ran, had to wake it, which took another 37-56 µs.
-/// Past the grace the usual rule applies, so an owner asleep in a syscall costs a real-time
-/// waiter at most this much spinning.
-pub(crate) const BOOSTED_OWNER_START_US: u64 = 100;
 
 /// Spinning for as long as another thread runs: the kernel's "spin while the owner is on a
 /// CPU", from user space. Where the thread's switch log answers (`Task::on_cpu`), one look
@@ -190,8 +176,8 @@ impl OnCpuWatch {
 /// An [`OnCpuWatch`] on the last owner of the chain from a lock (`chain::last_owner`), the
 /// thread whose running moves the whole chain on, looked up again at every read of its clock:
 /// when the lock's owner itself waits, its wait ends only when that one runs, and once that
-/// one passes its lock on, it is the next one up the chain that must run (in the demo's
-/// `chain` scenario, a waiter that kept watching the old end spun for its whole cap).
+/// one passes its lock on, it is the next one up the chain that must run, and a waiter still
+/// watching the old end would spin for its whole cap.
 pub(crate) struct ChainEndWatch<'a> {
     lock: &'a RawMutex,
     me: Me,
@@ -223,8 +209,9 @@ impl<'a> ChainEndWatch<'a> {
 
 #[cfg(all(test, not(loom), target_os = "linux"))]
 mod tests {
-    use super::{BOOSTED_OWNER_START_US, OnCpuWatch};
+    use super::OnCpuWatch;
     use crate::sys::test_threads::wait_until_asleep;
+    use crate::tuning::BOOSTED_OWNER_START_US;
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
 
@@ -253,7 +240,7 @@ mod tests {
         let tid = tid_rx.recv().unwrap();
         wait_until_asleep(tid);
         // The watch counts whole microseconds of CLOCK_MONOTONIC, so its end of the grace can
-        // come up to 1 µs early against the exact clock (a CI run gave up after 99.73 µs).
+        // come up to 1 µs early against the exact clock.
         let grace = Duration::from_micros(BOOSTED_OWNER_START_US - 1);
         let rounds: Vec<(Duration, Duration)> = (0..5)
             .map(|_| {
@@ -272,7 +259,7 @@ mod tests {
         let graced = rounds.iter().map(|r| r.0).min().unwrap();
         let plain = rounds.iter().map(|r| r.1).min().unwrap();
         assert!(
-            graced < Duration::from_micros(super::OWNER_SPIN_CAP_US),
+            graced < Duration::from_micros(crate::tuning::OWNER_SPIN_CAP_US),
             "spun {graced:?} at least, to the cap: the grace did not end"
         );
         assert!(plain < graced, "without a grace {plain:?}, with {graced:?}");
