@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's whole test run: what CI runs, and what the README calls "the test command".
-# Build, fmt and clippy (-D warnings), unit + doc + integration tests (std conformance, stress,
+# The project's whole test run: what CI runs, and what the README gives as the test command.
+# Build, fmt and clippy (-D warnings), a check that the library builds with the MSRV (skipped
+# if rustup cannot install it), unit + doc + integration tests (std conformance, stress,
 # chains, donation with real attributes, deadlocks, Mutex::run, the torture test), memcheck runs, the loom models with a
 # bounded preemption count, bench compilation, smoke runs of hackbench and the demo, and the
 # benchmark smoke (bench_report --smoke), which fails on order-of-magnitude regressions.
@@ -49,6 +50,24 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --all-targets -- -D warnings
 
+# The MSRV is Cargo.toml's rust-version. A machine that cannot get the toolchain (no rustup, no
+# network) skips the check with a message, also in the skip log; a failing check fails the run.
+msrv=$(sed -n 's/^rust-version *= *"\([^"]*\)".*/\1/p' Cargo.toml)
+[ -n "$msrv" ] || { echo "Cargo.toml declares no rust-version"; exit 1; }
+step "MSRV: the library builds with Rust $msrv (cargo +$msrv check --lib)"
+msrv_skipped() {
+  echo "MSRV check skipped: $1"
+  echo "msrv check (cargo +$msrv check --lib): $1" >> "$PROXY_LOCK_SKIP_LOG"
+}
+if ! command -v rustup >/dev/null 2>&1; then
+  msrv_skipped "rustup is not installed"
+elif ! rustup toolchain list | grep "^$msrv-" >/dev/null &&
+  ! msrv_out=$(rustup toolchain install "$msrv" --profile minimal 2>&1); then
+  msrv_skipped "rustup toolchain install $msrv failed: $(grep -m 1 '^error' <<< "$msrv_out" || tail -n 1 <<< "$msrv_out")"
+else
+  CARGO_TARGET_DIR=target/msrv cargo "+$msrv" check --lib
+fi
+
 step "unit, doc and integration tests (release)"
 cargo test --release -- --skip torture
 
@@ -84,7 +103,7 @@ if command -v rustup >/dev/null 2>&1 && rustup toolchain list | grep -q '^nightl
   # A leak makes the run exit non-zero (23) with LeakSanitizer's report.
   TORTURE_SECS=20 "$lsan_bin" --nocapture
 else
-  echo "no nightly toolchain here: LeakSanitizer run skipped (see the README's Reliability section)"
+  echo "no nightly toolchain here: LeakSanitizer run skipped (see docs/testing.md)"
 fi
 
 step "loom: clippy on the loom build"
@@ -114,7 +133,7 @@ msg=$(cargo run --quiet --release --example priority_inversion -- --trace-stop-u
 [ "$rc" -eq 2 ] && grep -q "not a number of µs" <<< "$msg" ||
   { echo "priority_inversion --trace-stop-us 1e300: exit $rc, said: $msg"; exit 1; }
 
-step "benchmark smoke: order-of-magnitude regressions only (the README's Benchmarks section)"
+step "benchmark smoke: order-of-magnitude regressions only (docs/testing.md)"
 cargo build --quiet --release --examples
 target/release/examples/bench_report --smoke
 
