@@ -20,8 +20,8 @@ fn main() {
     let us = &c.per_thread_us;
     println!(
         "{} threads ({} loan rounds) in {:.1} s; RSS {} kB after the first 10,000, {} kB at the \
-         end ({:+.1}%); open fds {} before, {} after; µs per thread: first window {:.1}, median \
-         {:.1}, last {:.1}, max {:.1}",
+         end ({:+.1}%); open fds {} before, {} after; perf rings mapped {} before, {} at most, \
+         {} after; µs per thread: first window {:.1}, median {:.1}, last {:.1}, max {:.1}",
         c.threads,
         c.loan_rounds,
         start.elapsed().as_secs_f64(),
@@ -30,6 +30,9 @@ fn main() {
         (c.rss_end_kb as f64 / c.rss_after_first_kb as f64 - 1.0) * 100.0,
         c.fds_before,
         c.fds_end,
+        c.maps_before,
+        c.maps_peak,
+        c.maps_end,
         us[0],
         workloads::median(&mut us.clone()),
         us[us.len() - 1],

@@ -26,6 +26,14 @@ pub(crate) fn gettid() -> Tid {
     NEXT.fetch_add(1, Relaxed)
 }
 
+/// How many CPU ids the kernel may report (`nr_cpu_ids`: the highest possible CPU plus one),
+/// from `/sys/devices/system/cpu/possible` ("0-3,8-11"); `None` where that cannot be read.
+pub(crate) fn possible_cpus() -> Option<usize> {
+    let list = std::fs::read_to_string("/sys/devices/system/cpu/possible").ok()?;
+    let last = list.trim().rsplit([',', '-']).next()?;
+    Some(last.parse::<usize>().ok()? + 1)
+}
+
 /// Sleeps while `word` holds `expected`, for `timeout` at most (`FUTEX_WAIT`, process-private).
 /// Returns on a wake-up, a signal, the timeout, or at once if the word already differs: the
 /// caller checks again.

@@ -33,12 +33,14 @@ use std::ptr::{self, NonNull};
 /// A thread's record. Aligned to a cache line: other threads read `blocked_on` while the owner
 /// writes it, and the alignment also leaves the low six bits of its address free for the flag
 /// bits of a lock word (see `mutex::raw`).
-#[repr(align(64))]
+///
+/// `repr(C)`, so that the fields stay in the lines they are listed in, whatever is added or
+/// removed: first what a waker and chain walkers touch while the thread waits (`blocked_on`
+/// to `woken_by`, with the donation caches), then what the thread writes on every lock and
+/// unlock (`held`) with its `run` slot. Left to the compiler, removing one field moved
+/// `woken_by` into `held`'s line, and handoffs got slower (`docs/design.md`, deep chains).
+#[repr(C, align(64))]
 pub(crate) struct Task {
-    /// Kernel thread id, set at creation. It changes once only in a forked child, where the
-    /// forking thread's record takes the child's tid (`after_fork_in_child`). Relaxed is
-    /// enough everywhere: a child has one thread when it changes.
-    tid: core::sync::atomic::AtomicI32,
     /// Address of the lock this thread sleeps on, or 0.
     ///
     /// Set by the thread just before it parks on a lock (or spins waiting for it) and cleared by
@@ -51,13 +53,9 @@ pub(crate) struct Task {
     /// The thread waits for this to drop to zero before it leaves a wait, so the lock it waited
     /// on, which the thread's borrow keeps alive, outlives every such read.
     walkers: AtomicUsize,
-    /// Set when the thread exited while still holding locks; the record is then kept forever.
-    exited: AtomicBool,
     /// Counts this thread's waits: bumped before each `blocked_on` store, so a chain walker
     /// that reads the same (lock, seq) twice knows the thread never left that wait in between.
     wait_seq: AtomicUsize,
-    /// Whether the current wait has a deadline (a cycle through it is not a deadlock).
-    timed_wait: AtomicBool,
     /// The record of the thread that chose this sleeping thread to wake and has not yet
     /// returned from waking it, else 0: an unlocker that handed it the lock or freed the lock
     /// for it (`WakeInFlight`), or a holder that ran its published section (`proxy::Wakes`).
@@ -73,9 +71,18 @@ pub(crate) struct Task {
     held: Cell<usize>,
     /// This thread's request slot for `Mutex::run` (see `proxy`).
     pub(crate) slot: Slot,
-    /// The log of this thread's context switches, opened by the thread itself once it has
-    /// given back a loan (`donor::after_passing_on`), as waiters are likely to watch it again.
+    /// The log of this thread's context switches, opened by the thread itself at its next wait
+    /// made holding no lock once it has given back a loan (`donor::after_passing_on`), as
+    /// waiters are likely to watch it again.
     switches: crate::loom::SwitchLogSlot,
+    /// Kernel thread id, set at creation. It changes once only in a forked child, where the
+    /// forking thread's record takes the child's tid (`after_fork_in_child`). Relaxed is
+    /// enough everywhere: a child has one thread when it changes.
+    tid: core::sync::atomic::AtomicI32,
+    /// Set when the thread exited while still holding locks; the record is then kept forever.
+    exited: AtomicBool,
+    /// Whether the current wait has a deadline (a cycle through it is not a deadlock).
+    timed_wait: AtomicBool,
 }
 
 // SAFETY: every field but `held` is atomic or immutable. `held` is read and written only by the
@@ -108,10 +115,18 @@ impl Task {
         self.switches.on_cpu()
     }
 
-    /// Opens this thread's switch log if it has none (see `sys::switch_log`): about 50 µs once,
-    /// paid by the thread itself when it holds no lock.
-    pub(crate) fn open_switch_log(&self) {
-        self.switches.open(self.tid());
+    /// Asks for this thread's switch log (see `sys::switch_log`), unless it has one: the
+    /// thread opens it at its next wait for a lock (`open_wanted_switch_log`). Called by the
+    /// thread itself.
+    pub(crate) fn want_switch_log(&self) {
+        self.switches.want();
+    }
+
+    /// Opens this thread's switch log if it was asked for (`want_switch_log`): about 50 µs
+    /// once, paid by the thread itself as a wait begins, holding no lock.
+    #[inline]
+    pub(crate) fn open_wanted_switch_log(&self) {
+        self.switches.open_if_wanted(self.tid());
     }
 
     /// The lock this thread sleeps on, if any.
@@ -422,7 +437,7 @@ unsafe fn retire_current(arg: *mut ()) {
     });
     // SAFETY: unreachable for new readers (not current, not in the registry, owns no lock word),
     // allocated by Box, and retired once.
-    unsafe { crate::loom::retire(task) }
+    unsafe { crate::loom::retire(task, record.switches.is_open()) }
 }
 
 /// What the record layer calls up into the layers above it, wired by the crate root.

@@ -21,13 +21,17 @@ fn thread_churn_leaves_nothing_behind() {
     let c = churn::run(25_000, 2_500, if loans { 125 } else { 0 });
     eprintln!(
         "churn: {} threads ({} loan rounds); RSS {} kB after the first window, {} kB at the \
-         end; fds {} before, {} after; µs per thread by window: {:.1?}",
+         end; fds {} before, {} after; perf rings mapped {} before, {} at most, {} after; µs \
+         per thread by window: {:.1?}",
         c.threads,
         c.loan_rounds,
         c.rss_after_first_kb,
         c.rss_end_kb,
         c.fds_before,
         c.fds_end,
+        c.maps_before,
+        c.maps_peak,
+        c.maps_end,
         c.per_thread_us
     );
     assert!(
@@ -41,6 +45,11 @@ fn thread_churn_leaves_nothing_behind() {
         "{} file descriptors left open; open now: {:?}",
         c.fds_end - c.fds_before,
         churn::fd_targets()
+    );
+    assert!(
+        c.maps_end <= c.maps_before,
+        "{} switch logs of exited threads still mapped",
+        c.maps_end - c.maps_before
     );
     let (first, last) = (c.per_thread_us[0], *c.per_thread_us.last().unwrap());
     assert!(

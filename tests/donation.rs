@@ -969,3 +969,68 @@ fn a_sleeping_run_caller_lends_to_the_holder_that_runs_its_section() {
     assert!(after.proxied > before.proxied);
     owner.finish();
 }
+
+/// The perf rings the process has mapped: its switch logs (a log keeps no fd).
+fn perf_maps() -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    maps.lines().filter(|l| l.contains("perf_event")).count()
+}
+
+/// A thread that gave a loan back opens its switch log at its next wait for a lock, just
+/// before it would sleep, not as it restores itself: the restore sits between two handoffs
+/// (an unwinding chain's), where the CPUs are wanted. Counted by the perf rings the process
+/// has mapped: none more after the restore, one more once the thread has slept on a lock.
+#[test]
+fn a_restored_owner_opens_its_switch_log_at_its_next_wait() {
+    let test = "a_restored_owner_opens_its_switch_log_at_its_next_wait";
+    let _s = serial();
+    if !privileged(test) {
+        return;
+    }
+    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok());
+    if paranoid.is_none_or(|p| p > 2) {
+        common::skip(
+            test,
+            "perf events are refused here (perf_event_paranoid > 2)",
+        );
+        return;
+    }
+    let (m, later) = (Arc::new(Mutex::new(())), Arc::new(Mutex::new(())));
+    let (tid_tx, tid_rx) = channel();
+    let (step_tx, step_rx) = channel::<()>();
+    let (done_tx, done_rx) = channel::<()>();
+    let (m2, later2) = (Arc::clone(&m), Arc::clone(&later));
+    let owner = thread::spawn(move || {
+        set_nice(10);
+        let guard = m2.lock().unwrap();
+        tid_tx.send(current_tid()).unwrap();
+        step_rx.recv().unwrap();
+        drop(guard);
+        done_tx.send(()).unwrap();
+        step_rx.recv().unwrap();
+        drop(later2.lock().unwrap());
+    });
+    let owner_tid = tid_rx.recv().unwrap();
+    let (_, waiter) = spawn_waiter(&m, || set_nice(0), None);
+    assert_eq!(nice_of(owner_tid), 0, "lent to");
+    let before = perf_maps();
+    step_tx.send(()).unwrap();
+    done_rx.recv().unwrap();
+    assert!(waiter.join().unwrap());
+    assert_eq!(nice_of(owner_tid), 10, "restored");
+    assert_eq!(perf_maps(), before, "a switch log opened at the restore");
+    let held = later.lock().unwrap();
+    step_tx.send(()).unwrap();
+    eventually("the owner to sleep on the second lock", || {
+        asleep_on(owner_tid, &later)
+    });
+    assert_eq!(
+        perf_maps(),
+        before + 1,
+        "no switch log opened before the sleep"
+    );
+    drop(held);
+    owner.join().unwrap();
+}

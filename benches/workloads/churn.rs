@@ -24,6 +24,12 @@ pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
+/// The process's mappings of perf rings (switch logs; a log holds no fd, only its mapping).
+pub fn perf_maps() -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    maps.lines().filter(|l| l.contains("perf_event")).count()
+}
+
 /// What the process's open file descriptors point to, for a failure message.
 pub fn fd_targets() -> Vec<String> {
     std::fs::read_dir("/proc/self/fd")
@@ -49,52 +55,81 @@ pub fn contended_batch(m: &Arc<Mutex<u64>>) {
 }
 
 /// A nice-19 owner holds a lock until a nice-0 waiter sleeps on it and lends it its nice, then
-/// lets go (it restores itself, which opens its switch log) and exits. Needs CAP_SYS_NICE for
-/// the loan; without it the round still runs, and the loan fails (counted).
+/// lets go (it restores itself), sleeps on the lock once more (which opens its switch log) and
+/// exits. Needs CAP_SYS_NICE for the loan; without it the round still runs, and the loan fails
+/// (counted).
 pub fn loan_round() {
     let m = Arc::new(Mutex::new(()));
     let (locked_tx, locked) = channel();
     let (go_tx, go) = channel::<()>();
+    let (owner_tid_tx, owner_tid) = channel();
+    let (taken_tx, taken) = channel::<()>();
     let owner = {
         let m = Arc::clone(&m);
         thread::spawn(move || {
             // SAFETY: setpriority on the calling thread's tid; no pointers.
             unsafe { libc::setpriority(libc::PRIO_PROCESS, current_tid() as libc::id_t, 19) };
+            owner_tid_tx.send(current_tid()).unwrap();
             let guard = m.lock().unwrap();
             locked_tx.send(()).unwrap();
             go.recv().unwrap();
             drop(guard);
+            // Once the waiter holds it, wait for it again.
+            taken.recv().unwrap();
+            drop(m.lock().unwrap());
         })
     };
+    let owner_tid = owner_tid.recv().unwrap();
     locked.recv().unwrap();
     let (tid_tx, tid) = channel();
     let waiter = {
         let m = Arc::clone(&m);
         thread::spawn(move || {
             tid_tx.send(current_tid()).unwrap();
-            drop(m.lock().unwrap());
+            let guard = m.lock().unwrap();
+            taken_tx.send(()).unwrap();
+            wait_until(
+                || asleep_on(owner_tid, &m),
+                "the owner never slept on the lock again",
+            );
+            drop(guard);
         })
     };
     let tid = tid.recv().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while thread_blocked_on(tid) != Some(m.id()) {
-        assert!(
-            Instant::now() < deadline,
-            "the waiter never slept on the lock"
-        );
-        thread::yield_now();
-    }
+    wait_until(
+        || thread_blocked_on(tid) == Some(m.id()),
+        "the waiter never slept on the lock",
+    );
     go_tx.send(()).unwrap();
     owner.join().unwrap();
     waiter.join().unwrap();
 }
 
+/// Yields until `done` holds; panics with `what` after 10 s.
+fn wait_until(mut done: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        thread::yield_now();
+    }
+}
+
+/// Whether thread `tid` is asleep on `m`: waiting for it, and shown sleeping by the kernel.
+fn asleep_on(tid: i32, m: &Mutex<()>) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+    // The state follows the parenthesised name, which may hold spaces.
+    let sleeping = stat
+        .rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('S'));
+    thread_blocked_on(tid) == Some(m.id()) && sleeping
+}
+
 /// Retired records (and the switch logs they own) are freed once the epoch moves on, which
-/// pins make it do (`owner_tid` pins): pins until at most `fds` are open, or for half a
-/// second.
-pub fn settle(m: &Mutex<u64>, fds: usize) {
+/// pins make it do (`owner_tid` pins): pins until at most `fds` are open and `maps` perf rings
+/// mapped, or for half a second.
+pub fn settle(m: &Mutex<u64>, fds: usize, maps: usize) {
     let deadline = Instant::now() + Duration::from_millis(500);
-    while open_fds() > fds && Instant::now() < deadline {
+    while (open_fds() > fds || perf_maps() > maps) && Instant::now() < deadline {
         for _ in 0..10_000 {
             let _ = m.owner_tid();
         }
@@ -112,6 +147,11 @@ pub struct Churn {
     /// process keeps for good) and after it settled.
     pub fds_before: usize,
     pub fds_end: usize,
+    /// Mapped perf rings (switch logs) before the churn and after it settled, and the most
+    /// seen at a window's end.
+    pub maps_before: usize,
+    pub maps_end: usize,
+    pub maps_peak: usize,
     /// Microseconds per thread in each window.
     pub per_thread_us: Vec<f64>,
 }
@@ -131,9 +171,9 @@ pub fn run(batches: usize, window: usize, loan_every: usize) -> Churn {
                 break;
             }
         }
-        settle(&m, 0);
+        settle(&m, 0, 0);
     }
-    let fds_before = open_fds();
+    let (fds_before, maps_before) = (open_fds(), perf_maps());
     let mut churn = Churn {
         threads: 0,
         loan_rounds: 0,
@@ -141,6 +181,9 @@ pub fn run(batches: usize, window: usize, loan_every: usize) -> Churn {
         rss_end_kb: 0,
         fds_before,
         fds_end: 0,
+        maps_before,
+        maps_end: 0,
+        maps_peak: maps_before,
         per_thread_us: Vec::new(),
     };
     let (mut start, mut in_window) = (Instant::now(), 0);
@@ -157,6 +200,7 @@ pub fn run(batches: usize, window: usize, loan_every: usize) -> Churn {
             churn.per_thread_us.push(us);
             churn.threads += in_window;
             (start, in_window) = (Instant::now(), 0);
+            churn.maps_peak = churn.maps_peak.max(perf_maps());
             if churn.per_thread_us.len() == 1 {
                 churn.rss_after_first_kb = rss_kb();
             }
@@ -164,8 +208,9 @@ pub fn run(batches: usize, window: usize, loan_every: usize) -> Churn {
     }
     churn.threads += in_window;
     assert_eq!(*m.lock().unwrap(), batches as u64 * 4);
-    settle(&m, fds_before);
+    settle(&m, fds_before, maps_before);
     churn.rss_end_kb = rss_kb();
     churn.fds_end = open_fds();
+    churn.maps_end = perf_maps();
     churn
 }

@@ -31,14 +31,12 @@ impl Lent {
     /// its loans merges the same ones again and again until they stop growing).
     pub(crate) fn absorb(&mut self, other: &Lent) -> bool {
         let mut changed = false;
-        if other.sched.better_than(&self.sched) {
+        let (mine, theirs) = (self.sched.rank(), other.sched.rank());
+        if theirs > mine {
             (self.sched, self.cpus) = (other.sched, other.cpus);
             changed = true;
-        } else if !self.sched.better_than(&other.sched) {
-            for (a, b) in self.cpus.0.iter_mut().zip(&other.cpus.0) {
-                changed |= *b & !*a != 0;
-                *a |= b;
-            }
+        } else if theirs == mine {
+            changed = self.cpus.absorb(&other.cpus);
         }
         let util = (self.util.0.max(other.util.0), self.util.1.max(other.util.1));
         changed |= util != self.util;

@@ -160,8 +160,10 @@ pub(super) fn restore_self(me: Me) {
     let applied = write(task, current, base, base, true);
     if applied != base {
         // The kernel refused part of the restore: the ledger keeps the thread as boosted, and
-        // the next reconcile tries again.
+        // the next reconcile tries again. A boosted thread is a target (`Ledger`'s invariant;
+        // `let_go_of` cleared it), and we are not exiting, so the claim holds.
         with_ledger(task, |ledger| {
+            claim_target(task);
             ledger.record(task, base, applied, None, None)
         });
     }
@@ -182,17 +184,27 @@ fn base_of(boosted: &[Boosted], l: &Listed) -> Attrs {
 }
 
 /// What `Ledger::all_loans` found: one node per thread met, with what it is lent, and who it
-/// lends to. A thread finds its node through `TaskDonor::ledger_node` (scratch, checked
-/// against `tasks`), so the pass neither hashes nor allocates per thread.
+/// lends to. A thread finds its node by its record's address in `index`, a table of the pass's
+/// own: a node number kept in the record itself cost one more load per thread from memory
+/// scattered over as many pages, which was most of a pass over a 1,024-deep chain.
 struct Loans {
     tasks: Vec<*const Task>,
+    /// Open addressing with linear probing: (record address, node), address 0 for a free
+    /// entry; its length is a power of two, at least twice the nodes a pass can make.
+    index: Vec<(usize, usize)>,
     lent: Vec<Option<Lent>>,
-    /// Each node's entry in `Ledger::boosted`, or `NOT_BOOSTED`.
+    /// Each node's entry in `Ledger::boosted`, or `NOT_BOOSTED`. Entry `i` of `boosted` is
+    /// node `i`: the pass makes the boosted threads' nodes first, in order.
     boosted: Vec<usize>,
     /// Per node, its first edge in `edges`, or `NO_EDGE`.
     first_edge: Vec<usize>,
     /// (target node, next edge of the same node).
     edges: Vec<(usize, usize)>,
+    /// Per listed waiter, in `Ledger::listed`'s order, the threads it lends to: the owner of
+    /// its lock and, while an unlocker has chosen that owner and not yet woken it, that
+    /// unlocker too (as `chain::walk` goes on to it); null for none. Valid while the pass's pin
+    /// lives.
+    targets: Vec<[*const Task; 2]>,
 }
 
 const NO_EDGE: usize = usize::MAX;
@@ -203,37 +215,55 @@ impl Loans {
         fn new() -> Loans {
             Loans {
                 tasks: Vec::new(),
+                index: Vec::new(),
                 lent: Vec::new(),
                 boosted: Vec::new(),
                 first_edge: Vec::new(),
                 edges: Vec::new(),
+                targets: Vec::new(),
             }
         }
     }
 
-    /// Empties the tables, keeping their memory.
-    fn clear(&mut self) {
+    /// Empties the tables, keeping their memory, for a pass that makes at most `nodes` nodes.
+    fn clear(&mut self, nodes: usize) {
+        let len = (2 * nodes).next_power_of_two().max(16);
+        self.index.clear();
+        self.index.resize(len, (0, 0));
         self.tasks.clear();
         self.lent.clear();
         self.boosted.clear();
         self.first_edge.clear();
         self.edges.clear();
+        self.targets.clear();
+    }
+
+    /// Where `addr` is in `index`, or the free entry where it would go.
+    fn slot(&self, addr: usize) -> usize {
+        let mask = self.index.len() - 1;
+        // Fibonacci hashing (the product's high bits): records are aligned, so the address's
+        // low bits say little.
+        let shift = usize::BITS - self.index.len().trailing_zeros();
+        let mut i = addr.wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as usize) >> shift;
+        while self.index[i].0 != 0 && self.index[i].0 != addr {
+            i = (i + 1) & mask;
+        }
+        i
     }
 
     /// The node of `task`, made if new.
-    fn node(&mut self, task: &Task) -> usize {
-        let node = &task.donor.ledger_node;
-        // Relaxed: scratch used only under the ledger lock.
-        let n = node.load(Ordering::Relaxed);
-        if n < self.tasks.len() && std::ptr::eq(self.tasks[n], task) {
-            return n;
+    fn node(&mut self, task: *const Task) -> usize {
+        let i = self.slot(task as usize);
+        if self.index[i].0 != 0 {
+            return self.index[i].1;
         }
+        let n = self.tasks.len();
+        self.index[i] = (task as usize, n);
         self.tasks.push(task);
         self.lent.push(None);
         self.boosted.push(NOT_BOOSTED);
         self.first_edge.push(NO_EDGE);
-        node.store(self.tasks.len() - 1, Ordering::Relaxed);
-        self.tasks.len() - 1
+        n
     }
 
     /// Node `from` lends to node `to`.
@@ -253,13 +283,44 @@ impl Loans {
         }
     }
 
+    /// Merges node `from`'s loan into node `to`'s (`grow`); true if that changed it.
+    fn merge(&mut self, from: usize, to: usize) -> bool {
+        debug_assert_ne!(from, to);
+        let (from, to) = if from < to {
+            let (low, high) = self.lent.split_at_mut(to);
+            (&low[from], &mut high[0])
+        } else {
+            let (low, high) = self.lent.split_at_mut(from);
+            (&high[0], &mut low[to])
+        };
+        match (from, to) {
+            (Some(loan), Some(have)) => have.absorb(loan),
+            (Some(loan), empty) => {
+                *empty = Some(*loan);
+                true
+            }
+            (None, _) => false,
+        }
+    }
+
+    /// What the thread of `Ledger::boosted[i]`, `task`, is lent, if anything.
+    fn of_boosted(&self, i: usize, task: *const Task) -> Option<&Lent> {
+        match self.boosted.get(i) {
+            Some(&entry) if entry == i => self.lent[i].as_ref(),
+            _ => self.of(task),
+        }
+    }
+
     /// What `task` is lent, if anything.
-    fn of(&self, task: *const Task) -> Option<Lent> {
-        // SAFETY: the callers' records are alive (boosted, listed or pinned owners).
-        let n = unsafe { &*task }.donor.ledger_node.load(Ordering::Relaxed);
-        (n < self.tasks.len() && std::ptr::eq(self.tasks[n], task))
-            .then(|| self.lent[n])
-            .flatten()
+    fn of(&self, task: *const Task) -> Option<&Lent> {
+        if self.index.is_empty() {
+            return None;
+        }
+        let i = self.slot(task as usize);
+        if self.index[i].0 == 0 {
+            return None;
+        }
+        self.lent[self.index[i].1].as_ref()
     }
 }
 
@@ -320,41 +381,49 @@ impl Ledger {
         unsafe { &*(l.lock as *const RawMutex) }.owner_record(pin)
     }
 
-    /// Who `l`'s loan goes to: the owner of its lock and, while an unlocker has chosen that
-    /// owner and not yet woken it, that unlocker too (`chain::walk`). Readable while `pin` lives.
-    fn lent_to<'p>(l: &Listed, pin: &'p Pin) -> [Option<&'p Task>; 2] {
-        let owner = Self::owner_of(l, pin);
-        [owner, owner.and_then(|o| o.waker(pin))]
-    }
-
     /// Everything lent to each thread: the loans of the waiters on locks it owns, each with
     /// what is lent to that waiter in turn (transitive donation), for every thread lent to.
     /// One pass over the listed waiters, without recursion: each waiter's loan goes to the
-    /// thread(s) it lends to (`lent_to`), and a thread whose loans grew passes them on to the
-    /// threads it lends to in turn, until nothing grows. A thread's total only grows, and it
+    /// thread(s) it lends to (`Loans::targets`), and a thread whose loans grew passes them on
+    /// to the threads it lends to in turn, until nothing grows. A thread's total only grows, and it
     /// can grow only a few times (its rank, its clamps, its CPUs), so this takes time about
     /// linear in the number of listed waiters, however long the chains, and stops on cycles
     /// (a member of a cycle is lent its own attributes back, which changes nothing).
     /// The tables are `scratch`'s: give them back (`self.scratch = loans`) when done.
     fn all_loans(&mut self, pin: &Pin) -> Loans {
         let mut loans = std::mem::replace(&mut self.scratch, Loans::new());
-        loans.clear();
+        // Each listed waiter meets at most itself, its lock's owner and that one's waker.
+        loans.clear(self.boosted.len() + 3 * self.listed.len());
         // A boosted waiter lends its base, not its loan (which reaches the owner anyway):
         // its node names its entry, so each listed waiter costs one lookup, not a search.
         for (i, b) in self.boosted.iter().enumerate() {
-            // SAFETY: a boosted record is alive (invariant).
-            let n = loans.node(unsafe { &*b.task });
+            let n = loans.node(b.task);
             loans.boosted[n] = i;
         }
+        // Who each waiter lends to, read in loops of their own: the lock words and then the
+        // owners' records are loads that miss the cache, and with no other work between them
+        // the processor overlaps them.
         for l in &self.listed {
-            // SAFETY: a listed record is alive (invariant).
-            let waiter = loans.node(unsafe { &*l.task });
+            let owner = Self::owner_of(l, pin).map_or(std::ptr::null(), |o| o as *const Task);
+            loans.targets.push([owner, std::ptr::null()]);
+        }
+        for t in &mut loans.targets {
+            if !t[0].is_null() {
+                // SAFETY: an owner read while pinned is alive until the pin drops.
+                let owner = unsafe { &*t[0] };
+                t[1] = owner
+                    .waker(pin)
+                    .map_or(std::ptr::null(), |w| w as *const Task);
+            }
+        }
+        for (i, l) in self.listed.iter().enumerate() {
+            let waiter = loans.node(l.task);
             let own = match loans.boosted[waiter] {
                 NOT_BOOSTED => Lent::from_donor(&l.own, l.cpu),
-                i => Lent::from_donor(&self.boosted[i].base, l.cpu),
+                b => Lent::from_donor(&self.boosted[b].base, l.cpu),
             };
-            for owner in Self::lent_to(l, pin).into_iter().flatten() {
-                if std::ptr::eq(owner, l.task) {
+            for owner in loans.targets[i] {
+                if owner.is_null() || std::ptr::eq(owner, l.task) {
                     continue;
                 }
                 let target = loans.node(owner);
@@ -366,11 +435,10 @@ impl Ledger {
             .filter(|&n| loans.lent[n].is_some())
             .collect();
         while let Some(n) = grown.pop() {
-            let Some(lent) = loans.lent[n] else { continue };
             let mut edge = loans.first_edge[n];
             while edge != NO_EDGE {
                 let (target, next) = loans.edges[edge];
-                if loans.grow(target, &lent) {
+                if target != n && loans.merge(n, target) {
                     grown.push(target);
                 }
                 edge = next;
@@ -389,10 +457,10 @@ impl Ledger {
         // no syscall, and a walk of the ledger linear in its size, however long the chains.
         // A boosted thread's node names its entry (`all_loans`).
         let mut changed: Vec<(*const Task, Option<Lent>)> = Vec::new();
-        for b in &self.boosted {
-            let loan = loans.of(b.task);
-            if loan.is_none() || loan != b.loan {
-                changed.push((b.task, loan));
+        for (i, b) in self.boosted.iter().enumerate() {
+            let loan = loans.of_boosted(i, b.task);
+            if loan.is_none() || loan != b.loan.as_ref() {
+                changed.push((b.task, loan.copied()));
             }
         }
         for n in 0..loans.tasks.len() {
@@ -528,17 +596,17 @@ impl Ledger {
             .position(|b| std::ptr::eq(b.task, task))?;
         let pin = crate::loom::pin();
         // Something is lent to `me` only if some listed waiter lends to it directly: look for
-        // one before working out every loan.
+        // one before working out every loan. Only as the owner of a waiter's lock: `me` is no
+        // sleeper's waker (`Loans::targets`) here, as it has passed its lock on and its unlock
+        // cleared its marks (`after_passing_on`), so the owners' records need not be read.
         let lent_to_me = self.listed.iter().any(|l| {
             !std::ptr::eq(l.task, task)
-                && Self::lent_to(l, &pin)
-                    .iter()
-                    .any(|o| o.is_some_and(|o| std::ptr::eq(o, task)))
+                && Self::owner_of(l, &pin).is_some_and(|o| std::ptr::eq(o, task))
         });
         let loan = lent_to_me
             .then(|| {
                 let loans = self.all_loans(&pin);
-                let loan = loans.of(task);
+                let loan = loans.of(task).copied();
                 self.scratch = loans;
                 loan
             })
@@ -556,6 +624,12 @@ impl Ledger {
                 .ok()?,
         };
         let b = self.boosted.swap_remove(i);
+        // No longer a target: no ledger syscall on it is in flight (they are made under the
+        // lock we hold), and the writes left are its own. So its exit hook need not wait for
+        // the ledger lock (`donor::on_thread_exit`), which an unwinding chain's next owner
+        // holds while it reconciles. A later loan claims it again first (`settle`).
+        // SeqCst: the Dekker pair of `claim_target` and `on_thread_exit`.
+        task.donor.target.store(false, Ordering::SeqCst);
         let base = adopt_changes(b.base, b.applied, current);
         // The writes are as good as made: nothing else will write to the thread before them.
         // Nor may a rescue: one now would take the boosted attributes for what the thread has,

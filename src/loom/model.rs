@@ -97,8 +97,11 @@ const _: fn(&std::sync::atomic::AtomicU32) = crate::sys::futex_wake_one;
 const _: fn() -> crate::sys::switch_log::SwitchLogSlot = crate::sys::switch_log::SwitchLogSlot::new;
 const _: fn(&crate::sys::switch_log::SwitchLogSlot) -> Option<bool> =
     crate::sys::switch_log::SwitchLogSlot::on_cpu;
+const _: fn(&crate::sys::switch_log::SwitchLogSlot) -> bool =
+    crate::sys::switch_log::SwitchLogSlot::is_open;
+const _: fn(&crate::sys::switch_log::SwitchLogSlot) = crate::sys::switch_log::SwitchLogSlot::want;
 const _: fn(&crate::sys::switch_log::SwitchLogSlot, crate::Tid) =
-    crate::sys::switch_log::SwitchLogSlot::open;
+    crate::sys::switch_log::SwitchLogSlot::open_if_wanted;
 const _: fn(&crate::sys::switch_log::SwitchLogSlot) =
     crate::sys::switch_log::SwitchLogSlot::forget_after_fork;
 
@@ -148,7 +151,13 @@ impl SwitchLogSlot {
         None
     }
 
-    pub(crate) fn open(&self, _tid: crate::Tid) {}
+    pub(crate) fn is_open(&self) -> bool {
+        false
+    }
+
+    pub(crate) fn want(&self) {}
+
+    pub(crate) fn open_if_wanted(&self, _tid: crate::Tid) {}
 
     pub(crate) fn forget_after_fork(&self) {}
 }
@@ -171,7 +180,7 @@ pub(crate) fn current_tid() -> crate::Tid {
 pub(crate) fn on_thread_exit(_arg: *mut (), _hook: unsafe fn(*mut ())) {}
 
 /// Under loom, retired records are leaked: a model is short and readers need no protection.
-pub(crate) unsafe fn retire<T>(_ptr: *mut T) {}
+pub(crate) unsafe fn retire<T>(_ptr: *mut T, _prompt: bool) {}
 
 /// Stands in for an epoch guard.
 pub(crate) struct Pinned;

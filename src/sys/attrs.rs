@@ -75,11 +75,50 @@ impl Sched {
 }
 
 /// A CPU set as the kernel's affinity calls take it: 1024 CPUs, bit `n` for CPU `n`.
-#[derive(Clone, Copy, PartialEq, Eq)]
+///
+/// Invariant: only the first `live_words()` words can have bits set, those of the CPUs the
+/// kernel may ever report; comparisons and unions stop there.
+#[derive(Clone, Copy, Eq)]
 pub(crate) struct CpuMask(pub(crate) [u64; 16]);
+
+impl PartialEq for CpuMask {
+    fn eq(&self, other: &CpuMask) -> bool {
+        let n = live_words();
+        self.0[..n] == other.0[..n]
+    }
+}
+
+/// How many of a mask's words can have bits set: enough for the kernel's possible CPUs (it
+/// reports no other), read once; all 16 where they cannot be read. The ledger compares and
+/// merges masks for every thread in a chain, and on small machines this keeps that to one word
+/// instead of two cache lines.
+pub(crate) fn live_words() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static WORDS: AtomicUsize = AtomicUsize::new(0);
+    // Relaxed: a constant of the machine; two threads that both compute it store the same.
+    match WORDS.load(Ordering::Relaxed) {
+        0 => {
+            let words = crate::sys::possible_cpus().map_or(16, |n| n.div_ceil(64).clamp(1, 16));
+            WORDS.store(words, Ordering::Relaxed);
+            words
+        }
+        words => words,
+    }
+}
 
 impl CpuMask {
     pub(crate) const EMPTY: CpuMask = CpuMask([0; 16]);
+
+    /// Adds `other`'s CPUs; true if that added any.
+    pub(crate) fn absorb(&mut self, other: &CpuMask) -> bool {
+        let n = live_words();
+        let mut changed = false;
+        for (a, b) in self.0[..n].iter_mut().zip(&other.0[..n]) {
+            changed |= *b & !*a != 0;
+            *a |= b;
+        }
+        changed
+    }
 
     pub(crate) fn single(cpu: u32) -> CpuMask {
         let mut mask = CpuMask::EMPTY;
@@ -100,9 +139,7 @@ impl CpuMask {
     }
 
     pub(crate) fn union(mut self, other: &CpuMask) -> CpuMask {
-        for (a, b) in self.0.iter_mut().zip(other.0) {
-            *a |= b;
-        }
+        self.absorb(other);
         self
     }
 }

@@ -10,16 +10,22 @@
 //!
 //! What it costs instead:
 //! * opening a log is a `perf_event_open` and an `mmap` (25-80 µs here). A thread opens its
-//!   own, once, after it has given back a loan (`donor::after_passing_on`): a thread lent to
-//!   is one waiters watch, and it pays when it holds no lock, where opening it from the
-//!   waiter's watch would put that time into the waiter's wait. Until a thread has its log,
-//!   waiters read its clock;
+//!   own, once: having given back a loan (`donor::after_passing_on`) it is one waiters are
+//!   likely to watch again, and it opens the log at its next wait for a lock made while it
+//!   holds none, before it lends anything (`mutex::wait`): out of time it would spend waiting,
+//!   with nobody waiting for it (the first log of a process takes 5-11 ms), and not on a CPU
+//!   it has just lent. Not right after the
+//!   restore, which sits between one handoff and the next, when the donor and the rest of a
+//!   chain want the CPUs; not from the waiter's watch, which would put the time into the
+//!   waiter's wait. Until a thread has its log, waiters read its clock;
 //! * the first per-task perf event of a process patches the kernel's scheduler hooks in
-//!   (5-11 ms here), paid by the first such thread; that event is kept open for the life of
-//!   the process (`keep_hooks_in`), so that the hooks stay in;
+//!   (5-11 ms here), paid by the first thread to open a log; that event (an fd, not mapped)
+//!   is kept open for the life of the process (`keep_hooks_in`), so that the hooks stay in;
 //! * every context switch of a thread with a log costs it about 1.5 µs more (a pipe
 //!   ping-pong, here), for as long as that thread lives;
-//! * an fd and two pages per watched thread.
+//! * two pages per watched thread, and the kernel's event behind them. No fd: the log closes
+//!   its fd as soon as the ring is mapped (the mapping keeps the event alive), so logs never
+//!   count against the process's fd limit or show among its open files.
 //!
 //! Where perf is refused (`perf_event_paranoid` 3, a seccomp filter, no `CONFIG_PERF_EVENTS`),
 //! nothing is opened again and the callers read CPU clocks as before.
@@ -64,11 +70,11 @@ const DATA_SIZE_AT: usize = 1048;
 /// A switch record is its 8-byte header alone (no `sample_id_all`).
 const RECORD_LEN: u64 = 8;
 
-/// An open log of one thread's context switches. Closed on drop.
+/// An open log of one thread's context switches: a mapping of the perf event's ring, which
+/// holds the event open (its fd was closed once it was mapped). Unmapped on drop.
 pub(crate) struct SwitchLog {
     /// The process's fork generation when the log was opened (`GENERATION`).
     generation: u32,
-    fd: libc::c_int,
     /// The mapping: a control page, then the ring.
     map: *mut libc::c_void,
     map_len: usize,
@@ -76,8 +82,8 @@ pub(crate) struct SwitchLog {
     ring_len: u64,
 }
 
-// SAFETY: the mapping is only read, through atomics, and the kernel is its only writer; the fd
-// is closed once, on drop.
+// SAFETY: the mapping is only read, through atomics, and the kernel is its only writer; it is
+// unmapped once, on drop.
 unsafe impl Send for SwitchLog {}
 // SAFETY: as for Send: shared readers only load.
 unsafe impl Sync for SwitchLog {}
@@ -104,30 +110,7 @@ impl SwitchLog {
     }
 
     fn open_now(tid: Tid) -> Result<SwitchLog, libc::c_int> {
-        let attr = PerfEventAttr {
-            kind: PERF_TYPE_SOFTWARE,
-            size: std::mem::size_of::<PerfEventAttr>() as u32,
-            config: PERF_COUNT_SW_DUMMY,
-            // Without `exclude_kernel`, `perf_event_paranoid` 2 (the usual default) refuses
-            // an unprivileged caller; switch records are logged either way.
-            flags: FLAG_CONTEXT_SWITCH | FLAG_EXCLUDE_KERNEL | FLAG_EXCLUDE_HV,
-            ..Default::default()
-        };
-        // SAFETY: `attr` is a valid perf_event_attr of the size it states, alive for the call;
-        // the kernel validates everything else (an unknown or foreign tid is an error).
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_perf_event_open,
-                &attr as *const PerfEventAttr,
-                tid as libc::pid_t,
-                -1 as libc::c_int,
-                -1 as libc::c_int,
-                PERF_FLAG_FD_CLOEXEC,
-            )
-        } as libc::c_int;
-        if fd < 0 {
-            return Err(errno());
-        }
+        let fd = open_event(tid)?;
         // One control page and one ring page: the ring needs to hold one record.
         let page = page_size();
         let map_len = 2 * page;
@@ -143,16 +126,14 @@ impl SwitchLog {
                 0,
             )
         };
-        if map == libc::MAP_FAILED {
-            let e = errno();
-            // SAFETY: closes the fd opened above, which nothing else refers to.
-            unsafe { libc::close(fd) };
-            return Err(e);
-        }
+        let mapped = (map != libc::MAP_FAILED).then_some(map).ok_or_else(errno);
+        // The mapping holds the event open and the ring is all we read, so the fd goes now.
+        // SAFETY: closes the fd opened above, which nothing else refers to.
+        unsafe { libc::close(fd) };
+        let map = mapped?;
         let mut log = SwitchLog {
             // Relaxed: bumped only in a forked child before it has a second thread.
             generation: GENERATION.load(Ordering::Relaxed),
-            fd,
             map,
             map_len,
             ring_at: page,
@@ -197,21 +178,46 @@ impl SwitchLog {
     }
 }
 
+/// Opens a perf event that logs thread `tid`'s context switches, and returns its fd.
+fn open_event(tid: Tid) -> Result<libc::c_int, libc::c_int> {
+    let attr = PerfEventAttr {
+        kind: PERF_TYPE_SOFTWARE,
+        size: std::mem::size_of::<PerfEventAttr>() as u32,
+        config: PERF_COUNT_SW_DUMMY,
+        // Without `exclude_kernel`, `perf_event_paranoid` 2 (the usual default) refuses
+        // an unprivileged caller; switch records are logged either way.
+        flags: FLAG_CONTEXT_SWITCH | FLAG_EXCLUDE_KERNEL | FLAG_EXCLUDE_HV,
+        ..Default::default()
+    };
+    // SAFETY: `attr` is a valid perf_event_attr of the size it states, alive for the call;
+    // the kernel validates everything else (an unknown or foreign tid is an error).
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr as *const PerfEventAttr,
+            tid as libc::pid_t,
+            -1 as libc::c_int,
+            -1 as libc::c_int,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    } as libc::c_int;
+    if fd < 0 {
+        return Err(errno());
+    }
+    Ok(fd)
+}
+
 impl Drop for SwitchLog {
     fn drop(&mut self) {
         // Relaxed: see `GENERATION`.
         if self.generation != GENERATION.load(Ordering::Relaxed) {
             // Opened before a fork (a record the parent had retired, freed in the child):
             // perf mappings are not copied into a child, so the address may be one of the
-            // child's own mappings by now, and the fd number one the child reused. Its fd
-            // copy stays open (close-on-exec).
+            // child's own mappings by now.
             return;
         }
-        // SAFETY: the mapping and fd are ours, and dropping the log ends every use of them.
-        unsafe {
-            libc::munmap(self.map, self.map_len);
-            libc::close(self.fd);
-        }
+        // SAFETY: the mapping is ours, and dropping the log ends every use of it.
+        unsafe { libc::munmap(self.map, self.map_len) };
     }
 }
 
@@ -230,11 +236,23 @@ pub(crate) fn after_fork_in_child() {
 /// A thread's switch log, opened by the thread itself once it has given back a loan (so a
 /// waiter is likely to watch it again), and closed with the thread's record (which the epoch
 /// scheme frees only once no reader can hold it).
+///
+/// The slot holds null (no log wanted yet), `WANTED`, `NO_LOG` or an open log. Only the thread
+/// itself writes it (`want`, `open_if_wanted`); other threads only read it (`on_cpu`).
 pub(crate) struct SwitchLogSlot(AtomicPtr<SwitchLog>);
 
 /// In a slot: opening a log for this thread failed although perf works (fd limit, thread
 /// gone); do not try again.
 const NO_LOG: *mut SwitchLog = std::ptr::dangling_mut();
+
+/// In a slot: the thread will open its log at its next wait (`open_if_wanted`). Distinct from
+/// `NO_LOG` (alignment 1 apart from a dangling pointer's).
+const WANTED: *mut SwitchLog = NO_LOG.wrapping_byte_add(1);
+
+/// Whether a slot value is an open log.
+fn is_log(log: *mut SwitchLog) -> bool {
+    !log.is_null() && log != NO_LOG && log != WANTED
+}
 
 impl SwitchLogSlot {
     pub(crate) const fn new() -> SwitchLogSlot {
@@ -246,7 +264,7 @@ impl SwitchLogSlot {
     pub(crate) fn on_cpu(&self) -> Option<bool> {
         // Acquire: pairs with the Release install below, so the log's fields are visible.
         let log = self.0.load(Ordering::Acquire);
-        if log.is_null() || log == NO_LOG {
+        if !is_log(log) {
             return None;
         }
         // SAFETY: a non-null, non-sentinel pointer came from `Box::into_raw` in `install`
@@ -254,11 +272,27 @@ impl SwitchLogSlot {
         unsafe { &*log }.on_cpu()
     }
 
-    /// Opens the log of thread `tid`, whose record holds this slot, unless it is open or
-    /// cannot be. Called by that thread only.
-    pub(crate) fn open(&self, tid: Tid) {
-        // Relaxed: we are the slot's only writer.
+    /// Whether a log is open (its mapping and kernel event are held until the slot drops).
+    pub(crate) fn is_open(&self) -> bool {
+        // Relaxed: called by the slot's thread, its only writer.
+        is_log(self.0.load(Ordering::Relaxed))
+    }
+
+    /// Asks for the log of the thread whose record holds this slot, to be opened at its next
+    /// `open_if_wanted`, unless it is open or cannot be. Called by that thread only.
+    pub(crate) fn want(&self) {
+        // Relaxed: we are the slot's only writer, and WANTED publishes nothing.
         if self.0.load(Ordering::Relaxed).is_null() {
+            self.0.store(WANTED, Ordering::Relaxed);
+        }
+    }
+
+    /// Opens the log of thread `tid`, whose record holds this slot, if it was asked for
+    /// (`want`). Called by that thread only.
+    #[inline]
+    pub(crate) fn open_if_wanted(&self, tid: Tid) {
+        // Relaxed: we are the slot's only writer.
+        if self.0.load(Ordering::Relaxed) == WANTED {
             self.install(tid);
         }
     }
@@ -269,29 +303,29 @@ impl SwitchLogSlot {
             Some(log) => Box::into_raw(Box::new(log)),
             // Perf works, so the failure is this thread's.
             None if STATE.load(Ordering::Relaxed) == READY => NO_LOG,
-            // Another thread opening the process's first event, or refused: nothing to
-            // remember here.
+            // Another thread opening the process's first event (try again at the next
+            // wait), or refused (`open` returns at once from now on).
             None => return,
         };
         // Release: publishes the log (see `on_cpu`). A plain store: only the thread itself
-        // opens its log (`Task::open_switch_log`), so nobody else writes the slot.
+        // opens its log (`Task::open_wanted_switch_log`), so nobody else writes the slot.
         self.0.store(new, Ordering::Release);
     }
 }
 
 impl SwitchLogSlot {
-    /// In a forked child: closes the log inherited from the parent, which watches a thread of
-    /// the parent's. The child has one thread, so nobody reads it meanwhile.
+    /// In a forked child: forgets the log inherited from the parent, which watches a thread of
+    /// the parent's. Its mapping did not come with the fork (the kernel does not copy perf
+    /// mappings), so only the record of it is freed. The child has one thread, so nobody reads
+    /// it meanwhile.
     pub(crate) fn forget_after_fork(&self) {
         // Relaxed: the child's only thread is the caller.
         let log = self.0.swap(std::ptr::null_mut(), Ordering::Relaxed);
-        if !log.is_null() && log != NO_LOG {
+        if is_log(log) {
             // SAFETY: installed by `install` from `Box::into_raw`, now out of the slot.
-            let log = unsafe { Box::from_raw(log) };
-            // Here, before the child runs anything, the inherited fd is still the log's: close
-            // it (the drop leaves logs of an older generation alone).
-            // SAFETY: the fd came with the fork and nothing else in the child refers to it.
-            unsafe { libc::close(log.fd) };
+            let log = *unsafe { Box::from_raw(log) };
+            // No unmap: the address may be one of the child's own mappings by now.
+            std::mem::forget(log);
         }
     }
 }
@@ -299,7 +333,7 @@ impl SwitchLogSlot {
 impl Drop for SwitchLogSlot {
     fn drop(&mut self) {
         let log = *self.0.get_mut();
-        if !log.is_null() && log != NO_LOG {
+        if is_log(log) {
             // SAFETY: installed by `install` from `Box::into_raw`; the slot is going away, so
             // nobody reads the log any more.
             drop(unsafe { Box::from_raw(log) });
@@ -318,8 +352,8 @@ const REFUSED: u8 = 3;
 /// Opens the process's first per-task perf event, on the calling thread, and never closes it:
 /// the kernel patches its scheduler hooks in for the first one (5-11 ms here) and out again
 /// once the last one closes, so without this every thread that came after a lull would pay
-/// again. True if perf works. The caller is a thread that holds no lock
-/// (`Task::open_switch_log`), so nobody waits for it meanwhile.
+/// again. True if perf works. The caller is a thread about to sleep on a lock
+/// (`Task::open_wanted_switch_log`), whose time nobody else waits for.
 #[cold]
 fn keep_hooks_in() -> bool {
     // Relaxed: see `open`.
@@ -329,11 +363,9 @@ fn keep_hooks_in() -> bool {
     {
         return false;
     }
-    let state = match SwitchLog::open_now(crate::sys::gettid()) {
-        Ok(log) => {
-            std::mem::forget(log);
-            READY
-        }
+    // The event alone, never mapped or closed: it is the fd the process keeps.
+    let state = match open_event(crate::sys::gettid()) {
+        Ok(_kept) => READY,
         Err(e) if refused(e) => REFUSED,
         // Short of fds or memory: a later thread tries again.
         Err(_) => UNTRIED,

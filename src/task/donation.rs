@@ -9,7 +9,9 @@ pub(crate) struct TaskDonor {
     /// or by a walker that found it asleep further down a chain, inside the walker handshake),
     /// read by the thread after its wait ended (after `clear_blocked_on`, so after any walker).
     pub(crate) listed: AtomicBool,
-    /// Donation syscalls may be aimed at this thread; see `on_thread_exit`.
+    /// Donation syscalls may be aimed at this thread; see `on_thread_exit`. Set under the ledger
+    /// lock before any (`ledger::claim_target`), cleared under it when the thread gives its
+    /// loans back itself (`Ledger::let_go_of`).
     pub(crate) target: AtomicBool,
     /// The thread is exiting; no syscall may reach it any more.
     pub(crate) exiting: AtomicBool,
@@ -35,9 +37,6 @@ pub(crate) struct TaskDonor {
     /// Reconciles turn `WILL_RESTORE` into `SKIPPED` with an RMW, so of that and the swap one
     /// comes first in the atomic's order.
     pub(crate) restores_self: AtomicU8,
-    /// Scratch for the ledger's pass over its loans (`ledger::Loans`): the thread's node in the
-    /// latest pass, validated against that pass's own table. Used only under the ledger lock.
-    pub(crate) ledger_node: core::sync::atomic::AtomicUsize,
 }
 
 /// `TaskDonor::restores_self`: the thread is not passing on its last lock.
@@ -61,7 +60,6 @@ impl TaskDonor {
                 own_reads_alike: AtomicU8::new(0),
                 lent_hint: CacheU64::new(0),
                 restores_self: AtomicU8::new(NOT_RESTORING),
-                ledger_node: core::sync::atomic::AtomicUsize::new(usize::MAX),
             }
         }
     }
