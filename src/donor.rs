@@ -326,9 +326,9 @@ pub(crate) fn after_passing_on(me: Me, restoring: bool, to_donor: bool) -> bool 
         // Clearing the mark before the ledger lock would let such a donor restore us inside
         // its own wait, with a `sched_setattr` that demotes a running thread on another CPU.
         ledger::restore_self(me);
-        // Lent to once, so waiters will watch it again: from its next wait on they can do that
-        // without slowing it down (`spin::OnCpuWatch`).
-        me.task().want_switch_log();
+        // Lent to once, so waiters will watch it again: from now on they can do that without
+        // slowing it down (`spin::OnCpuWatch`).
+        me.task().open_switch_log();
     } else if restoring {
         // Relaxed: the atomic's own order decides between us and a skipping reconcile (see
         // `TaskDonor::restores_self`); `restore_self` then takes the ledger lock, which orders

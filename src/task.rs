@@ -71,9 +71,8 @@ pub(crate) struct Task {
     held: Cell<usize>,
     /// This thread's request slot for `Mutex::run` (see `proxy`).
     pub(crate) slot: Slot,
-    /// The log of this thread's context switches, opened by the thread itself at its next wait
-    /// made holding no lock once it has given back a loan (`donor::after_passing_on`), as
-    /// waiters are likely to watch it again.
+    /// The log of this thread's context switches, opened by the thread itself once it has
+    /// given back a loan (`donor::after_passing_on`), as waiters are likely to watch it again.
     switches: crate::loom::SwitchLogSlot,
     /// Kernel thread id, set at creation. It changes once only in a forked child, where the
     /// forking thread's record takes the child's tid (`after_fork_in_child`). Relaxed is
@@ -115,18 +114,10 @@ impl Task {
         self.switches.on_cpu()
     }
 
-    /// Asks for this thread's switch log (see `sys::switch_log`), unless it has one: the
-    /// thread opens it at its next wait for a lock (`open_wanted_switch_log`). Called by the
-    /// thread itself.
-    pub(crate) fn want_switch_log(&self) {
-        self.switches.want();
-    }
-
-    /// Opens this thread's switch log if it was asked for (`want_switch_log`): about 50 µs
-    /// once, paid by the thread itself as a wait begins, holding no lock.
-    #[inline]
-    pub(crate) fn open_wanted_switch_log(&self) {
-        self.switches.open_if_wanted(self.tid());
+    /// Opens this thread's switch log if it has none (see `sys::switch_log`): about 50 µs once,
+    /// paid by the thread itself when it holds no lock.
+    pub(crate) fn open_switch_log(&self) {
+        self.switches.open(self.tid());
     }
 
     /// The lock this thread sleeps on, if any.
@@ -385,6 +376,9 @@ pub(crate) fn current() -> Me {
 
 #[cold]
 fn create_current() -> Me {
+    // The machine's CPU-mask width is read from /sys once per process: here, on a thread's
+    // first lock, rather than inside the first waiter's loan.
+    crate::sys::attrs::live_words();
     let task = Box::into_raw(Box::new(Task {
         tid: core::sync::atomic::AtomicI32::new(crate::loom::current_tid()),
         blocked_on: AtomicUsize::new(0),

@@ -970,19 +970,27 @@ fn a_sleeping_run_caller_lends_to_the_holder_that_runs_its_section() {
     owner.finish();
 }
 
-/// The perf rings the process has mapped: its switch logs (a log keeps no fd).
+/// The perf rings the process has mapped: its switch logs.
 fn perf_maps() -> usize {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
     maps.lines().filter(|l| l.contains("perf_event")).count()
 }
 
-/// A thread that gave a loan back opens its switch log at its next wait for a lock, just
-/// before it would sleep, not as it restores itself: the restore sits between two handoffs
-/// (an unwinding chain's), where the CPUs are wanted. Counted by the perf rings the process
-/// has mapped: none more after the restore, one more once the thread has slept on a lock.
+/// The perf events the process holds fds of.
+fn perf_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| {
+        d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|t| t.to_string_lossy().contains("perf_event"))
+            .count()
+    })
+}
+
+/// A thread that gave a loan back maps a switch log of its own (so that waiters can watch it
+/// without slowing it), and the log holds no file descriptor: the process's perf fds stay at
+/// the one it keeps for the kernel's scheduler hooks, whatever the number of logs.
 #[test]
-fn a_restored_owner_opens_its_switch_log_at_its_next_wait() {
-    let test = "a_restored_owner_opens_its_switch_log_at_its_next_wait";
+fn a_restored_owner_maps_its_switch_log_without_an_fd() {
+    let test = "a_restored_owner_maps_its_switch_log_without_an_fd";
     let _s = serial();
     if !privileged(test) {
         return;
@@ -997,40 +1005,15 @@ fn a_restored_owner_opens_its_switch_log_at_its_next_wait() {
         );
         return;
     }
-    let (m, later) = (Arc::new(Mutex::new(())), Arc::new(Mutex::new(())));
-    let (tid_tx, tid_rx) = channel();
-    let (step_tx, step_rx) = channel::<()>();
-    let (done_tx, done_rx) = channel::<()>();
-    let (m2, later2) = (Arc::clone(&m), Arc::clone(&later));
-    let owner = thread::spawn(move || {
-        set_nice(10);
-        let guard = m2.lock().unwrap();
-        tid_tx.send(current_tid()).unwrap();
-        step_rx.recv().unwrap();
-        drop(guard);
-        done_tx.send(()).unwrap();
-        step_rx.recv().unwrap();
-        drop(later2.lock().unwrap());
-    });
-    let owner_tid = tid_rx.recv().unwrap();
+    let m = Arc::new(Mutex::new(()));
+    let owner = Owner::spawn(&m, || set_nice(10));
     let (_, waiter) = spawn_waiter(&m, || set_nice(0), None);
-    assert_eq!(nice_of(owner_tid), 0, "lent to");
-    let before = perf_maps();
-    step_tx.send(()).unwrap();
-    done_rx.recv().unwrap();
+    assert_eq!(nice_of(owner.tid), 0, "lent to");
+    owner.release();
     assert!(waiter.join().unwrap());
-    assert_eq!(nice_of(owner_tid), 10, "restored");
-    assert_eq!(perf_maps(), before, "a switch log opened at the restore");
-    let held = later.lock().unwrap();
-    step_tx.send(()).unwrap();
-    eventually("the owner to sleep on the second lock", || {
-        asleep_on(owner_tid, &later)
-    });
-    assert_eq!(
-        perf_maps(),
-        before + 1,
-        "no switch log opened before the sleep"
-    );
-    drop(held);
-    owner.join().unwrap();
+    assert_eq!(nice_of(owner.tid), 10, "restored");
+    // Other tests' exited threads may still have logs mapped; at least the owner's is.
+    assert!(perf_maps() >= 1, "no switch log mapped");
+    assert!(perf_fds() <= 1, "switch logs hold fds: {}", perf_fds());
+    owner.finish();
 }

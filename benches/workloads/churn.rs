@@ -55,7 +55,7 @@ pub fn contended_batch(m: &Arc<Mutex<u64>>) {
 }
 
 /// A nice-19 owner holds a lock until a nice-0 waiter sleeps on it and lends it its nice, then
-/// lets go (it restores itself), sleeps on the lock once more (which opens its switch log) and
+/// lets go (it restores itself, which maps its switch log), sleeps on the lock once more and
 /// exits. Needs CAP_SYS_NICE for the loan; without it the round still runs, and the loan fails
 /// (counted).
 pub fn loan_round() {

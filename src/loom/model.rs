@@ -99,9 +99,8 @@ const _: fn(&crate::sys::switch_log::SwitchLogSlot) -> Option<bool> =
     crate::sys::switch_log::SwitchLogSlot::on_cpu;
 const _: fn(&crate::sys::switch_log::SwitchLogSlot) -> bool =
     crate::sys::switch_log::SwitchLogSlot::is_open;
-const _: fn(&crate::sys::switch_log::SwitchLogSlot) = crate::sys::switch_log::SwitchLogSlot::want;
 const _: fn(&crate::sys::switch_log::SwitchLogSlot, crate::Tid) =
-    crate::sys::switch_log::SwitchLogSlot::open_if_wanted;
+    crate::sys::switch_log::SwitchLogSlot::open;
 const _: fn(&crate::sys::switch_log::SwitchLogSlot) =
     crate::sys::switch_log::SwitchLogSlot::forget_after_fork;
 
@@ -155,9 +154,7 @@ impl SwitchLogSlot {
         false
     }
 
-    pub(crate) fn want(&self) {}
-
-    pub(crate) fn open_if_wanted(&self, _tid: crate::Tid) {}
+    pub(crate) fn open(&self, _tid: crate::Tid) {}
 
     pub(crate) fn forget_after_fork(&self) {}
 }

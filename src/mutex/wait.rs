@@ -2,8 +2,6 @@
 //! path, a Condvar waiter taking its mutex back, a `run` caller waiting for its section) goes
 //! through [`wait_for`], so the order of the steps holds everywhere:
 //!
-//! 0. open the thread's switch log if it was asked for and the thread holds no lock
-//!    (`sys::switch_log`);
 //! 1. publish `blocked_on`, so chain walkers and lenders find the wait;
 //! 2. survey the chain (`donor::before_spinning`): lend what helps an owner worse than us, and
 //!    report a deadlock cycle;
@@ -31,12 +29,6 @@ pub(crate) fn wait_for<R>(
     spin: impl FnOnce(Spin) -> Option<R>,
     sleep: impl FnOnce() -> R,
 ) -> Result<R, Deadlock> {
-    // Out of time this thread would spend waiting anyway, once per life (`sys::switch_log`):
-    // only while it holds no lock, so that nobody waits for it meanwhile, and before it lends
-    // anything, so that the CPU it may lend is not the one it spends opening the log on.
-    if me.holds_no_lock() {
-        me.task().open_wanted_switch_log();
-    }
     me.set_blocked_on(lock.addr(), timed);
     let outcome = (|| {
         let plan = donor::before_spinning(me, lock, timed)?;

@@ -10,14 +10,10 @@
 //!
 //! What it costs instead:
 //! * opening a log is a `perf_event_open` and an `mmap` (25-80 µs here). A thread opens its
-//!   own, once: having given back a loan (`donor::after_passing_on`) it is one waiters are
-//!   likely to watch again, and it opens the log at its next wait for a lock made while it
-//!   holds none, before it lends anything (`mutex::wait`): out of time it would spend waiting,
-//!   with nobody waiting for it (the first log of a process takes 5-11 ms), and not on a CPU
-//!   it has just lent. Not right after the
-//!   restore, which sits between one handoff and the next, when the donor and the rest of a
-//!   chain want the CPUs; not from the waiter's watch, which would put the time into the
-//!   waiter's wait. Until a thread has its log, waiters read its clock;
+//!   own, once, after it has given back a loan (`donor::after_passing_on`): a thread lent to
+//!   is one waiters watch, and it pays when it holds no lock, where opening it from the
+//!   waiter's watch would put that time into the waiter's wait. Until a thread has its log,
+//!   waiters read its clock;
 //! * the first per-task perf event of a process patches the kernel's scheduler hooks in
 //!   (5-11 ms here), paid by the first thread to open a log; that event (an fd, not mapped)
 //!   is kept open for the life of the process (`keep_hooks_in`), so that the hooks stay in;
@@ -237,21 +233,17 @@ pub(crate) fn after_fork_in_child() {
 /// waiter is likely to watch it again), and closed with the thread's record (which the epoch
 /// scheme frees only once no reader can hold it).
 ///
-/// The slot holds null (no log wanted yet), `WANTED`, `NO_LOG` or an open log. Only the thread
-/// itself writes it (`want`, `open_if_wanted`); other threads only read it (`on_cpu`).
+/// The slot holds null (no log yet), `NO_LOG` or an open log. Only the thread itself writes it
+/// (`open`); other threads only read it (`on_cpu`).
 pub(crate) struct SwitchLogSlot(AtomicPtr<SwitchLog>);
 
 /// In a slot: opening a log for this thread failed although perf works (fd limit, thread
 /// gone); do not try again.
 const NO_LOG: *mut SwitchLog = std::ptr::dangling_mut();
 
-/// In a slot: the thread will open its log at its next wait (`open_if_wanted`). Distinct from
-/// `NO_LOG` (alignment 1 apart from a dangling pointer's).
-const WANTED: *mut SwitchLog = NO_LOG.wrapping_byte_add(1);
-
 /// Whether a slot value is an open log.
 fn is_log(log: *mut SwitchLog) -> bool {
-    !log.is_null() && log != NO_LOG && log != WANTED
+    !log.is_null() && log != NO_LOG
 }
 
 impl SwitchLogSlot {
@@ -278,21 +270,11 @@ impl SwitchLogSlot {
         is_log(self.0.load(Ordering::Relaxed))
     }
 
-    /// Asks for the log of the thread whose record holds this slot, to be opened at its next
-    /// `open_if_wanted`, unless it is open or cannot be. Called by that thread only.
-    pub(crate) fn want(&self) {
-        // Relaxed: we are the slot's only writer, and WANTED publishes nothing.
-        if self.0.load(Ordering::Relaxed).is_null() {
-            self.0.store(WANTED, Ordering::Relaxed);
-        }
-    }
-
-    /// Opens the log of thread `tid`, whose record holds this slot, if it was asked for
-    /// (`want`). Called by that thread only.
-    #[inline]
-    pub(crate) fn open_if_wanted(&self, tid: Tid) {
+    /// Opens the log of thread `tid`, whose record holds this slot, unless it is open or
+    /// cannot be. Called by that thread only.
+    pub(crate) fn open(&self, tid: Tid) {
         // Relaxed: we are the slot's only writer.
-        if self.0.load(Ordering::Relaxed) == WANTED {
+        if self.0.load(Ordering::Relaxed).is_null() {
             self.install(tid);
         }
     }
@@ -303,12 +285,12 @@ impl SwitchLogSlot {
             Some(log) => Box::into_raw(Box::new(log)),
             // Perf works, so the failure is this thread's.
             None if STATE.load(Ordering::Relaxed) == READY => NO_LOG,
-            // Another thread opening the process's first event (try again at the next
-            // wait), or refused (`open` returns at once from now on).
+            // Another thread opening the process's first event, or refused: nothing to
+            // remember here.
             None => return,
         };
         // Release: publishes the log (see `on_cpu`). A plain store: only the thread itself
-        // opens its log (`Task::open_wanted_switch_log`), so nobody else writes the slot.
+        // opens its log (`Task::open_switch_log`), so nobody else writes the slot.
         self.0.store(new, Ordering::Release);
     }
 }
@@ -352,8 +334,8 @@ const REFUSED: u8 = 3;
 /// Opens the process's first per-task perf event, on the calling thread, and never closes it:
 /// the kernel patches its scheduler hooks in for the first one (5-11 ms here) and out again
 /// once the last one closes, so without this every thread that came after a lull would pay
-/// again. True if perf works. The caller is a thread about to sleep on a lock
-/// (`Task::open_wanted_switch_log`), whose time nobody else waits for.
+/// again. True if perf works. The caller is a thread that holds no lock
+/// (`Task::open_switch_log`), so nobody waits for it meanwhile.
 #[cold]
 fn keep_hooks_in() -> bool {
     // Relaxed: see `open`.
