@@ -274,13 +274,7 @@ impl Loans {
 
     /// Adds `loan` to node `n`'s; true if that changed it.
     fn grow(&mut self, n: usize, loan: &Lent) -> bool {
-        match &mut self.lent[n] {
-            Some(have) => have.absorb(loan),
-            empty => {
-                *empty = Some(*loan);
-                true
-            }
-        }
+        add_loan(&mut self.lent[n], loan)
     }
 
     /// Merges node `from`'s loan into node `to`'s (`grow`); true if that changed it.
@@ -293,14 +287,7 @@ impl Loans {
             let (low, high) = self.lent.split_at_mut(from);
             (&high[0], &mut low[to])
         };
-        match (from, to) {
-            (Some(loan), Some(have)) => have.absorb(loan),
-            (Some(loan), empty) => {
-                *empty = Some(*loan);
-                true
-            }
-            (None, _) => false,
-        }
+        from.as_ref().is_some_and(|loan| add_loan(to, loan))
     }
 
     /// What the thread of `Ledger::boosted[i]`, `task`, is lent, if anything.
@@ -321,6 +308,17 @@ impl Loans {
             return None;
         }
         self.lent[self.index[i].1].as_ref()
+    }
+}
+
+/// Adds `loan` to what `have` holds; true if that changed it.
+fn add_loan(have: &mut Option<Lent>, loan: &Lent) -> bool {
+    match have {
+        Some(have) => have.absorb(loan),
+        empty => {
+            *empty = Some(*loan);
+            true
+        }
     }
 }
 
