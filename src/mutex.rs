@@ -67,10 +67,8 @@ impl<T: ?Sized> RefUnwindSafe for Mutex<T> {}
 #[clippy::has_significant_drop]
 pub struct MutexGuard<'a, T: ?Sized + 'a> {
     lock: &'a Mutex<T>,
-    poison: poison::Guard,
-    /// The holder's record, kept so unlock needs no thread-local lookup. It also makes the guard
-    /// `!Send`, which the lock word requires: the owner recorded there must be the unlocker.
-    me: Me,
+    /// The holder, and whether it was panicking when it locked.
+    held: poison::Guard,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -310,10 +308,9 @@ impl<T: ?Sized> Mutex<T> {
     /// `me` holds `self.raw`, which it found `poisoned` or not.
     #[inline]
     unsafe fn guard(&self, me: Me, poisoned: bool) -> LockResult<MutexGuard<'_, T>> {
-        map_result(poison::guard(poisoned), |poison| MutexGuard {
+        map_result(poison::guard(me, poisoned), |held| MutexGuard {
             lock: self,
-            poison,
-            me,
+            held,
             _not_send: PhantomData,
         })
     }
@@ -331,10 +328,10 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
     /// ```
     pub fn unlock_fair(guard: Self) {
         let guard = std::mem::ManuallyDrop::new(guard);
-        poison::done(&guard.lock.raw, &guard.poison);
-        // SAFETY: the guard proves `me` holds the lock, and ManuallyDrop keeps Drop from
+        poison::done(&guard.lock.raw, guard.held);
+        // SAFETY: the guard proves its holder holds the lock, and ManuallyDrop keeps Drop from
         // unlocking a second time.
-        unsafe { guard.lock.raw.unlock_fair_as(guard.me) };
+        unsafe { guard.lock.raw.unlock_fair_as(guard.held.me()) };
     }
 
     /// If threads wait, lets the first of them run its critical section, then takes the lock
@@ -348,11 +345,12 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
     /// ```
     pub fn bump(guard: &mut Self) {
         if guard.lock.raw.has_waiters() {
-            poison::done(&guard.lock.raw, &guard.poison);
+            poison::done(&guard.lock.raw, guard.held);
+            let me = guard.held.me();
             // SAFETY: the guard proves `me` holds the lock; we take it back before returning.
-            unsafe { guard.lock.raw.unlock_fair_as(guard.me) };
-            let poisoned = guard.lock.raw.lock_as(guard.me);
-            guard.poison = poison::guard(poisoned).unwrap_or_else(PoisonError::into_inner);
+            unsafe { guard.lock.raw.unlock_fair_as(me) };
+            let poisoned = guard.lock.raw.lock_as(me);
+            guard.held = poison::guard(me, poisoned).unwrap_or_else(PoisonError::into_inner);
         }
     }
 
@@ -363,7 +361,7 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
 
     /// The holder's record.
     pub(crate) fn me(guard: &Self) -> Me {
-        guard.me
+        guard.held.me()
     }
 }
 
@@ -385,9 +383,9 @@ impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
 impl<T: ?Sized> Drop for MutexGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        poison::done(&self.lock.raw, &self.poison);
-        // SAFETY: the guard proves `me` holds the lock, and it is dropped once.
-        unsafe { self.lock.raw.unlock_as(self.me) };
+        poison::done(&self.lock.raw, self.held);
+        // SAFETY: the guard proves its holder holds the lock, and it is dropped once.
+        unsafe { self.lock.raw.unlock_as(self.held.me()) };
     }
 }
 

@@ -218,6 +218,33 @@ pub(crate) unsafe fn task_of_slot<'a>(slot: usize) -> &'a Task {
 #[derive(Clone, Copy)]
 pub(crate) struct Me(NonNull<Task>);
 
+/// A `Me` and one flag, in one word: records are 64-byte aligned, so the address's low bit is
+/// free. A guard keeps its holder this way, beside its "was panicking" flag, to stay two words
+/// as std's does.
+#[derive(Clone, Copy)]
+pub(crate) struct MeAndFlag(NonNull<Task>);
+
+const _: () = assert!(std::mem::align_of::<Task>() >= 2);
+
+impl MeAndFlag {
+    #[inline]
+    pub(crate) fn new(me: Me, flag: bool) -> MeAndFlag {
+        MeAndFlag(me.0.map_addr(|a| a | usize::from(flag)))
+    }
+
+    #[inline]
+    pub(crate) fn me(self) -> Me {
+        // SAFETY: the address with its low bit cleared is the record's (`new`), which is not
+        // null.
+        Me(unsafe { NonNull::new_unchecked(self.0.as_ptr().map_addr(|a| a & !1)) })
+    }
+
+    #[inline]
+    pub(crate) fn flag(self) -> bool {
+        self.0.addr().get() & 1 != 0
+    }
+}
+
 impl Me {
     /// The record's address, as stored in lock words and park tokens.
     #[inline]
@@ -487,6 +514,18 @@ pub fn thread_blocked_on(tid: Tid) -> Option<LockId> {
             }
         }
         None
+    })
+}
+
+/// Test hook: whether thread `tid` has a switch log open (`test_hooks`).
+pub(crate) fn has_switch_log_for_tests(tid: Tid) -> bool {
+    with_live_tasks(|tasks| {
+        for t in tasks {
+            if t.tid() == tid {
+                return t.switches.is_open();
+            }
+        }
+        false
     })
 }
 

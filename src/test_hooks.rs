@@ -37,6 +37,12 @@ pub fn inspect_wait_for_tests(tid: crate::Tid, f: impl FnOnce(crate::LockId)) ->
     crate::chain::inspect_wait_for_tests(tid, f)
 }
 
+/// Whether thread `tid` has a switch log open (`sys::switch_log`): a thread gets one once it
+/// has given loans back twice.
+pub fn has_switch_log(tid: crate::Tid) -> bool {
+    crate::task::has_switch_log_for_tests(tid)
+}
+
 /// True if `raw`'s word shows "free" while sections are flagged as published: an unlock never
 /// leaves that behind unless it reached the combining bound.
 pub fn free_with_published_sections(raw: &crate::RawMutex) -> bool {

@@ -970,12 +970,6 @@ fn a_sleeping_run_caller_lends_to_the_holder_that_runs_its_section() {
     owner.finish();
 }
 
-/// The perf rings the process has mapped: its switch logs.
-fn perf_maps() -> usize {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    maps.lines().filter(|l| l.contains("perf_event")).count()
-}
-
 /// The perf events the process holds fds of.
 fn perf_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| {
@@ -985,12 +979,13 @@ fn perf_fds() -> usize {
     })
 }
 
-/// A thread that gave a loan back maps a switch log of its own (so that waiters can watch it
-/// without slowing it), and the log holds no file descriptor: the process's perf fds stay at
-/// the one it keeps for the kernel's scheduler hooks, whatever the number of logs.
+/// A thread that gave loans back twice maps a switch log of its own (so that waiters can watch
+/// it without slowing it), but not after a single loan (each link of a long chain is lent to
+/// once, and its log would cost it for nothing). Neither the log nor the event the process
+/// keeps for the kernel's scheduler hooks holds a file descriptor.
 #[test]
-fn a_restored_owner_maps_its_switch_log_without_an_fd() {
-    let test = "a_restored_owner_maps_its_switch_log_without_an_fd";
+fn an_owner_lent_to_twice_maps_its_switch_log_without_an_fd() {
+    let test = "an_owner_lent_to_twice_maps_its_switch_log_without_an_fd";
     let _s = serial();
     if !privileged(test) {
         return;
@@ -1006,14 +1001,39 @@ fn a_restored_owner_maps_its_switch_log_without_an_fd() {
         return;
     }
     let m = Arc::new(Mutex::new(()));
-    let owner = Owner::spawn(&m, || set_nice(10));
-    let (_, waiter) = spawn_waiter(&m, || set_nice(0), None);
-    assert_eq!(nice_of(owner.tid), 0, "lent to");
-    owner.release();
-    assert!(waiter.join().unwrap());
-    assert_eq!(nice_of(owner.tid), 10, "restored");
-    // Other tests' exited threads may still have logs mapped; at least the owner's is.
-    assert!(perf_maps() >= 1, "no switch log mapped");
-    assert!(perf_fds() <= 1, "switch logs hold fds: {}", perf_fds());
-    owner.finish();
+    // An owner that takes `m` twice, each time until told to let go.
+    let (tid_tx, tid_rx) = channel();
+    let (go_tx, go_rx) = channel::<()>();
+    let (done_tx, done_rx) = channel();
+    let owner = {
+        let m = Arc::clone(&m);
+        thread::spawn(move || {
+            set_nice(10);
+            for _ in 0..2 {
+                let guard = m.lock().unwrap();
+                tid_tx.send(current_tid()).unwrap();
+                go_rx.recv().unwrap();
+                drop(guard);
+                done_tx.send(()).unwrap();
+            }
+            go_rx.recv().unwrap();
+        })
+    };
+    for round in 1..=2 {
+        let tid = tid_rx.recv().unwrap();
+        let (_, waiter) = spawn_waiter(&m, || set_nice(0), None);
+        assert_eq!(nice_of(tid), 0, "lent to in round {round}");
+        go_tx.send(()).unwrap();
+        done_rx.recv().unwrap();
+        assert!(waiter.join().unwrap());
+        assert_eq!(nice_of(tid), 10, "restored in round {round}");
+        assert_eq!(
+            proxy_lock::test_hooks::has_switch_log(tid),
+            round == 2,
+            "switch log after {round} loan(s)"
+        );
+    }
+    assert_eq!(perf_fds(), 0, "the process holds perf fds");
+    go_tx.send(()).unwrap();
+    owner.join().unwrap();
 }

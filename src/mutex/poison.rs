@@ -2,22 +2,31 @@
 //! panicking when it locked) poisons the mutex; the data stays reachable through `PoisonError`.
 //! The poison bit itself lives in the lock word (`raw::POISONED`).
 
+use crate::task::{Me, MeAndFlag};
 use crate::word::RawMutex;
 use std::sync::{LockResult, PoisonError};
 use std::thread;
 
-/// What a guard remembers to decide, when dropped, whether it poisons.
-pub(crate) struct Guard {
-    panicking: bool,
+/// What a guard remembers: the holder's record, so that unlock needs no thread-local lookup
+/// (and which makes the guard `!Send`, as the lock word requires: the owner recorded there
+/// must be the unlocker), and whether that thread was already panicking when it locked, in
+/// which case dropping the guard does not poison. One word (`MeAndFlag`).
+#[derive(Clone, Copy)]
+pub(crate) struct Guard(MeAndFlag);
+
+impl Guard {
+    /// The thread that holds the lock.
+    #[inline]
+    pub(crate) fn me(self) -> Me {
+        self.0.me()
+    }
 }
 
-/// Called right after acquiring a lock that is `poisoned` or not: the guard, wrapped in `Err`
-/// if the mutex is poisoned.
+/// Called right after `me` acquired a lock that is `poisoned` or not: the guard, wrapped in
+/// `Err` if the mutex is poisoned.
 #[inline]
-pub(crate) fn guard(poisoned: bool) -> LockResult<Guard> {
-    let guard = Guard {
-        panicking: thread::panicking(),
-    };
+pub(crate) fn guard(me: Me, poisoned: bool) -> LockResult<Guard> {
+    let guard = Guard(MeAndFlag::new(me, thread::panicking()));
     if poisoned {
         Err(PoisonError::new(guard))
     } else {
@@ -28,8 +37,8 @@ pub(crate) fn guard(poisoned: bool) -> LockResult<Guard> {
 /// Called right before releasing `raw`: poisons it if the thread started panicking since it
 /// locked. The common answer (no panic anywhere) is one read of std's panic count.
 #[inline]
-pub(crate) fn done(raw: &RawMutex, guard: &Guard) {
-    if thread::panicking() && !guard.panicking {
+pub(crate) fn done(raw: &RawMutex, guard: Guard) {
+    if thread::panicking() && !guard.0.flag() {
         raw.poison();
     }
 }

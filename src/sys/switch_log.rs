@@ -10,13 +10,15 @@
 //!
 //! What it costs instead:
 //! * opening a log is a `perf_event_open` and an `mmap` (25-80 µs here). A thread opens its
-//!   own, once, after it has given back a loan (`donor::after_passing_on`): a thread lent to
-//!   is one waiters watch, and it pays when it holds no lock, where opening it from the
-//!   waiter's watch would put that time into the waiter's wait. Until a thread has its log,
-//!   waiters read its clock;
+//!   own, once, after it has given back loans twice (`donor::after_passing_on`): a thread lent
+//!   to again and again is one waiters watch, and it pays when it holds no lock, where opening
+//!   it from the waiter's watch would put that time into the waiter's wait. A thread lent to
+//!   once, as each link of a long chain is, opens none. Until a thread has its log, waiters
+//!   read its clock;
 //! * the first per-task perf event of a process patches the kernel's scheduler hooks in
-//!   (5-11 ms here), paid by the first thread to open a log; that event (an fd, not mapped)
-//!   is kept open for the life of the process (`keep_hooks_in`), so that the hooks stay in;
+//!   (5-11 ms here), paid by the first thread to open a log; that event is kept for the life
+//!   of the process (`keep_hooks_in`), so that the hooks stay in, by a mapping of its control
+//!   page (one page, no fd);
 //! * every context switch of a thread with a log costs it about 1.5 µs more (a pipe
 //!   ping-pong, here), for as long as that thread lives;
 //! * two pages per watched thread, and the kernel's event behind them. No fd: the log closes
@@ -266,7 +268,8 @@ impl SwitchLogSlot {
 
     /// Whether a log is open (its mapping and kernel event are held until the slot drops).
     pub(crate) fn is_open(&self) -> bool {
-        // Relaxed: called by the slot's thread, its only writer.
+        // Relaxed: the slot's thread, its only writer, asks before it opens or drops it; a
+        // test's look from another thread needs no ordering with anything else.
         is_log(self.0.load(Ordering::Relaxed))
     }
 
@@ -345,15 +348,39 @@ fn keep_hooks_in() -> bool {
     {
         return false;
     }
-    // The event alone, never mapped or closed: it is the fd the process keeps.
     let state = match open_event(crate::sys::gettid()) {
-        Ok(_kept) => READY,
+        Ok(fd) => {
+            keep_without_fd(fd);
+            READY
+        }
         Err(e) if refused(e) => REFUSED,
         // Short of fds or memory: a later thread tries again.
         Err(_) => UNTRIED,
     };
     STATE.store(state, Ordering::Relaxed);
     state == READY
+}
+
+/// Keeps the event behind `fd` alive for the life of the process without holding the fd: a
+/// mapping of its control page keeps it, as a log's mapping does. Where the mapping fails, the
+/// fd stays open instead.
+fn keep_without_fd(fd: libc::c_int) {
+    // SAFETY: maps the control page of a fresh, valid perf fd read-only; the mapping is never
+    // unmapped (and a forked child does not inherit it: the kernel marks perf mappings so).
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            page_size(),
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if map != libc::MAP_FAILED {
+        // SAFETY: closes the fd opened by our caller, which nothing else refers to.
+        unsafe { libc::close(fd) };
+    }
 }
 
 /// Whether `errno` from `perf_event_open` means this process may not use it at all.

@@ -26,6 +26,9 @@ pub(crate) struct TaskDonor {
     /// How many of the thread's own reads in a row found the same attributes (saturating).
     /// Written and read only by the thread itself.
     pub(crate) own_reads_alike: AtomicU8,
+    /// How many times the thread gave its loans back itself (`donor::after_passing_on`),
+    /// saturating. Written and read only by the thread itself.
+    pub(crate) restores: AtomicU8,
     /// `Attrs::hint` of what the thread has while boosted, 0 when it is not boosted.
     pub(crate) lent_hint: CacheU64,
     /// Whether the thread, passing on its last lock, restores itself afterwards
@@ -58,6 +61,7 @@ impl TaskDonor {
                 hint_stamp: CacheU64::new(0),
                 own_stamp: CacheU64::new(0),
                 own_reads_alike: AtomicU8::new(0),
+                restores: AtomicU8::new(0),
                 lent_hint: CacheU64::new(0),
                 restores_self: AtomicU8::new(NOT_RESTORING),
             }
