@@ -32,7 +32,12 @@
 //! 4. **End.** A listed waiter unlists itself and reconciles when its wait ends (lock taken,
 //!    timeout). A lock with `DONATED` never unlocks on the fast path; its unlock hands the lock
 //!    to the best listed waiter (`preferred_waiter`, the kernel's `blocked_donor`), and the
-//!    woken thread reconciles. An unlocker that holds no other lock restores itself right
+//!    woken thread reconciles. Except after a settled handoff: when the woken thread was the
+//!    lock's only listed waiter and the unlocker is boosted and restores itself, the woken
+//!    thread's loans went to that unlocker alone, which gives them back itself, so it only
+//!    unlists, unless other waiters listed themselves on the lock meanwhile
+//!    (`TaskDonor::settled`). An unwinding chain then makes one pass over the ledger per
+//!    hop fewer. An unlocker that holds no other lock restores itself right
 //!    after the wake-up (as the kernel's PI unlock does), off the woken thread's path: it says
 //!    so before it passes the lock on, and reconciles leave it alone. Otherwise the woken
 //!    thread restores it.
@@ -259,11 +264,21 @@ fn survey(me: Me, lock: &RawMutex, deadline: bool) -> Result<Survey, crate::chai
 /// The wait of `me` on `lock` ended (any way). Unlists `me` if it was listed and reconciles if
 /// it was, or if the lock carries donations (its owner changed: restore the old, boost the new).
 pub(crate) fn after_wait(me: Me, lock_donated: bool) {
+    let d = &me.task().donor;
+    // Relaxed: our own flag, set before the wake-up that ended this wait (see `settled`).
+    let settled = d.settled.load(Ordering::Relaxed);
+    if settled {
+        d.settled.store(false, Ordering::Relaxed);
+    }
     // Acquire: pairs with the ledger's Release store, so the listing is seen with everything
     // the lister wrote; a walker that listed us did so inside the handshake that
     // `clear_blocked_on` already waited out.
-    if me.task().donor.listed.load(Ordering::Acquire) || lock_donated {
-        ledger::unlist_and_reconcile(me);
+    if d.listed.load(Ordering::Acquire) || lock_donated {
+        if settled {
+            ledger::unlist_after_handoff(me);
+        } else {
+            ledger::unlist_and_reconcile(me);
+        }
     }
 }
 
@@ -375,10 +390,34 @@ pub(super) fn leave_restore_to(task: &Task) -> bool {
         .is_ok()
 }
 
-/// The listed waiter of `lock` that should get it next: the best lender, first listed among
-/// equals (the kernel's `blocked_donor`). Its park token, or `None` when none is listed.
-pub(crate) fn preferred_waiter(lock: &RawMutex) -> Option<usize> {
-    ledger::preferred_waiter(lock.id().addr())
+/// The listed waiter of `lock` that the unlocker `me` should hand it to: the best lender,
+/// first listed among equals (the kernel's `blocked_donor`). `None` when none is listed.
+pub(crate) fn preferred_waiter(me: Me, lock: &RawMutex) -> Option<Preferred> {
+    ledger::preferred_waiter(me, lock.id().addr())
+}
+
+/// What [`preferred_waiter`] chose.
+#[derive(Clone, Copy)]
+pub(crate) struct Preferred {
+    /// The waiter's park token (its record's address).
+    pub(crate) token: usize,
+    /// It is the only waiter listed on the lock, and the unlocker is boosted and will give
+    /// its loans back itself (`before_passing_on`): handed the lock, the waiter's wait ends
+    /// without changing anybody else's loans ([`handed_over_settled`]).
+    pub(crate) settles: bool,
+}
+
+/// The unlocker is handing its lock to the parked waiter `waiter`, chosen as `Preferred` with
+/// `settles`: the waiter may unlist without a reconcile ([`after_wait`]).
+///
+/// # Safety
+/// `waiter` is the token of a thread being unparked under its lock's queue lock, so its
+/// record is alive.
+pub(crate) unsafe fn handed_over_settled(waiter: usize) {
+    // SAFETY: by the caller's contract.
+    let task = unsafe { &*(waiter as *const Task) };
+    // Relaxed: the waiter reads it after its wake-up, which the parking lot orders after this.
+    task.donor.settled.store(true, Ordering::Relaxed);
 }
 
 /// The exit hook's part: from here on no donation syscall may reach this thread.
@@ -414,6 +453,7 @@ pub(crate) fn after_fork_in_child(me: &Task) {
     d.own_stamp.store(0, Ordering::Relaxed);
     d.own_reads_alike.store(0, Ordering::Relaxed);
     d.restores.store(0, Ordering::Relaxed);
+    d.settled.store(false, Ordering::Relaxed);
 }
 
 /// The scheduling rank (policy and priority or nice; `Attrs::hint`'s low bits) a Condvar

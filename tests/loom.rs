@@ -8,6 +8,7 @@
 //! | Condvar (requeue, wake-to-lend) | `condvar_notify_one_is_never_lost`, `condvar_notify_all_reaches_every_waiter`, `condvar_timeout_races_notify`, `condvar_wakes_a_better_waiter_to_lend` |
 //! | the ledger's lock (wakes one sleeper, sleepers recheck) | `ledger_lock_excludes_and_loses_no_wakeup` |
 //! | donation bookkeeping (recording backend) | `donation_is_lent_and_returned`, `a_timed_out_donor_withdraws_its_loan`, `two_donors_one_timed_end_at_base`, `self_restore_waits_until_no_lock_is_held`, `a_boosted_unlocker_restores_itself_not_its_donor` |
+//! | a handoff that ends a wait without a reconcile (`settled`) | `a_settled_handoff_still_passes_on_a_late_lender` |
 //! | chain walk under concurrent unlocks | `chain_walk_reports_no_false_deadlock`, `snapshot_walker_handshake` |
 //! | an unlocker still waking the sleeper it chose, on the chain | `a_loan_to_an_unlocker_still_waking_its_sleeper_is_returned` |
 //! | proxy publish / serve / complete | `run_sections_run_exactly_once`, `run_panic_reaches_its_caller`, `a_published_section_never_waits_behind_a_free_word` |
@@ -645,6 +646,75 @@ fn self_restore_waits_until_no_lock_is_held() {
         }
         assert_eq!(attrs_of(current_tid()), (10, 1), "owner back at base");
         assert_eq!(read(&a) + read(&b), 2);
+    });
+}
+
+/// A waiter handed the lock by an unlocker that restores itself unlists without a reconcile
+/// (`TaskDonor::settled`), unless other waiters are listed on the lock by then: main (nice
+/// 10, CPU 0) holds A and is boosted by W (nice 5, CPU 1), listed on A; X (SCHED_FIFO 10, CPU
+/// 1, so it lends as soon as it waits) comes to A while main hands it to W, so X may list
+/// itself after main chose W as A's only lender, and lend to main rather than to W. Checked:
+/// inside W's section, whenever X is listed, W has X's policy (W's unlist saw X and
+/// reconciled, or X lent to W directly); and all three end exactly at base. Fails if W skips
+/// the reconcile whatever it finds.
+///
+/// Preemption bound: the suite's, capped at 2 (three threads).
+#[test]
+fn a_settled_handoff_still_passes_on_a_late_lender() {
+    use proxy_lock::test_hooks::{attrs_of, fifo_priority_of, is_listed, set_base, set_base_fifo};
+    model_capped(2, || {
+        let a = Arc::new(Mutex::with_policy(UnsafeCell::new(0), Policy::Adaptive));
+        let (x_tid, w_tid) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        set_base(10, 0);
+        let g = a.lock().unwrap();
+        let w = {
+            let (a, x_tid, w_tid) = (a.clone(), x_tid.clone(), w_tid.clone());
+            thread::spawn(move || {
+                set_base(5, 1);
+                w_tid.store(current_tid() as usize, SeqCst);
+                let g = a.lock().unwrap();
+                add_one(&g);
+                let x = x_tid.load(SeqCst) as proxy_lock::Tid;
+                if x != 0 && is_listed(x) {
+                    assert_eq!(
+                        fifo_priority_of(current_tid()),
+                        10,
+                        "the owner lacks a listed waiter's loan"
+                    );
+                }
+                drop(g);
+            })
+        };
+        // Main is boosted once W is listed (W lends before it sleeps).
+        let w_tid = loop {
+            let tid = w_tid.load(SeqCst) as proxy_lock::Tid;
+            if tid != 0 && is_listed(tid) {
+                break tid;
+            }
+            thread::yield_now();
+        };
+        let x = {
+            let (a, x_tid) = (a.clone(), x_tid.clone());
+            thread::spawn(move || {
+                set_base_fifo(10, 1);
+                x_tid.store(current_tid() as usize, SeqCst);
+                bump(&a);
+                current_tid()
+            })
+        };
+        drop(g);
+        w.join().unwrap();
+        let x_tid = x.join().unwrap();
+        assert_eq!(attrs_of(w_tid), (5, 1 << 1), "W back at base");
+        assert_eq!(fifo_priority_of(w_tid), 0, "W back to SCHED_OTHER");
+        assert_eq!(fifo_priority_of(x_tid), 10, "X keeps its policy");
+        assert_eq!(
+            fifo_priority_of(current_tid()),
+            0,
+            "main back to SCHED_OTHER"
+        );
+        assert_eq!(attrs_of(current_tid()), (10, 1), "main back at base");
+        assert_eq!(read(&a), 2);
     });
 }
 

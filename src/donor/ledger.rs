@@ -8,7 +8,7 @@ use super::attrs::{Attrs, Lent};
 use super::{rescue_slot, with_ledger};
 use crate::loom::{Ordering, Pin};
 use crate::stats as report;
-use crate::task::{Me, Task};
+use crate::task::{Me, NOT_RESTORING, Task};
 use crate::word::RawMutex;
 
 /// A thread listed as waiting on `lock`, and what it lends.
@@ -48,6 +48,11 @@ pub(crate) struct Ledger {
     listed: Vec<Listed>,
     boosted: Vec<Boosted>,
     next_order: u64,
+    /// The last pass over every loan (`reconcile`) lent to an unlocker as the waker of the
+    /// owner it chose (`Loans::targets`). Such an unlocker may have read its boost state
+    /// before that loan landed and then not restored itself; only a later pass takes the
+    /// loan back, so no wait may end without one (`unlist_after_handoff`) while this holds.
+    waker_loans: bool,
     /// `all_loans`'s tables, kept between passes: allocated afresh, a pass over a 1,024-deep
     /// chain took new pages from the kernel and gave them back every time.
     scratch: Loans,
@@ -64,6 +69,7 @@ impl Ledger {
                 listed: Vec::new(),
                 boosted: Vec::new(),
                 next_order: 0,
+                waker_loans: false,
                 scratch: Loans::new(),
             }
         }
@@ -104,19 +110,51 @@ pub(super) fn unlist_and_reconcile(me: Me) {
     })
 }
 
+/// Removes `me`, handed its lock by an unlocker that restores itself (`TaskDonor::settled`),
+/// from the listed waiters. The loans it made went to that unlocker alone (it holds no lock
+/// and waits for none, so nothing went further), which gives them back itself; so unless
+/// other waiters are listed on the lock by now (they lend to `me` from here on), or the last
+/// pass lent to a waker (`Ledger::waker_loans`: a loan only a pass takes back), nobody's
+/// loans change and no reconcile is needed. In a chain unwinding, that spares each hop a
+/// pass over the whole ledger.
+pub(super) fn unlist_after_handoff(me: Me) {
+    with_ledger(me.task(), |ledger| {
+        if ledger.unlist(me.task()) == Unlisted::LastOnLock && !ledger.waker_loans {
+            return;
+        }
+        let pin = crate::loom::pin();
+        ledger.reconcile(me, &pin);
+    })
+}
+
 /// See `donor::preferred_waiter`.
-pub(super) fn preferred_waiter(lock: usize) -> Option<usize> {
-    let me = crate::task::current();
+pub(super) fn preferred_waiter(me: Me, lock: usize) -> Option<super::Preferred> {
     with_ledger(me.task(), |ledger| {
         let boosted = &ledger.boosted;
-        ledger
-            .listed
-            .iter()
-            .filter(|l| l.lock == lock)
-            // Lowest order wins among equals: max_by_key keeps the last maximum, so compare
-            // reversed order.
-            .max_by_key(|l| (base_of(boosted, l).sched.rank(), std::cmp::Reverse(l.order)))
-            .map(|l| l.task as usize)
+        let mut on_lock = ledger.listed.iter().filter(|l| l.lock == lock);
+        let first = on_lock.next()?;
+        // Lowest order wins among equals: max_by_key keeps the last maximum, so compare
+        // reversed order.
+        let key = |l: &Listed| (base_of(boosted, l).sched.rank(), std::cmp::Reverse(l.order));
+        let (mut best, mut sole) = (first, true);
+        for l in on_lock {
+            sole = false;
+            if key(l) >= key(best) {
+                best = l;
+            }
+        }
+        let d = &me.task().donor;
+        // Relaxed, both: ours to read (`restores_self` we set ourselves before passing the
+        // lock on; `lent_hint` is written under the ledger lock we hold). A boosted thread
+        // marked restoring stays boosted until its own `restore_self`: reconciles leave it
+        // alone (`leave_restore_to`).
+        let settles = sole
+            && d.restores_self.load(Ordering::Relaxed) != NOT_RESTORING
+            && d.lent_hint.load(Ordering::Relaxed) != 0;
+        Some(super::Preferred {
+            token: best.task as usize,
+            settles,
+        })
     })
 }
 
@@ -183,6 +221,16 @@ fn base_of(boosted: &[Boosted], l: &Listed) -> Attrs {
         .map_or(l.own, |b| b.base)
 }
 
+/// What `Ledger::unlist` did.
+#[derive(PartialEq, Eq)]
+enum Unlisted {
+    NotListed,
+    /// Other waiters are still listed on the thread's lock.
+    OthersOnLock,
+    /// It was the last listed on its lock (which no longer carries `DONATED`).
+    LastOnLock,
+}
+
 /// What `Ledger::all_loans` found: one node per thread met, with what it is lent, and who it
 /// lends to. A thread finds its node by its record's address in `index`, a table of the pass's
 /// own: a node number kept in the record itself cost one more load per thread from memory
@@ -205,6 +253,8 @@ struct Loans {
     /// unlocker too (as `chain::walk` goes on to it); null for none. Valid while the pass's pin
     /// lives.
     targets: Vec<[*const Task; 2]>,
+    /// Some listed waiter lends to a waker (`targets`' second entry).
+    via_waker: bool,
 }
 
 const NO_EDGE: usize = usize::MAX;
@@ -221,6 +271,7 @@ impl Loans {
                 first_edge: Vec::new(),
                 edges: Vec::new(),
                 targets: Vec::new(),
+                via_waker: false,
             }
         }
     }
@@ -236,6 +287,7 @@ impl Loans {
         self.first_edge.clear();
         self.edges.clear();
         self.targets.clear();
+        self.via_waker = false;
     }
 
     /// Where `addr` is in `index`, or the free entry where it would go.
@@ -359,18 +411,20 @@ impl Ledger {
         task.donor.listed.store(true, Ordering::Release);
     }
 
-    fn unlist(&mut self, task: &Task) {
+    fn unlist(&mut self, task: &Task) -> Unlisted {
         let Some(i) = self.listed.iter().position(|l| std::ptr::eq(l.task, task)) else {
-            return;
+            return Unlisted::NotListed;
         };
         let gone = self.listed.swap_remove(i);
         // Relaxed: only the thread itself reads it, after its wait, ordered by the ledger lock.
         task.donor.listed.store(false, Ordering::Relaxed);
-        if !self.listed.iter().any(|l| l.lock == gone.lock) {
-            // SAFETY: the lock is alive: `task` is still inside its wait on it (invariant), or
-            // is the caller returning from that wait, which borrows it.
-            unsafe { &*(gone.lock as *const RawMutex) }.clear_donated();
+        if self.listed.iter().any(|l| l.lock == gone.lock) {
+            return Unlisted::OthersOnLock;
         }
+        // SAFETY: the lock is alive: `task` is still inside its wait on it (invariant), or is
+        // the caller returning from that wait, which borrows it.
+        unsafe { &*(gone.lock as *const RawMutex) }.clear_donated();
+        Unlisted::LastOnLock
     }
 
     /// The owner of `l`'s lock, if it is held, readable while `pin` lives.
@@ -412,6 +466,7 @@ impl Ledger {
                 t[1] = owner
                     .waker(pin)
                     .map_or(std::ptr::null(), |w| w as *const Task);
+                loans.via_waker |= !t[1].is_null();
             }
         }
         for (i, l) in self.listed.iter().enumerate() {
@@ -450,6 +505,7 @@ impl Ledger {
     /// lowered here (module docs).
     fn reconcile(&mut self, me: Me, pin: &Pin) {
         let loans = self.all_loans(pin);
+        self.waker_loans = loans.via_waker;
         // The boosted threads whose loan changed or ended, then the threads lent to that are
         // not boosted yet. A thread lent the same as when it was last written is left alone:
         // no syscall, and a walk of the ledger linear in its size, however long the chains.

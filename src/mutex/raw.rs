@@ -561,7 +561,8 @@ impl RawMutex {
     /// ordinary path serves the queue) or none is listed; else how the lock left us.
     #[cold]
     fn unlock_to_donor(&self, me: Me, force_fair: bool, keep_for_requests: bool) -> Option<Passed> {
-        let preferred = crate::donor::preferred_waiter(self)?;
+        let preferred = crate::donor::preferred_waiter(me, self)?;
+        let (settles, preferred) = (preferred.settles, preferred.token);
         let hand_over = force_fair || self.policy != Policy::Spin;
         // A donor spinning while we ran (`spin_while_owner_runs`) takes the lock where it is,
         // without a wake-up.
@@ -586,6 +587,10 @@ impl RawMutex {
             let still_parked = if result.have_more_threads { PARKED } else { 0 };
             if hand_over {
                 served.set(Some(Passed::ToSleeper));
+                if settles {
+                    // SAFETY: the token is the record of the thread we are unparking.
+                    unsafe { crate::donor::handed_over_settled(preferred) };
+                }
                 // SAFETY: the token is the record of the thread we are unparking, still queued.
                 unsafe { self.hand_to_parked(preferred, still_parked) }
             } else {

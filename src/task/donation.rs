@@ -29,6 +29,13 @@ pub(crate) struct TaskDonor {
     /// How many times the thread gave its loans back itself (`donor::after_passing_on`),
     /// saturating. Written and read only by the thread itself.
     pub(crate) restores: AtomicU8,
+    /// The unlocker that handed this thread, asleep, the lock it was listed on will give its
+    /// own loans back itself, and was boosted when it chose it (`donor::preferred_waiter`):
+    /// the end of this wait changes nobody's loans but that unlocker's, unless other waiters
+    /// are listed on the lock by the time this thread unlists (`ledger::unlist_after_handoff`).
+    /// Set by that unlocker while this thread is parked, read and cleared by this thread when
+    /// its wait ends.
+    pub(crate) settled: AtomicBool,
     /// `Attrs::hint` of what the thread has while boosted, 0 when it is not boosted.
     pub(crate) lent_hint: CacheU64,
     /// Whether the thread, passing on its last lock, restores itself afterwards
@@ -62,6 +69,7 @@ impl TaskDonor {
                 own_stamp: CacheU64::new(0),
                 own_reads_alike: AtomicU8::new(0),
                 restores: AtomicU8::new(0),
+                settled: AtomicBool::new(false),
                 lent_hint: CacheU64::new(0),
                 restores_self: AtomicU8::new(NOT_RESTORING),
             }
