@@ -3,10 +3,18 @@
 //!
 //! # State
 //!
-//! `mutex` holds the address of the `RawMutex` the current waiters use, or 0 when nobody waits.
-//! It is set by the first waiter and cleared, under the parking lot's queue lock, by whoever
-//! empties the queue: a notifier, or the last waiter timing out. A waiter that brings a different
-//! mutex while others wait gets a panic, as with parking_lot.
+//! One word, `state`: the address of the `RawMutex` the current waiters use, or 0 when nobody
+//! waits, and in its low bits (free by the mutex's alignment) the best waiter's rank band (see
+//! below). Set by the first waiter, raised by later ones, and cleared, always under the parking
+//! lot's queue lock, by whoever empties the queue: a notifier, or the last waiter timing out. A
+//! waiter that brings a different mutex while others wait gets a panic, as with parking_lot.
+//!
+//! ```text
+//!   bits ..2                     bits 1..0
+//!  +----------------------------+-----------------------------------------+
+//!  | RawMutex address (or 0)    | best waiter's band (`donor::waiter_band`) |
+//!  +----------------------------+-----------------------------------------+
+//! ```
 //!
 //! # Notification
 //!
@@ -16,10 +24,14 @@
 //!   is free), so they take the mutex one at a time instead of all waking at once.
 //!
 //! A moved waiter sleeps on the mutex without having published `blocked_on` itself, so it could
-//! not lend its attributes to the mutex's owner. So each waiter records its scheduling rank in
-//! `best_waiter` before it sleeps, and when that rank beats the owner's, a notification wakes
-//! instead of moving: the woken waiter then waits for the mutex itself, lending as it goes to
-//! sleep. Between equal threads nothing changes.
+//! not lend its attributes to the mutex's owner. So each waiter records the band of its
+//! scheduling rank in `state` before it sleeps (the highest since the queue was last empty),
+//! and when that band may beat the owner's rank, a notification wakes instead of moving: the
+//! woken waiter then waits for the mutex itself, lending as it goes to sleep. Bands are exact
+//! for the usual rank (SCHED_OTHER at nice 0), so between equal threads at nice 0 nothing
+//! changes; between equal threads of another rank a notification wakes where it could have
+//! moved. The band never drops while waiters remain, so it may overstate (a better waiter
+//! left), which costs at most a wake-up instead of a move.
 
 use crate::loom::{
     AtomicUsize, FilterOp, Ordering, ParkResult, ParkToken, RequeueOp, UnparkResult, UnparkToken,
@@ -54,14 +66,13 @@ const TOKEN_NOTIFIED: UnparkToken = UnparkToken(0);
 /// assert!(*started);
 /// ```
 pub struct Condvar {
-    /// Address of the `RawMutex` the waiters use, or 0. See the module docs.
-    mutex: AtomicUsize,
-    /// The highest scheduling rank (`donor::waiter_rank`) of the waiters since the queue was
-    /// last empty: raised by each waiter before it sleeps, reset with `mutex` when the queue
-    /// empties. It never drops while waiters remain, so it may overstate (a better waiter
-    /// left), which costs at most a wake-up instead of a move.
-    best_waiter: AtomicUsize,
+    /// The waiters' mutex and their best rank band; see the module docs.
+    state: AtomicUsize,
 }
+
+/// The low bits of `Condvar::state` that hold the band: a `RawMutex` address leaves them free.
+const BAND_BITS: usize = 0b11;
+const _: () = assert!(std::mem::align_of::<RawMutex>() > BAND_BITS);
 
 /// Whether a timed wait returned because the time ran out, as std's.
 #[derive(Debug, PartialEq, Eq, Copy, Clone)]
@@ -91,7 +102,7 @@ impl Condvar {
         /// CV.notify_all();
         /// ```
         pub fn new() -> Condvar {
-            Condvar { mutex: AtomicUsize::new(0), best_waiter: AtomicUsize::new(0) }
+            Condvar { state: AtomicUsize::new(0) }
         }
     }
 
@@ -226,9 +237,9 @@ impl Condvar {
         // Relaxed: a waiter stores this before it releases the mutex, and a notifier that
         // cannot see it cannot have observed the waiter's predicate change either (std's
         // contract); the slow path re-checks under the queue lock.
-        let mutex = self.mutex.load(Ordering::Relaxed);
-        if mutex != 0 {
-            self.notify_slow(mutex, false);
+        let state = self.state.load(Ordering::Relaxed);
+        if state != 0 {
+            self.notify_slow(state, false);
         }
     }
 
@@ -241,28 +252,29 @@ impl Condvar {
     #[inline]
     pub fn notify_all(&self) {
         // Relaxed: see notify_one.
-        let mutex = self.mutex.load(Ordering::Relaxed);
-        if mutex != 0 {
-            self.notify_slow(mutex, true);
+        let state = self.state.load(Ordering::Relaxed);
+        if state != 0 {
+            self.notify_slow(state, true);
         }
     }
 
     #[cold]
-    fn notify_slow(&self, mutex: usize, all: bool) {
+    fn notify_slow(&self, state: usize, all: bool) {
+        let mutex = state & !BAND_BITS;
         // SAFETY: `mutex` is the address of the RawMutex of a thread that is waiting here: it
         // was stored by a waiter and is only cleared, under the queue lock, when the queue
         // empties, and a waiter's mutex outlives its wait (the waiter borrows it).
         let raw = || unsafe { &*(mutex as *const RawMutex) };
-        // Relaxed: a hint (see `best_waiter`); a stale value only picks waking over moving.
-        let best = self.best_waiter.load(Ordering::Relaxed);
-        let wake = crate::donor::would_lend_to_owner(raw(), best);
+        // The band as the notify's first load saw it: a hint; a stale one only picks waking
+        // over moving, or the reverse for a waiter that came after this notification.
+        let wake = crate::donor::band_may_lend_to_owner(raw(), state & BAND_BITS);
         if wake && all {
             self.wake_all();
             return;
         }
         let validate = || {
-            // Relaxed: under the queue lock, which orders every change to `self.mutex`.
-            if self.mutex.load(Ordering::Relaxed) != mutex {
+            // Relaxed: under the queue lock, which orders every change to `self.state`.
+            if self.state.load(Ordering::Relaxed) & !BAND_BITS != mutex {
                 // Everyone we saw was woken or timed out, and newer waiters use another mutex.
                 return RequeueOp::Abort;
             }
@@ -282,8 +294,7 @@ impl Condvar {
             };
             if emptied {
                 // Relaxed: under the queue lock, as above.
-                self.mutex.store(0, Ordering::Relaxed);
-                self.best_waiter.store(0, Ordering::Relaxed);
+                self.state.store(0, Ordering::Relaxed);
             }
             if op == RequeueOp::UnparkOneRequeueRest && result.requeued_threads != 0 {
                 raw().mark_parked();
@@ -300,9 +311,8 @@ impl Condvar {
     fn wake_all(&self) {
         let callback = |result: UnparkResult| {
             if !result.have_more_threads {
-                // Relaxed: under the queue lock, like every change to these.
-                self.mutex.store(0, Ordering::Relaxed);
-                self.best_waiter.store(0, Ordering::Relaxed);
+                // Relaxed: under the queue lock, like every change to it.
+                self.state.store(0, Ordering::Relaxed);
             }
             TOKEN_NOTIFIED
         };
@@ -330,20 +340,20 @@ impl Condvar {
         // sleep, rather than leaving them to a caller that would have to be woken for them.
         raw.serve_published(me);
         // Computed before the queue lock is taken: it may read the kernel.
-        let my_rank = crate::donor::waiter_rank(me);
+        let my_band = crate::donor::waiter_band(me);
         let validate = || {
-            // Relaxed: under the queue lock; see the module docs.
-            match self.mutex.load(Ordering::Relaxed) {
-                0 => self.mutex.store(mutex_addr, Ordering::Relaxed),
-                m if m != mutex_addr => {
-                    wrong_mutex = true;
-                    return false;
-                }
-                _ => {}
+            // Relaxed, load and store: under the queue lock, like the reset when the queue
+            // empties, so the band of every queued waiter is in it.
+            let state = self.state.load(Ordering::Relaxed);
+            let mutex = state & !BAND_BITS;
+            if mutex != 0 && mutex != mutex_addr {
+                wrong_mutex = true;
+                return false;
             }
-            // Relaxed: under the queue lock, like the reset when the queue empties, so the
-            // rank of every queued waiter is in it.
-            self.best_waiter.fetch_max(my_rank, Ordering::Relaxed);
+            let band = (state & BAND_BITS).max(my_band);
+            if mutex == 0 || band != state & BAND_BITS {
+                self.state.store(mutex_addr | band, Ordering::Relaxed);
+            }
             true
         };
         // SAFETY: `me` holds the mutex (we have its guard); the guard is kept, not dropped, and
@@ -356,8 +366,7 @@ impl Condvar {
             requeued = key != self.key();
             if !requeued && was_last {
                 // Relaxed: under the queue lock.
-                self.mutex.store(0, Ordering::Relaxed);
-                self.best_waiter.store(0, Ordering::Relaxed);
+                self.state.store(0, Ordering::Relaxed);
             }
         };
         // SAFETY: the key is this condvar's address; the callbacks do not panic, and

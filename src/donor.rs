@@ -456,28 +456,63 @@ pub(crate) fn after_fork_in_child(me: &Task) {
     d.settled.store(false, Ordering::Relaxed);
 }
 
-/// The scheduling rank (policy and priority or nice; `Attrs::hint`'s low bits) a Condvar
-/// waiter would lend, for the Condvar's record of its best waiter. 0 is the lowest.
-pub(crate) fn waiter_rank(me: Me) -> usize {
-    (own_effective_hint(me) & RANK_BITS) as usize
+/// The scheduling rank (policy and priority or nice; `Attrs::hint`'s low bits) `me` would
+/// lend. 0 is the lowest.
+fn waiter_rank(me: Me) -> u64 {
+    own_effective_hint(me) & RANK_BITS
 }
 
-/// Whether a waiter of rank `rank` would lend to the current owner of `lock` (a Condvar
-/// notifier deciding between moving its waiters onto `lock`'s queue, where they could not
-/// lend, and waking them to wait for `lock` themselves).
-pub(crate) fn would_lend_to_owner(lock: &RawMutex, rank: usize) -> bool {
-    if rank == 0 {
+/// A scheduling rank in two bits, for a Condvar's record of its best waiter (it shares a word
+/// with the mutex's address): `BAND_NOTHING` for a waiter that lends nothing (SCHED_IDLE),
+/// then ranks below SCHED_OTHER at nice 0, exactly that (`BAND_NICE_0`, the usual case, so
+/// equal threads compare exactly), and above it. Ordered as the ranks are.
+pub(crate) fn waiter_band(me: Me) -> usize {
+    band_of(waiter_rank(me))
+}
+
+/// See [`waiter_band`].
+const BAND_NOTHING: usize = 0;
+const BAND_BELOW_NICE_0: usize = 1;
+const BAND_NICE_0: usize = 2;
+const BAND_ABOVE_NICE_0: usize = 3;
+
+fn band_of(rank: u64) -> usize {
+    let (class, sub) = crate::sys::attrs::Sched::DEFAULT.rank();
+    let nice_0 = u64::from(class) << 16 | sub;
+    match rank {
+        0 => BAND_NOTHING,
+        r if r < nice_0 => BAND_BELOW_NICE_0,
+        r if r == nice_0 => BAND_NICE_0,
+        _ => BAND_ABOVE_NICE_0,
+    }
+}
+
+/// Whether a waiter whose rank is in `band` may lend to the current owner of `lock` (a
+/// Condvar notifier deciding between moving its waiters onto `lock`'s queue, where they could
+/// not lend, and waking them to wait for `lock` themselves): surely when the band is above the
+/// owner's; when both are in the same band of several ranks, it may, and the caller wakes
+/// (a wake-up where a move would have done, at worst).
+pub(crate) fn band_may_lend_to_owner(lock: &RawMutex, band: usize) -> bool {
+    if band == BAND_NOTHING {
         return false;
     }
     let pin = crate::loom::pin();
-    lock.owner_record(&pin)
-        .is_some_and(|owner| !owner.has_exited() && rank as u64 > fresh_hint(owner).0 & RANK_BITS)
+    lock.owner_record(&pin).is_some_and(|owner| {
+        let owner_band = band_of(fresh_hint(owner).0 & RANK_BITS);
+        !owner.has_exited() && (band > owner_band || band == owner_band && band != BAND_NICE_0)
+    })
 }
 
 /// Whether `me` would lend its policy or priority (not only a CPU) to `lock`'s owner: then a
 /// waiter does better to lend at once than to spin, as the owner may not be running at all.
 pub(crate) fn outranks_owner(me: Me, lock: &RawMutex) -> bool {
-    would_lend_to_owner(lock, waiter_rank(me))
+    let rank = waiter_rank(me);
+    if rank == 0 {
+        return false;
+    }
+    let pin = crate::loom::pin();
+    lock.owner_record(&pin)
+        .is_some_and(|owner| !owner.has_exited() && rank > fresh_hint(owner).0 & RANK_BITS)
 }
 
 /// Whether `me` waits as a real-time thread (FIFO, RR or DEADLINE, its own policy or one it

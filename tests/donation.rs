@@ -877,15 +877,35 @@ fn the_new_owner_inherits_the_loans_of_waiters_still_queued() {
 
 #[test]
 fn a_condvar_waiter_notified_while_the_mutex_is_held_lends_to_its_owner() {
+    let test = "a_condvar_waiter_notified_while_the_mutex_is_held_lends_to_its_owner";
+    notified_waiter_lends(test, 0, 10);
+}
+
+/// As above, with waiter and notifier in the same band of the Condvar's rank record (both
+/// above nice 0, `donor::waiter_band`): the notification cannot tell which ranks higher, so it
+/// wakes, and the better waiter lends.
+#[test]
+fn a_notified_waiter_in_the_owners_rank_band_still_lends() {
+    notified_waiter_lends(
+        "a_notified_waiter_in_the_owners_rank_band_still_lends",
+        -5,
+        -2,
+    );
+}
+
+/// A waiter at `waiter_nice` sleeps on a Condvar; a worse notifier at `notifier_nice` notifies
+/// while it holds the mutex: the waiter must be woken (not moved onto the mutex's queue, where
+/// it could not lend) and lend its nice to the notifier.
+fn notified_waiter_lends(test: &str, waiter_nice: i32, notifier_nice: i32) {
     let _s = serial();
-    if !privileged("a_condvar_waiter_notified_while_the_mutex_is_held_lends_to_its_owner") {
+    if !privileged(test) {
         return;
     }
     let pair = Arc::new((Mutex::new(false), proxy_lock::Condvar::new()));
     let (tid_tx, tid_rx) = channel();
     let p2 = Arc::clone(&pair);
     let waiter = thread::spawn(move || {
-        set_nice(0);
+        set_nice(waiter_nice);
         tid_tx.send(current_tid()).unwrap();
         let (m, cv) = &*p2;
         drop(cv.wait_while(m.lock().unwrap(), |ready| !*ready).unwrap());
@@ -906,7 +926,7 @@ fn a_condvar_waiter_notified_while_the_mutex_is_held_lends_to_its_owner() {
     let (exit_tx, exit_rx) = channel::<()>();
     let p3 = Arc::clone(&pair);
     let notifier = thread::spawn(move || {
-        set_nice(10);
+        set_nice(notifier_nice);
         let (m, cv) = &*p3;
         let mut g = m.lock().unwrap();
         *g = true;
@@ -919,7 +939,7 @@ fn a_condvar_waiter_notified_while_the_mutex_is_held_lends_to_its_owner() {
     let notifier_tid = tid_rx.recv().unwrap();
     // Moved onto the mutex's queue it could not lend; woken, it waits for the mutex itself.
     eventually("the notified waiter to lend to the mutex's owner", || {
-        nice_of(notifier_tid) == 0
+        nice_of(notifier_tid) == waiter_nice
     });
     go_tx.send(()).unwrap();
     waiter.join().unwrap();
@@ -927,7 +947,7 @@ fn a_condvar_waiter_notified_while_the_mutex_is_held_lends_to_its_owner() {
     // the handoff (`donor::restore_self`), which may come after the waiter's exit.
     eventually(
         "the notifier to be restored once the waiter got the mutex",
-        || nice_of(notifier_tid) == 10,
+        || nice_of(notifier_tid) == notifier_nice,
     );
     exit_tx.send(()).unwrap();
     notifier.join().unwrap();

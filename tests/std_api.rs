@@ -604,8 +604,8 @@ fn layout_stays_small() {
     assert_eq!(std::mem::size_of::<proxy_lock::RawMutex>(), 32);
     assert_eq!(std::mem::size_of::<Mutex<()>>(), 32);
     assert_eq!(std::mem::size_of::<Mutex<u64>>(), 40);
-    // The Condvar's second word records its best waiter's rank (so a better waiter can lend).
-    assert_eq!(std::mem::size_of::<Condvar>(), 16);
+    // One word: the waiters' mutex, with their best rank's band in its low bits.
+    assert_eq!(std::mem::size_of::<Condvar>(), 8);
     // As std's: the lock and one word, which holds the holder's record (so unlock needs no
     // thread-local lookup) and, in its low bit, whether the holder was panicking when it locked.
     assert_eq!(std::mem::size_of::<proxy_lock::MutexGuard<'_, ()>>(), 16);
