@@ -5,7 +5,7 @@
 //! | lock word, per policy | `mutual_exclusion_and_no_lost_wakeup`, `fair_unlock_and_bump_reach_the_waiter` |
 //! | handoff | `handoff_never_lets_a_barger_in`, `handoff_to_spinner_claim_races_withdrawal`, `a_handoff_empties_the_spinner_slot`, `owner_and_blocked_on_are_consistent` |
 //! | waiter spinning while the owner runs (spinner slot, every policy), and a claimed spinner finishing the handoff itself | `real_time_waiter_spins_while_the_owner_runs`, `donation_is_lent_and_returned`, `a_timed_out_donor_withdraws_its_loan` |
-//! | Condvar (requeue, wake-to-lend) | `condvar_notify_one_is_never_lost`, `condvar_notify_all_reaches_every_waiter`, `condvar_timeout_races_notify`, `condvar_wakes_a_better_waiter_to_lend` |
+//! | Condvar (requeue, wake-to-lend, rank band) | `condvar_notify_one_is_never_lost`, `condvar_notify_all_reaches_every_waiter`, `condvar_timeout_races_notify`, `condvar_wakes_a_better_waiter_to_lend`, `a_notified_better_waiter_lends_before_the_notifier_lets_go` |
 //! | the ledger's lock (wakes one sleeper, sleepers recheck) | `ledger_lock_excludes_and_loses_no_wakeup` |
 //! | donation bookkeeping (recording backend) | `donation_is_lent_and_returned`, `a_timed_out_donor_withdraws_its_loan`, `two_donors_one_timed_end_at_base`, `self_restore_waits_until_no_lock_is_held`, `a_boosted_unlocker_restores_itself_not_its_donor` |
 //! | a handoff that ends a wait without a reconcile (`settled`) | `a_settled_handoff_still_passes_on_a_late_lender` |
@@ -897,6 +897,56 @@ fn condvar_wakes_a_better_waiter_to_lend() {
             }
             let waiter = waiter.join().unwrap();
             assert_eq!(attrs_of(waiter), (0, 1 << 0));
+            assert_eq!(attrs_of(current_tid()), (10, 1 << 0));
+        });
+    }
+}
+
+/// The Condvar's rank band (`Condvar::state`'s low bits): a waiter at nice 0 notified by a
+/// nice-10 thread that keeps the mutex must be woken, not moved onto the mutex's queue, so
+/// that it waits for the mutex itself and lends. Main notifies, then holds the mutex until the
+/// waiter is listed as a lender: a moved waiter never is, and the model fails (it does when
+/// waiters record no band). Everyone ends at base.
+///
+/// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
+#[test]
+fn a_notified_better_waiter_lends_before_the_notifier_lets_go() {
+    use proxy_lock::test_hooks::{attrs_of, is_listed, set_base};
+    for all in [false, true] {
+        model(move || {
+            let pair = Arc::new((Mutex::new(false), Condvar::new()));
+            let waiter_tid = Arc::new(AtomicUsize::new(0));
+            let (p2, tid2) = (pair.clone(), waiter_tid.clone());
+            let waiter = thread::spawn(move || {
+                set_base(0, 0);
+                tid2.store(current_tid() as usize, SeqCst);
+                let (m, cv) = &*p2;
+                let mut g = m.lock().unwrap();
+                while !*g {
+                    g = cv.wait(g).unwrap();
+                }
+            });
+            set_base(10, 0);
+            let (m, cv) = &*pair;
+            let mut g = m.lock().unwrap();
+            *g = true;
+            if all {
+                cv.notify_all();
+            } else {
+                cv.notify_one();
+            }
+            // A waiter that has started waits for the mutex, as the notified sleeper it was or
+            // on its way in, and lends: unless the notification moved it onto the mutex's queue.
+            let tid = waiter_tid.load(SeqCst) as proxy_lock::Tid;
+            if tid != 0 {
+                while !is_listed(tid) {
+                    thread::yield_now();
+                }
+            }
+            drop(g);
+            waiter.join().unwrap();
+            let tid = waiter_tid.load(SeqCst) as proxy_lock::Tid;
+            assert_eq!(attrs_of(tid), (0, 1 << 0));
             assert_eq!(attrs_of(current_tid()), (10, 1 << 0));
         });
     }
