@@ -112,19 +112,9 @@ impl SwitchLog {
         // One control page and one ring page: the ring needs to hold one record.
         let page = page_size();
         let map_len = 2 * page;
-        // SAFETY: maps a fresh, valid perf fd read-only. Read-only is what makes the kernel
-        // overwrite old records instead of stopping when the ring is full (nobody consumes).
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        let mapped = (map != libc::MAP_FAILED).then_some(map).ok_or_else(errno);
+        // Read-only is what makes the kernel overwrite old records instead of stopping when the
+        // ring is full (nobody consumes).
+        let mapped = map_read_only(fd, map_len);
         // The mapping holds the event open and the ring is all we read, so the fd goes now.
         // SAFETY: closes the fd opened above, which nothing else refers to.
         unsafe { libc::close(fd) };
@@ -174,6 +164,23 @@ impl SwitchLog {
         let (kind, misc) = (header as u32, (header >> 32) as u16);
         (kind == PERF_RECORD_SWITCH).then_some(misc & PERF_RECORD_MISC_SWITCH_OUT == 0)
     }
+}
+
+/// Maps the first `len` bytes of the perf event behind `fd`, read-only and shared.
+fn map_read_only(fd: libc::c_int, len: usize) -> Result<*mut libc::c_void, libc::c_int> {
+    // SAFETY: maps a valid perf fd read-only at an address of the kernel's choosing; the
+    // kernel checks `len` against the event's buffer.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    (map != libc::MAP_FAILED).then_some(map).ok_or_else(errno)
 }
 
 /// Opens a perf event that logs thread `tid`'s context switches, and returns its fd.
@@ -231,7 +238,7 @@ pub(crate) fn after_fork_in_child() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
-/// A thread's switch log, opened by the thread itself once it has given back a loan (so a
+/// A thread's switch log, opened by the thread itself once it has given back loans twice (so a
 /// waiter is likely to watch it again), and closed with the thread's record (which the epoch
 /// scheme frees only once no reader can hold it).
 ///
@@ -365,19 +372,9 @@ fn keep_hooks_in() -> bool {
 /// mapping of its control page keeps it, as a log's mapping does. Where the mapping fails, the
 /// fd stays open instead.
 fn keep_without_fd(fd: libc::c_int) {
-    // SAFETY: maps the control page of a fresh, valid perf fd read-only; the mapping is never
-    // unmapped (and a forked child does not inherit it: the kernel marks perf mappings so).
-    let map = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            page_size(),
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            fd,
-            0,
-        )
-    };
-    if map != libc::MAP_FAILED {
+    // The control page alone; never unmapped (and a forked child does not inherit it: the
+    // kernel marks perf mappings so).
+    if map_read_only(fd, page_size()).is_ok() {
         // SAFETY: closes the fd opened by our caller, which nothing else refers to.
         unsafe { libc::close(fd) };
     }
