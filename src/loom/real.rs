@@ -149,8 +149,9 @@ static EXITED: std::sync::atomic::AtomicPtr<Exited> =
 /// would register a participant of its own (`exiting_pin`), and crossbeam's first pin of a
 /// participant walks every participant to advance the epoch: with a thousand threads alive,
 /// that walk was a tenth of the CPU time of a 1,024-deep chain's unwind. The records wait for
-/// the next pin of any thread (a contended wait, `owner_tid`, a snapshot); if
-/// none comes, they stay allocated, one per thread that exited since.
+/// the next pin of any thread (a contended wait, `owner_tid`, a snapshot), but no longer than
+/// `EXITED_BATCH` exits: threads that only ever lock uncontended never pin, and without a
+/// bound a process that keeps starting such threads grew by a record per thread.
 ///
 /// # Safety
 /// As `retire`.
@@ -172,11 +173,26 @@ unsafe fn leave_to_next_pin<T>(ptr: *mut T, prompt: bool) {
         // Release: publishes the node and everything the exit hook did before (the record
         // unlinked from the registry), to the Acquire swap in `defer_exited`.
         match EXITED.compare_exchange_weak(head, node, Ordering::Release, Ordering::Relaxed) {
-            Ok(_) => return,
+            Ok(_) => break,
             Err(now) => head = now,
         }
     }
+    // Relaxed: a count that only decides when to pay for a pin; `defer_exited` takes the list
+    // itself with Acquire.
+    if EXITED_LEN.fetch_add(1, Ordering::Relaxed) + 1 >= EXITED_BATCH {
+        let guard = exiting_pin();
+        defer_exited(&guard);
+        // To the collector now: this participant goes away with the guard.
+        guard.flush();
+    }
 }
+
+/// How many records may wait on `EXITED` before an exiting thread hands them to the epoch
+/// itself: the participant walk of its own pin, paid once per this many exits.
+const EXITED_BATCH: usize = 64;
+
+/// About how many records wait on `EXITED` (reset when a pin takes them).
+static EXITED_LEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Hands every record left by exit hooks to the epoch, under `guard`: each is freed once no
 /// reader pinned before now is still pinned, as `retire` does for a live thread's. If one of
@@ -186,6 +202,8 @@ unsafe fn leave_to_next_pin<T>(ptr: *mut T, prompt: bool) {
 fn defer_exited(guard: &crossbeam_epoch::Guard) {
     // Acquire: pairs with the Release pushes, so the nodes and the records' unlinking are seen.
     let mut node = EXITED.swap(std::ptr::null_mut(), Ordering::Acquire);
+    // Relaxed: see `EXITED_LEN`; a push between the swap and this store is counted late.
+    EXITED_LEN.store(0, Ordering::Relaxed);
     let mut prompt = false;
     while !node.is_null() {
         // SAFETY: taken off the list whole by the swap above, so ours alone; made by
