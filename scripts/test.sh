@@ -2,8 +2,10 @@
 # The project's whole test run: what CI runs, and what the README gives as the test command.
 # Build, fmt and clippy (-D warnings), a check that the library builds with the MSRV (skipped
 # if rustup cannot install it), unit + doc + integration tests (std conformance, stress,
-# chains, donation with real attributes, deadlocks, Mutex::run, the torture test), memcheck runs, the loom models with a
-# bounded preemption count, bench compilation, smoke runs of hackbench and the demo, and the
+# chains, donation with real attributes, deadlocks, Mutex::run, the torture test), the same
+# suites without the donation feature (the portable path), `cargo check` for six other
+# targets, memcheck runs, the loom models with a bounded preemption count (and again without
+# donation), bench compilation, smoke runs of hackbench and the demo, and the
 # benchmark smoke (bench_report --smoke), which fails on order-of-magnitude regressions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,6 +73,35 @@ fi
 step "unit, doc and integration tests (release)"
 cargo test --release -- --skip torture
 
+step "the portable path on Linux: every suite without the donation feature (--no-default-features)"
+# The build every other OS gets: same locks, nothing lent. Its own target dir keeps the main
+# build's artefacts. Suites that need real donation compile out (cfg(donates)).
+CARGO_TARGET_DIR=target/nodon cargo clippy --all-targets --no-default-features -- -D warnings
+CARGO_TARGET_DIR=target/nodon cargo test --release --no-default-features -- --skip torture
+
+step "other targets: cargo check --lib --all-features, and cargo doc for one that is not Linux"
+# Targets rustup cannot install here are reported and skipped, never failed.
+for target in x86_64-apple-darwin x86_64-pc-windows-gnu x86_64-unknown-linux-musl \
+  i686-unknown-linux-gnu aarch64-unknown-linux-gnu x86_64-unknown-freebsd; do
+  if ! command -v rustup >/dev/null 2>&1; then
+    echo "$target: skipped (rustup is not installed)"
+    echo "cargo check --target $target: rustup is not installed" >> "$PROXY_LOCK_SKIP_LOG"
+    continue
+  fi
+  if ! rustup target list --installed | grep -qx "$target" &&
+    ! add_out=$(rustup target add "$target" 2>&1); then
+    echo "$target: skipped (rustup target add failed: $(tail -n 1 <<< "$add_out"))"
+    echo "cargo check --target $target: rustup target add failed" >> "$PROXY_LOCK_SKIP_LOG"
+    continue
+  fi
+  echo "$target"
+  CARGO_TARGET_DIR=target/cross cargo check --quiet --lib --all-features --target "$target"
+  if [ "$target" = x86_64-unknown-freebsd ]; then
+    RUSTDOCFLAGS="-D warnings" CARGO_TARGET_DIR=target/cross \
+      cargo doc --quiet --no-deps --lib --target "$target"
+  fi
+done
+
 step "torture test for TORTURE_SECS=${TORTURE_SECS:-120} s (its locktorture summary is printed)"
 TORTURE_SECS="${TORTURE_SECS:-120}" cargo test --release --test torture -- --nocapture
 skipped
@@ -113,6 +144,12 @@ step "loom models (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-3})"
 # --nocapture: each model prints how many interleavings it explored.
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}" \
   cargo test --release --test loom -- --nocapture
+
+step "loom models of the portable path (--no-default-features, LOOM_MAX_PREEMPTIONS=2)"
+# The lock word, handoff, Condvar and run protocols with nothing lent; the donation models
+# compile out. Bound 2 keeps this within a few minutes.
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom-nodon LOOM_MAX_PREEMPTIONS=2 \
+  cargo test --release --no-default-features --test loom -- --nocapture
 
 step "benches compile"
 cargo bench --no-run

@@ -74,6 +74,7 @@ pub use report::{Capabilities, capabilities};
 pub(crate) use rescue::{Rescue, RescueSlot};
 
 use crate::loom::{Ordering, coarse_us};
+use crate::sys::sched::DONATES;
 use crate::task::{Me, NOT_RESTORING, SKIPPED, Task, WILL_RESTORE};
 use crate::tuning::{HINT_TTL_US, REREAD_OWN_HINT};
 use crate::word::RawMutex;
@@ -141,7 +142,7 @@ fn lend_if_worse(me: Me, lock: &RawMutex, survey: &Survey, with_cpu: bool) -> bo
     let lends = survey.sched || (with_cpu && survey.cpu);
     if lends {
         ledger::lend(me, lock, survey.here.filter(|_| with_cpu));
-    } else {
+    } else if DONATES {
         crate::stats::count_skipped();
     }
     lends
@@ -208,7 +209,9 @@ pub(crate) fn before_spinning(
     }
     let worse = survey.sched || survey.cpu;
     if !worse {
-        crate::stats::count_skipped();
+        if DONATES {
+            crate::stats::count_skipped();
+        }
         return Ok(Spin::No);
     }
     Ok(Spin::WhileOwnerRuns)
@@ -247,8 +250,10 @@ fn survey(me: Me, lock: &RawMutex, deadline: bool) -> Result<Survey, crate::chai
             cycle = true;
             return false;
         }
-        let gap = owner_gap(owner, mine, here);
-        (sched, cpu) = (sched || gap.sched, cpu || gap.cpu);
+        if DONATES {
+            let gap = owner_gap(owner, mine, here);
+            (sched, cpu) = (sched || gap.sched, cpu || gap.cpu);
+        }
         true
     });
     if walked == crate::chain::Walked::Cut && !deadline {
@@ -612,7 +617,7 @@ fn refresh_own_hint(me: Me) -> bool {
     // the hint as if it were the base; the ledger writes the base there again when it changes
     // or ends that loan (`Ledger::record`), and until then the owner has those attributes.
     let boosted = || d.lent_hint.load(Ordering::Relaxed) != 0;
-    if !REREAD_OWN_HINT || boosted() {
+    if !DONATES || !REREAD_OWN_HINT || boosted() {
         return false;
     }
     crate::stats::count_attribute_read();
@@ -662,7 +667,7 @@ fn fresh_hint(task: &Task) -> (u64, u64) {
     let stamp = d.hint_stamp.load(Ordering::Relaxed);
     let boosted = d.lent_hint.load(Ordering::Relaxed) != 0;
     let now = coarse_us().max(1);
-    if !boosted && (stamp == 0 || now.saturating_sub(stamp) >= HINT_TTL_US) {
+    if DONATES && !boosted && (stamp == 0 || now.saturating_sub(stamp) >= HINT_TTL_US) {
         // Reading a tid that was reused elsewhere only yields a wrong hint; the ledger reads
         // again under its lock before it writes anything.
         crate::stats::count_attribute_read();

@@ -14,8 +14,10 @@
 //! another thread may still be reading them (epoch reclamation), and a thread that is exiting
 //! can still lock: thread-local destructors that take a `Mutex` work.
 //!
-//! **The lock word records the owner.** A `Mutex` is one word holding the owner's record
-//! address, with a flag bit for "threads are parked". Acquiring is a single CAS that writes the
+//! **The lock word records the owner.** A `Mutex` is two words (16 bytes for `Mutex<()>`):
+//! the lock word, holding the owner's record address with flag bits for "threads are parked"
+//! and the like, and a slot for a spinning waiter; what only contention needs lives in tables
+//! keyed by the lock's address. Acquiring is a single CAS that writes the
 //! owner, so at every instant the lock either is free or names its holder
 //! ([`Mutex::owner_tid`]). A thread about to sleep on a lock first publishes which lock it is
 //! blocked on ([`thread_blocked_on`]). Those two edges, owner and blocked_on, form the chains
@@ -55,7 +57,7 @@
 //!
 //! **Proxy execution** ([`Mutex::run`]). A critical section handed over as a closure need not
 //! wait for its own thread. A caller that finds the lock held (after a brief spin) publishes
-//! its section on the lock's request stack, a per-thread slot with no allocation, and the
+//! its section on a request stack found by the lock's address, a per-thread slot with no allocation, and the
 //! thread that holds the lock runs the published sections, in publication order, before it
 //! lets the lock go: the thread that is on a CPU and owns the lock does the work, and the
 //! caller only sleeps to learn that its section ran (lending its attributes to the holder
@@ -144,7 +146,19 @@
 //! # }
 //! ```
 //!
-//! **Platforms.** Linux only: donation is built on Linux's scheduling syscalls.
+//! **Platforms and the `donation` feature.** The crate builds wherever std does, and the
+//! locks, `run`, poisoning, owner chains, [`snapshot`] and deadlock reports are the same
+//! everywhere. Donation is built on Linux's scheduling syscalls: on Linux with the `donation`
+//! cargo feature (on by default) waiters lend; elsewhere, or with `default-features = false`,
+//! nothing is lent, no scheduling syscall is made, and [`capabilities`] says why:
+//!
+//! ```
+//! let caps = proxy_lock::capabilities();
+//! match caps.unavailable {
+//!     None => println!("{caps}"),
+//!     Some(why) => println!("no donation here: {why}"),
+//! }
+//! ```
 
 #![warn(missing_docs)]
 

@@ -15,11 +15,14 @@
 //! Every thread has one request [`Slot`] in its task record (a thread waits in at most one
 //! `run` at a time), so publishing allocates nothing. The slot points at the section itself,
 //! which lives on the caller's stack: the caller does not return before the section ran, so
-//! borrowed captures stay valid. A lock keeps its published slots on a lock-free stack
-//! ([`Requests`], a Treiber stack: push with one CAS, take everything with one swap), and the
-//! holder reverses what it takes, so sections run in publication order.
+//! borrowed captures stay valid. Published slots wait on a lock-free stack ([`Requests`], a
+//! Treiber stack: push with one CAS, take everything with one swap) in a table found by the
+//! lock's address, not in the lock, and the holder reverses what it takes, so sections run in
+//! publication order. Locks that hash to one bucket share its stack: a holder keeps its own
+//! lock's slots and hands the others back to their callers (`RETURNED`), who take their lock
+//! and run the section themselves.
 //!
-//! [`Requests`]: crate::word::Requests
+//! [`Requests`]: requests::Requests
 //!
 //! # Slot states
 //!
@@ -31,6 +34,7 @@
 //!                       v  |                           |
 //!                      RETRY --------------------------+
 //!   QUEUED --(caller found a deadlock cycle)--> CANCELLED --(next holder skips it)--> IDLE
+//!   QUEUED or RETRY --(another lock's holder took it)--> RETURNED --(caller runs it)--> IDLE
 //! ```
 //!
 //! `SLEEPER` is or-ed into `QUEUED` or `RUNNING` by a caller that parks (on its slot's address);
@@ -60,11 +64,16 @@
 //!
 //! [`Mutex::run`]: crate::Mutex::run
 
+mod requests;
+
 use crate::loom::{FilterOp, Ordering, Pin, UnparkToken, unpark_filter};
-use crate::task::slot::{DONE, IDLE, PHASE, QUEUED, RETRY, RUNNING, SLEEPER, Slot, slot};
+use crate::task::slot::{
+    CANCELLED, DONE, IDLE, PHASE, QUEUED, RETRY, RETURNED, RUNNING, SLEEPER, Slot, slot,
+};
 use crate::task::{Me, task_of_slot};
 use crate::tuning::COMBINE_BOUND;
 use crate::word::RawMutex;
+use requests::stack_of;
 
 /// The type-erased start of a section on the publisher's stack: how to run it.
 #[repr(C)]
@@ -171,7 +180,7 @@ fn serve_counting(
 ) -> Served {
     loop {
         raw.clear_requests_flag();
-        let mut next = reverse(raw.requests().take_all());
+        let mut next = reverse(take_mine(raw, wakes));
         if next == 0 {
             return Served::All;
         }
@@ -191,6 +200,58 @@ fn serve_counting(
                 *proxied += u64::from(!std::ptr::eq(s, &me.task().slot));
             }
         }
+    }
+}
+
+/// Publishes `slot` (its section and state written) on `raw`'s stack.
+pub(crate) fn publish(raw: &RawMutex, slot: &Slot) {
+    // Relaxed: published by the push's Release.
+    slot.lock.store(raw.addr(), Ordering::Relaxed);
+    stack_of(raw.addr()).push(slot);
+}
+
+/// Takes the stack `raw` shares with the locks of its bucket, and returns `raw`'s slots on it
+/// (newest first). The other locks' slots go back to their callers (`hand_back`). Holder only.
+fn take_mine(raw: &RawMutex, wakes: &mut Wakes) -> usize {
+    let lock = raw.addr();
+    let mut taken = stack_of(lock).take_all();
+    let (mut mine, mut last): (usize, Option<&Slot>) = (0, None);
+    while taken != 0 {
+        // SAFETY: linked on the stack we took while holding the lock.
+        let s = unsafe { slot(taken) };
+        // Relaxed: we own the taken chain; `lock` was published by the push and our take.
+        taken = s.next.load(Ordering::Relaxed);
+        if s.lock.load(Ordering::Relaxed) != lock {
+            hand_back(s, wakes);
+            continue;
+        }
+        // Appended, so the chain stays newest first.
+        s.next.store(0, Ordering::Relaxed);
+        match last {
+            Some(l) => l.next.store(s.addr(), Ordering::Relaxed),
+            None => mine = s.addr(),
+        }
+        last = Some(s);
+    }
+    mine
+}
+
+/// A slot of another lock, taken with ours: its caller owns it again (`RETURNED`) and takes
+/// that lock itself; a cancelled one is just unlinked. Its `next` was read before.
+fn hand_back(s: &Slot, wakes: &mut Wakes) {
+    // Release: our read of `next` comes first; the caller may publish again at once. Nobody
+    // but its caller changes a slot we took meanwhile (to SLEEPER, CANCELLED or QUEUED).
+    let before = s
+        .state
+        .fetch_update(Ordering::Release, Ordering::Relaxed, |state| {
+            Some(match state & PHASE {
+                CANCELLED => IDLE,
+                _ => RETURNED,
+            })
+        })
+        .unwrap_or_else(|state| state);
+    if before & SLEEPER != 0 {
+        wakes.add(s.addr());
     }
 }
 
@@ -303,7 +364,7 @@ fn pass_on(raw: &RawMutex, mut rest: usize, wakes: &mut Wakes) -> bool {
             }
         }
     };
-    push_back(raw, rest);
+    push_back(raw, rest, wakes);
     raw.set_requests_flag();
     // The caller may already have seen RETRY and be on its way to the lock, which we still
     // hold: it queues for it like any waiter, and a spare unpark only makes it look again.
@@ -314,12 +375,13 @@ fn pass_on(raw: &RawMutex, mut rest: usize, wakes: &mut Wakes) -> bool {
 }
 
 /// Puts the chain `oldest` (oldest first) back on the stack below anything published since.
-fn push_back(raw: &RawMutex, oldest: usize) {
+fn push_back(raw: &RawMutex, oldest: usize, wakes: &mut Wakes) {
     // The stack is newest first: reverse the chain (`oldest` is then its bottom, with no
-    // next), and hang it under whatever was published since, until a CAS from empty succeeds.
+    // next), and hang it under whatever was published on this lock since, until a CAS from
+    // empty succeeds.
     let mut top = reverse(oldest);
     loop {
-        let newer = raw.requests().take_all();
+        let newer = take_mine(raw, wakes);
         if newer != 0 {
             let mut bottom = newer;
             loop {
@@ -336,7 +398,7 @@ fn push_back(raw: &RawMutex, oldest: usize) {
             }
             top = newer;
         }
-        if raw.requests().restore(top) {
+        if stack_of(raw.addr()).restore(top) {
             return;
         }
     }

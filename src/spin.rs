@@ -207,7 +207,7 @@ impl<'a> ChainEndWatch<'a> {
     }
 }
 
-#[cfg(all(test, not(loom), target_os = "linux"))]
+#[cfg(all(test, not(loom), donates))]
 mod tests {
     use super::OnCpuWatch;
     use crate::sys::test_threads::wait_until_asleep;

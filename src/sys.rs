@@ -1,14 +1,31 @@
 //! The few operating-system calls the crate makes. Everything here is a thin, documented wrapper;
 //! policy lives elsewhere.
+//!
+//! This is the only place that knows the platform; no `cfg(target_os)` appears above it.
+//!
+//! | module | Linux, `donation` on | Linux, `donation` off | other Unix | Windows |
+//! |---|---|---|---|---|
+//! | `sched`: read and lend attributes | the kernel's calls | none (`DONATES` false) | none | none |
+//! | `switch_log`: is a thread on a CPU | perf records | none | none | none |
+//! | thread ids, futex naps, thread names | `gettid`, futex, `/proc` | the same | counters, sleeps | counters, sleeps |
+//! | exit hooks, fork handlers (`unix`, `other`) | pthread key, `pthread_atfork` | the same | the same | thread-local destructor, none |
+//! | clocks | `clock_gettime` (coarse too) | the same | `clock_gettime` | `Instant` |
 
 pub(crate) mod attrs;
 pub(crate) mod sched;
 pub(crate) mod switch_log;
-#[cfg(all(test, not(loom), target_os = "linux"))]
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+pub(crate) use unix::{at_fork, on_thread_exit};
+#[cfg(not(unix))]
+mod other;
+#[cfg(not(unix))]
+pub(crate) use other::{at_fork, on_thread_exit};
+#[cfg(all(test, not(loom), donates))]
 pub(crate) mod test_threads;
 
 use crate::Tid;
-use std::sync::OnceLock;
 
 /// Kernel thread id of the calling thread (`gettid(2)`).
 #[cfg(target_os = "linux")]
@@ -44,7 +61,7 @@ pub(crate) fn futex_wait_for(
     timeout: std::time::Duration,
 ) {
     let timeout = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_sec: timeout.as_secs() as _,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
     // SAFETY: `word` is a live, aligned 32-bit atomic for the whole call, and `timeout` a
@@ -106,6 +123,7 @@ pub(crate) fn thread_name(_tid: Tid) -> Option<String> {
 
 /// Microseconds on CLOCK_MONOTONIC_COARSE: the time of the last tick (a few ms resolution),
 /// for timers of ten milliseconds or more; cheaper than `monotonic_us`.
+#[cfg(target_os = "linux")]
 pub(crate) fn coarse_monotonic_us() -> u64 {
     // SAFETY: timespec is plain data; all-zero is valid.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
@@ -114,7 +132,14 @@ pub(crate) fn coarse_monotonic_us() -> u64 {
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
 }
 
+/// Elsewhere the precise clock stands in for the coarse one.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn coarse_monotonic_us() -> u64 {
+    monotonic_us()
+}
+
 /// Microseconds on CLOCK_MONOTONIC (a vDSO call, no syscall, on Linux).
+#[cfg(unix)]
 pub(crate) fn monotonic_us() -> u64 {
     // SAFETY: timespec is plain data; all-zero is valid.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
@@ -123,37 +148,13 @@ pub(crate) fn monotonic_us() -> u64 {
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
 }
 
-/// The exit hook registered for this thread and its argument, boxed as the pthread key's value.
-struct ExitHook {
-    arg: *mut (),
-    hook: unsafe fn(*mut ()),
-}
-
-/// The pthread key whose destructor runs [`ExitHook`]s.
-///
-/// Why a pthread key and not a `thread_local!` with `Drop`: glibc runs pthread key destructors
-/// after every `__cxa_thread_atexit` destructor, which is where Rust's thread-local destructors
-/// live. So a Rust destructor that locks one of our mutexes during thread exit still finds the
-/// thread's record alive. Where the order is different (musl runs both from pthread keys), a
-/// record freed too early is simply created again, and the key is set again, which POSIX answers
-/// with another destructor round.
-fn exit_key() -> libc::pthread_key_t {
-    static KEY: OnceLock<libc::pthread_key_t> = OnceLock::new();
-    *KEY.get_or_init(|| {
-        let mut key: libc::pthread_key_t = 0;
-        // SAFETY: `key` is a valid out-pointer and `run_exit_hook` has the C ABI the call expects.
-        let rc = unsafe { libc::pthread_key_create(&mut key, Some(run_exit_hook)) };
-        assert_eq!(rc, 0, "proxy_lock: pthread_key_create failed ({rc})");
-        key
-    })
-}
-
-unsafe extern "C" fn run_exit_hook(value: *mut libc::c_void) {
-    // SAFETY: the key's only values are `Box<ExitHook>`s made by `on_thread_exit`, and POSIX
-    // clears the slot before calling the destructor, so each box is consumed once.
-    let hook = unsafe { Box::from_raw(value as *mut ExitHook) };
-    // SAFETY: the hook was registered for this thread with this argument.
-    unsafe { (hook.hook)(hook.arg) }
+/// Microseconds since the first call, on std's monotonic clock, plus one second: callers keep
+/// 0 for "never".
+#[cfg(not(unix))]
+pub(crate) fn monotonic_us() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(std::time::Instant::now);
+    1_000_000 + start.elapsed().as_micros() as u64
 }
 
 /// How many threads the process has (`num_threads` in `/proc/self/stat`); `None` if that
@@ -163,32 +164,4 @@ pub(crate) fn thread_count() -> Option<usize> {
     // Fields after the parenthesised command name, which may contain spaces; num_threads is
     // field 20 of proc(5), the 18th after the name.
     stat.rsplit_once(") ")?.1.split(' ').nth(17)?.parse().ok()
-}
-
-/// Registers `fork()` handlers (`pthread_atfork`): `prepare` in the forking thread before the
-/// fork, `parent` in it after, `child` in the child's only thread. Failure (out of memory) is
-/// ignored: a child then inherits the state as it was, which is what happens without them.
-pub(crate) fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
-    // SAFETY: three plain C-ABI functions that never unwind (the callers make sure).
-    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
-}
-
-/// Arranges for `hook(arg)` to run when the calling thread exits. One hook per thread: a second
-/// registration replaces the first (the caller registers once per record).
-pub(crate) fn on_thread_exit(arg: *mut (), hook: unsafe fn(*mut ())) {
-    let key = exit_key();
-    let value = Box::into_raw(Box::new(ExitHook { arg, hook }));
-    // SAFETY: `key` was created by pthread_key_create and is never deleted.
-    let old = unsafe { libc::pthread_getspecific(key) };
-    if !old.is_null() {
-        // SAFETY: a previous value is one of our boxes, replaced below and so never run.
-        drop(unsafe { Box::from_raw(old as *mut ExitHook) });
-    }
-    // SAFETY: as above; the value is a live heap pointer.
-    let rc = unsafe { libc::pthread_setspecific(key, value as *const libc::c_void) };
-    if rc != 0 {
-        // Out of memory for the key slot: the record is leaked instead of freed, never unsafe.
-        // SAFETY: we still own the box; nobody else saw it.
-        drop(unsafe { Box::from_raw(value) });
-    }
 }

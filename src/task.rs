@@ -83,6 +83,14 @@ pub(crate) struct Task {
     exited: AtomicBool,
     /// Whether the current wait has a deadline (a cycle through it is not a deadlock).
     timed_wait: AtomicBool,
+    /// Since when this thread has waited asleep on a `Handoff` lock, passed over for spinners
+    /// (low 32 bits of `monotonic_us`; `mutex::raw::handoff`'s fairness). Written by the thread
+    /// before it parks, and by an unlocker that serves the sleeper ahead of it. A hint: the
+    /// core atomic, Relaxed.
+    parked_at_us: core::sync::atomic::AtomicU32,
+    /// Spinner handoffs this thread made since it last checked the sleepers' patience. Only
+    /// the thread itself touches it (Relaxed).
+    handoffs_unchecked: core::sync::atomic::AtomicU8,
 }
 
 // SAFETY: every field but `held` is atomic or immutable. `held` is read and written only by the
@@ -96,6 +104,34 @@ unsafe impl Send for Task {}
 pub(crate) const TASK_ALIGN: usize = std::mem::align_of::<Task>();
 
 impl Task {
+    /// Since when the thread has waited asleep on a `Handoff` lock (see `parked_at_us`).
+    pub(crate) fn parked_at_us(&self) -> u32 {
+        self.parked_at_us
+            .load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets `parked_at_us`: the thread, before it parks, or an unlocker, for the sleeper whose
+    /// patience starts again.
+    pub(crate) fn set_parked_at_us(&self, now: u32) {
+        self.parked_at_us
+            .store(now, core::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts one spinner handoff by this thread; true on every `every`th, when the sleepers'
+    /// patience is checked. Called by the thread itself.
+    pub(crate) fn handoff_due_for_check(&self, every: u8) -> bool {
+        let n = self
+            .handoffs_unchecked
+            .load(core::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let due = n >= every;
+        self.handoffs_unchecked.store(
+            if due { 0 } else { n },
+            core::sync::atomic::Ordering::Relaxed,
+        );
+        due
+    }
+
     pub(crate) fn tid(&self) -> Tid {
         self.tid.load(core::sync::atomic::Ordering::Relaxed)
     }
@@ -309,6 +345,16 @@ impl Me {
     }
 }
 
+/// The record at `addr`.
+///
+/// # Safety
+/// `addr` is a record that is alive for `'a`: a thread queued on a lock, read under the queue
+/// lock, or one the caller otherwise knows to be alive.
+pub(crate) unsafe fn record_at<'a>(addr: usize) -> &'a Task {
+    // SAFETY: forwarded.
+    unsafe { &*(addr as *const Task) }
+}
+
 /// Whether the record at `addr` belongs to a thread that has exited (`Task::has_exited`).
 ///
 /// # Safety
@@ -415,6 +461,8 @@ fn create_current() -> Me {
         exited: AtomicBool::new(false),
         wait_seq: AtomicUsize::new(0),
         timed_wait: AtomicBool::new(false),
+        parked_at_us: core::sync::atomic::AtomicU32::new(0),
+        handoffs_unchecked: core::sync::atomic::AtomicU8::new(0),
         woken_by: AtomicUsize::new(0),
         donor: TaskDonor::new(),
         next_new: AtomicUsize::new(0),
@@ -549,7 +597,7 @@ pub(crate) fn with_live_tasks<R>(f: impl FnOnce(&mut dyn Iterator<Item = &Task>)
     })
 }
 
-#[cfg(all(test, not(loom), target_os = "linux"))]
+#[cfg(all(test, not(loom), donates))]
 mod tests {
     use crate::sys::sched::current_cpu;
     use crate::sys::test_threads::{

@@ -37,6 +37,13 @@ pub fn inspect_wait_for_tests(tid: crate::Tid, f: impl FnOnce(crate::LockId)) ->
     crate::chain::inspect_wait_for_tests(tid, f)
 }
 
+/// How long (µs) the first thread queued on `raw` has been passed over for spinners, by the
+/// stamp a `Handoff` waiter sets when it parks and an unlocker resets when it serves the one
+/// ahead of it (`mutex::raw::handoff`); `None` if nobody is queued.
+pub fn handoff_first_sleeper_waited_us(raw: &crate::RawMutex) -> Option<u32> {
+    raw.first_sleeper_waited_us()
+}
+
 /// Whether thread `tid` has a switch log open (`sys::switch_log`): a thread gets one once it
 /// has given loans back twice.
 pub fn has_switch_log(tid: crate::Tid) -> bool {

@@ -32,6 +32,11 @@ pub(crate) const RUN_SPIN_ROUNDS: u32 = pick(7, 0) as u32;
 /// Models look every time, so they reach the fairness path.
 pub(crate) const FAIRNESS_CHECK_EVERY: u8 = pick(16, 1) as u8;
 
+/// Buckets of the table that holds published sections (`proxy::requests`), a power of two.
+/// Models use one, so that any two locks share it and the hand-back path is reached.
+pub(crate) const REQUEST_BUCKETS: usize = pick(64, 1) as usize;
+const _: () = assert!(REQUEST_BUCKETS.is_power_of_two());
+
 /// How many published sections one unlock runs before it passes the role on (`proxy`). In
 /// models, two published sections already reach the pass-on path.
 pub(crate) const COMBINE_BOUND: u32 = pick(64, 1) as u32;

@@ -42,7 +42,8 @@
 //!
 //! # The spinner slot
 //!
-//! `spinner` is 0 or a waiter's record address `A` (A spins). The slot, not the word,
+//! `spinner` is 0 or a waiter's record address `A` (A spins), or-ed with the lock's `Policy`
+//! in its two low bits, which never change (`SpinnerSlot`). The slot, not the word,
 //! arbitrates between the spinner and an unlocker: the spinner withdraws with `A -> 0`, an
 //! unlocker claims it with the same `A -> 0`, and exactly one of the two CASes wins, so a
 //! spinner whose withdrawal fails knows it was chosen. If A withdraws and registers again in
@@ -62,8 +63,8 @@
 //! "nobody knows".
 //!
 
-use crate::loom::{AtomicU8, AtomicU32, AtomicUsize, Ordering, Pin, const_fn};
-use crate::task::{Slot, TASK_ALIGN, Task};
+use crate::loom::{AtomicUsize, Ordering, Pin, const_fn};
+use crate::task::{TASK_ALIGN, Task};
 use crate::{LockId, Policy, Tid};
 
 /// Threads may be parked on this lock.
@@ -103,22 +104,14 @@ pub(crate) fn owner_of(word: usize) -> usize {
 /// assert_eq!(*m.lock(), 2);
 /// ```
 ///
-/// Layout: `repr(C)` with the lock word last, so it sits next to what follows it in a `Mutex`
-/// (the poison flag and the data), and 32 bytes in all: the smaller the struct, the more rarely
-/// a `Mutex` straddles two cache lines, which slows it under contention.
+/// Layout: two words, the spinner slot (with the policy) and the lock word, `repr(C)` with the
+/// lock word last, so it sits next to what follows it in a `Mutex` (the data). Everything else
+/// a contended lock needs lives elsewhere, found by its address: sleepers in the parking lot,
+/// published sections in `proxy`'s table, lenders in the donation ledger.
 #[repr(C)]
 pub struct RawMutex {
-    /// The spinner slot; see the module docs.
-    pub(crate) spinner: AtomicUsize,
-    /// Sections published by `Mutex::run`, newest first (`crate::proxy`).
-    pub(crate) requests: Requests,
-    /// When the current sleepers started waiting, or when one was last served: the low 32 bits
-    /// of `monotonic_us`, compared with wrapping arithmetic. Written by the waiter that sets
-    /// `PARKED` and by unlockers; read by unlockers.
-    pub(crate) sleepers_since: AtomicU32,
-    /// Spinner handoffs since the last fairness check. Touched only by the lock holder.
-    pub(crate) handoffs_unchecked: AtomicU8,
-    pub(crate) policy: Policy,
+    /// The spinner slot and the policy; see the module docs.
+    pub(crate) spinner: SpinnerSlot,
     /// The lock word; see the module docs.
     pub(crate) word: AtomicUsize,
 }
@@ -134,12 +127,8 @@ impl RawMutex {
         /// ```
         pub fn with_policy(policy: Policy) -> RawMutex {
             RawMutex {
+                spinner: SpinnerSlot::new(policy),
                 word: AtomicUsize::new(UNLOCKED),
-                spinner: AtomicUsize::new(0),
-                requests: Requests::new(),
-                sleepers_since: AtomicU32::new(0),
-                handoffs_unchecked: AtomicU8::new(0),
-                policy,
             }
         }
     }
@@ -151,7 +140,7 @@ impl RawMutex {
     /// assert_eq!(proxy_lock::RawMutex::INIT.policy(), proxy_lock::Policy::Adaptive);
     /// ```
     pub fn policy(&self) -> Policy {
-        self.policy
+        self.spinner.policy()
     }
 
     /// An identity for diagnostics: the lock's address.
@@ -282,7 +271,7 @@ impl RawMutex {
     /// as published (`REQUESTS`): what a fork test checks its child inherited.
     pub(crate) fn spinner_and_published_sections(&self) -> (bool, bool) {
         // Relaxed: a snapshot for tests.
-        let spinner = self.spinner.load(Ordering::Relaxed) != 0;
+        let spinner = self.spinner.spinner(Ordering::Relaxed) != 0;
         (spinner, self.word.load(Ordering::Relaxed) & REQUESTS != 0)
     }
 
@@ -294,7 +283,7 @@ impl RawMutex {
     pub(crate) fn owner_in_spinner_slot(&self) -> bool {
         // Acquire, then the slot: a slot entry older than the owner we saw is visible.
         let owner = owner_of(self.word.load(Ordering::Acquire));
-        owner != 0 && self.spinner.load(Ordering::Acquire) == owner
+        owner != 0 && self.spinner.spinner(Ordering::Acquire) == owner
     }
 
     /// Sets `DONATED` (the ledger listed a waiter on this lock). Under the ledger lock.
@@ -308,11 +297,6 @@ impl RawMutex {
     pub(crate) fn clear_donated(&self) {
         // Relaxed: as in `mark_donated`; a late clear costs one slow unlock.
         self.word.fetch_and(!DONATED, Ordering::Relaxed);
-    }
-
-    /// The stack of sections published on this lock.
-    pub(crate) fn requests(&self) -> &Requests {
-        &self.requests
     }
 
     /// Whether waiters lend to this lock's owner (a snapshot, for `donor::after_wait`).
@@ -343,53 +327,77 @@ impl RawMutex {
 impl std::fmt::Debug for RawMutex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RawMutex")
-            .field("policy", &self.policy)
+            .field("policy", &self.policy())
             .field("owner_tid", &self.owner_tid())
             .finish()
     }
 }
 
-/// The stack of published slots of one lock. Lives in `RawMutex`.
-pub(crate) struct Requests(AtomicUsize);
+/// The spinner slot: 0 or the record address of the registered spinner, or-ed with the
+/// lock's policy in the bits the record alignment leaves free. The policy bits never change, so
+/// every CAS on the slot carries them through unchanged.
+pub(crate) struct SpinnerSlot {
+    slot: AtomicUsize,
+    /// Models only: the policy again, readable without a model step: a loom load of the slot
+    /// at every policy check multiplied the interleavings of the donation models, for a value
+    /// that never changes.
+    #[cfg(loom)]
+    policy: Policy,
+}
 
-impl Requests {
-    crate::loom::const_fn! {
-        pub(crate) fn new() -> Requests {
-            Requests(AtomicUsize::new(0))
-        }
-    }
+/// The slot's policy bits: `Policy as usize`.
+const POLICY_BITS: usize = 3;
+const _: () = assert!(POLICY_BITS < TASK_ALIGN);
+const _: () = assert!((Policy::Spin as usize) <= POLICY_BITS);
+const _: () = assert!((Policy::Handoff as usize) <= POLICY_BITS);
+const _: () = assert!((Policy::Adaptive as usize) <= POLICY_BITS);
 
-    /// Pushes the chain `first ..= last` (linked through `next`, `last.next` free to write).
-    pub(crate) fn push_chain(&self, first: usize, last: &Slot) {
-        // Relaxed load: the CAS validates.
-        let mut head = self.0.load(Ordering::Relaxed);
-        loop {
-            // Relaxed: published by the Release CAS below.
-            last.next.store(head, Ordering::Relaxed);
-            // Release: the slot's fields (and the section behind it) happen-before the
-            // holder's Acquire take.
-            match self
-                .0
-                .compare_exchange_weak(head, first, Ordering::Release, Ordering::Relaxed)
-            {
-                Ok(_) => return,
-                Err(now) => head = now,
+impl SpinnerSlot {
+    const_fn! {
+        fn new(policy: Policy) -> SpinnerSlot {
+            SpinnerSlot {
+                slot: AtomicUsize::new(policy as usize),
+                #[cfg(loom)]
+                policy,
             }
         }
     }
 
-    /// Puts a taken chain (newest first) back, if nothing was published meanwhile. Holder only.
-    pub(crate) fn restore(&self, chain: usize) -> bool {
-        // Release: as a push. Relaxed on failure: the caller takes the newer ones and retries.
-        self.0
-            .compare_exchange(0, chain, Ordering::Release, Ordering::Relaxed)
+    /// The lock's unlock policy.
+    #[inline]
+    pub(crate) fn policy(&self) -> Policy {
+        #[cfg(loom)]
+        return self.policy;
+        // Relaxed: the bits are written once, before the lock is shared.
+        #[cfg(not(loom))]
+        match self.slot.load(Ordering::Relaxed) & POLICY_BITS {
+            0 => Policy::Spin,
+            1 => Policy::Handoff,
+            _ => Policy::Adaptive,
+        }
+    }
+
+    /// The registered spinner's record address, or 0.
+    pub(crate) fn spinner(&self, order: Ordering) -> usize {
+        self.slot.load(order) & !POLICY_BITS
+    }
+
+    /// Registers `me` if the slot is empty. AcqRel on success: Acquire orders the registrant
+    /// after the previous spinner's withdrawal; Release makes its record visible to a claim.
+    pub(crate) fn register(&self, me: usize) -> bool {
+        let policy = self.policy() as usize;
+        self.slot
+            .compare_exchange(policy, me | policy, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
     }
 
-    /// Takes every published slot, newest first. Holder only.
-    pub(crate) fn take_all(&self) -> usize {
-        // Acquire: pairs with the pushes' Release.
-        self.0.swap(0, Ordering::Acquire)
+    /// Empties the slot if `spinner` is registered: a withdrawal by the spinner or a claim by
+    /// an unlocker, of which exactly one wins (module docs).
+    pub(crate) fn take(&self, spinner: usize, success: Ordering) -> bool {
+        let policy = self.policy() as usize;
+        self.slot
+            .compare_exchange(spinner | policy, policy, success, Ordering::Relaxed)
+            .is_ok()
     }
 }
 

@@ -3,6 +3,9 @@
 //! owner's attributes back from `/proc/self/task/<tid>/{stat,status}`.
 //!
 //! They need CAP_SYS_NICE (CI runs as root). Without it, each test says so and skips.
+//!
+//! Compiled only where the crate donates (`cfg(donates)`: Linux, `donation` feature on).
+#![cfg(donates)]
 
 mod common;
 

@@ -15,6 +15,10 @@
 //! | poison bit in the lock word, across handovers | `poison_survives_every_handover` |
 //! | timeout withdrawal | `timed_out_waiter_withdraws`, `a_timed_out_donor_withdraws_its_loan`, `condvar_timeout_races_notify` |
 //!
+//! Models of donation (the ledger, loans, restores, rank bands) carry
+//! `#[cfg(feature = "donation")]`; without the feature the rest check the protocols of the
+//! build that lends nothing (`scripts/test.sh` runs them both ways).
+//!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom` (LOOM_MAX_PREEMPTIONS bounds
 //! the search; `.ci/run` uses 3; `LOOM_UNCAPPED=1` lifts the caps some models put on it). Each
 //! model's doc says what it proves and its preemption bound. Loom runs every interleaving (up
@@ -442,6 +446,7 @@ fn condvar_timeout_races_notify() {
 /// Runs `body` as main while holding a fresh mutex of `policy`, at base nice 10 on CPU 0,
 /// with one waiter per `(nice, cpu, timed)` spawned first; checks every thread ends at exactly
 /// its base in the recording backend, and the lock ends free.
+#[cfg(feature = "donation")]
 #[track_caller]
 fn donation_model(policy: Policy, waiters: &'static [(i32, u32, bool)], cap: usize) {
     use proxy_lock::test_hooks::{attrs_of, set_base};
@@ -484,6 +489,7 @@ fn donation_model(policy: Policy, waiters: &'static [(i32, u32, bool)], cap: usi
 /// models keep the ledger in a loom mutex, so these are the lock's only models. One test, as
 /// the timeout count is process-wide. Bound: the suite's.
 #[test]
+#[cfg(feature = "donation")]
 fn ledger_lock_excludes_and_loses_no_wakeup() {
     for timeouts in [0, 2] {
         model(move || {
@@ -508,6 +514,7 @@ fn ledger_lock_excludes_and_loses_no_wakeup() {
 ///
 /// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
 #[test]
+#[cfg(feature = "donation")]
 fn a_rescued_ledger_holder_is_lent_to_only_while_it_holds_and_ends_as_the_ledger_left_it() {
     model(proxy_lock::test_hooks::rescue_round);
 }
@@ -521,6 +528,7 @@ fn a_rescued_ledger_holder_is_lent_to_only_while_it_holds_and_ends_as_the_ledger
 ///
 /// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
 #[test]
+#[cfg(feature = "donation")]
 fn donation_is_lent_and_returned() {
     for policy in POLICIES {
         donation_model(policy, &[(0, 1, false)], usize::MAX);
@@ -533,6 +541,7 @@ fn donation_is_lent_and_returned() {
 ///
 /// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
 #[test]
+#[cfg(feature = "donation")]
 fn a_timed_out_donor_withdraws_its_loan() {
     for policy in POLICIES {
         donation_model(policy, &[(0, 1, true)], usize::MAX);
@@ -546,6 +555,7 @@ fn a_timed_out_donor_withdraws_its_loan() {
 ///
 /// Preemption bound: the suite's, capped at 2.
 #[test]
+#[cfg(feature = "donation")]
 fn two_donors_one_timed_end_at_base() {
     donation_model(Policy::Adaptive, &[(0, 1, false), (5, 0, true)], 2);
 }
@@ -560,6 +570,7 @@ fn two_donors_one_timed_end_at_base() {
 ///
 /// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
 #[test]
+#[cfg(feature = "donation")]
 fn a_boosted_unlocker_restores_itself_not_its_donor() {
     use proxy_lock::test_hooks::{
         attrs_of, fifo_priority_of, is_listed, sched_writers_of, set_base, set_base_fifo,
@@ -606,6 +617,7 @@ fn a_boosted_unlocker_restores_itself_not_its_donor() {
 ///
 /// Preemption bound: the suite's, capped at 2 (three threads).
 #[test]
+#[cfg(feature = "donation")]
 fn self_restore_waits_until_no_lock_is_held() {
     use proxy_lock::test_hooks::{attrs_of, is_listed, set_base};
     model_capped(2, || {
@@ -660,6 +672,7 @@ fn self_restore_waits_until_no_lock_is_held() {
 ///
 /// Preemption bound: the suite's, capped at 2 (three threads).
 #[test]
+#[cfg(feature = "donation")]
 fn a_settled_handoff_still_passes_on_a_late_lender() {
     use proxy_lock::test_hooks::{attrs_of, fifo_priority_of, is_listed, set_base, set_base_fifo};
     model_capped(2, || {
@@ -730,6 +743,7 @@ fn a_settled_handoff_still_passes_on_a_late_lender() {
 /// Preemption bound: 1 (at 2 it takes 1.6 million interleavings and three minutes). One
 /// preemption is enough to put the lender's whole lend inside main's wake-up window.
 #[test]
+#[cfg(feature = "donation")]
 fn a_loan_to_an_unlocker_still_waking_its_sleeper_is_returned() {
     use proxy_lock::test_hooks::{attrs_of, set_base};
     let cases = [
@@ -791,6 +805,7 @@ fn a_loan_to_an_unlocker_still_waking_its_sleeper_is_returned() {
 ///
 /// Preemption bound: the suite's, capped at 2 (three threads).
 #[test]
+#[cfg(feature = "donation")]
 fn real_time_waiter_spins_while_the_owner_runs() {
     use proxy_lock::test_hooks::{attrs_of, fifo_priority_of, set_base, set_base_fifo};
     for policy in POLICIES {
@@ -869,6 +884,7 @@ fn chain_walk_reports_no_false_deadlock() {
 ///
 /// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
 #[test]
+#[cfg(feature = "donation")]
 fn condvar_wakes_a_better_waiter_to_lend() {
     use proxy_lock::test_hooks::{attrs_of, set_base};
     for all in [false, true] {
@@ -910,6 +926,7 @@ fn condvar_wakes_a_better_waiter_to_lend() {
 ///
 /// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
 #[test]
+#[cfg(feature = "donation")]
 fn a_notified_better_waiter_lends_before_the_notifier_lets_go() {
     use proxy_lock::test_hooks::{attrs_of, is_listed, set_base};
     for all in [false, true] {
@@ -1104,5 +1121,36 @@ fn run_panic_reaches_its_caller() {
         let g = m.lock().unwrap_err().into_inner();
         // SAFETY: the guard is held.
         assert_eq!(g.with(|v| unsafe { *v }), 2);
+    });
+}
+
+/// Two locks whose published sections share one stack (models have a single bucket): each
+/// holder keeps only its own lock's sections, and hands the other lock's back to their callers
+/// (`RETURNED`), who take that lock and run them themselves. Main holds both locks while a
+/// caller publishes on each, then unlocks A and B in turn; A's unlock may take B's section
+/// with its own. Every section runs exactly once, under its own lock. Fails (a deadlock: B's
+/// caller sleeps for good) when a holder drops the other lock's slots instead of handing them
+/// back.
+///
+/// Preemption bound: the suite's, capped at 2.
+#[test]
+fn sections_of_locks_sharing_a_stack_each_run_under_their_own_lock() {
+    model_capped(2, || {
+        let a = Arc::new(Mutex::new(UnsafeCell::new(0)));
+        let b = Arc::new(Mutex::new(UnsafeCell::new(0)));
+        let ga = a.lock().unwrap();
+        let gb = b.lock().unwrap();
+        let callers: Vec<_> = [a.clone(), b.clone()]
+            .into_iter()
+            .map(|m| thread::spawn(move || m.run(|c| add_one(c)).unwrap()))
+            .collect();
+        thread::yield_now();
+        drop(ga);
+        drop(gb);
+        for c in callers {
+            c.join().unwrap();
+        }
+        assert_eq!(read(&a), 1);
+        assert_eq!(read(&b), 1);
     });
 }

@@ -598,12 +598,12 @@ fn lock_api_raw_mutex() {
 #[test]
 #[cfg(target_pointer_width = "64")]
 fn layout_stays_small() {
-    // Contended throughput measured 10-15% worse when a Mutex<u64> straddled two cache lines,
-    // so growing the lock should be a decision. The fourth word (24 -> 32 bytes) is the stack of
-    // sections published by `Mutex::run`. The poison bit lives in the lock word.
-    assert_eq!(std::mem::size_of::<proxy_lock::RawMutex>(), 32);
-    assert_eq!(std::mem::size_of::<Mutex<()>>(), 32);
-    assert_eq!(std::mem::size_of::<Mutex<u64>>(), 40);
+    // Two words: the lock word (owner, flags, poison) and the spinner slot with the policy in
+    // its low bits. Contended-only state lives elsewhere, found by the lock's address: sleepers
+    // in the parking lot, sections published by `Mutex::run` in a table of stacks.
+    assert_eq!(std::mem::size_of::<proxy_lock::RawMutex>(), 16);
+    assert_eq!(std::mem::size_of::<Mutex<()>>(), 16);
+    assert_eq!(std::mem::size_of::<Mutex<u64>>(), 24);
     // One word: the waiters' mutex, with their best rank's band in its low bits.
     assert_eq!(std::mem::size_of::<Condvar>(), 8);
     // As std's: the lock and one word, which holds the holder's record (so unlock needs no

@@ -224,3 +224,61 @@ fn records_survive_readers_while_threads_exit() {
         );
     });
 }
+
+/// A `Handoff` sleeper's patience: a thread that parks stamps when it started waiting, and an
+/// unlocker that serves the first sleeper restarts the next one's patience. What an unlock
+/// reads to decide that a sleeper has been passed over for spinners long enough
+/// (`mutex::raw::handoff`). Two sleepers queue behind main; after 20 ms the first has waited
+/// about that long (not less, not since long before it came); main's unlock serves it, and the
+/// second's wait counts from that unlock, not from when it parked.
+#[test]
+fn a_handoff_sleepers_patience_counts_from_its_park_and_restarts_when_one_is_served() {
+    use proxy_lock::test_hooks::handoff_first_sleeper_waited_us as waited_us;
+    use proxy_lock::{current_tid, thread_blocked_on};
+    let m = Arc::new(Mutex::with_policy((), Policy::Handoff));
+    let guard = m.lock().unwrap();
+    assert_eq!(waited_us(m.raw()), None);
+    let (release_tx, release) = channel::<()>();
+    let arrived = std::time::Instant::now();
+    let sleepers: Vec<_> = [Some(release), None]
+        .into_iter()
+        .map(|hold| {
+            let mine = Arc::clone(&m);
+            let (tid_tx, tid) = channel();
+            let t = thread::spawn(move || {
+                tid_tx.send(current_tid()).unwrap();
+                let _g = mine.lock().unwrap();
+                if let Some(hold) = hold {
+                    hold.recv().unwrap();
+                }
+            });
+            let tid = tid.recv().unwrap();
+            // Queued (the spin in the slot ends within microseconds while main holds on).
+            while thread_blocked_on(tid) != Some(m.id()) || waited_us(m.raw()).is_none() {
+                thread::yield_now();
+            }
+            thread::sleep(Duration::from_millis(2));
+            (t, tid)
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(20));
+    let first = waited_us(m.raw()).expect("two sleepers are queued");
+    assert!(
+        (20_000..=arrived.elapsed().as_micros() as u32 + 2).contains(&first),
+        "the first sleeper's patience reads {first} µs"
+    );
+    let served = std::time::Instant::now();
+    drop(guard);
+    while m.owner_tid() != Some(sleepers[0].1) {
+        thread::yield_now();
+    }
+    let second = waited_us(m.raw()).expect("the second sleeper is still queued");
+    assert!(
+        second <= served.elapsed().as_micros() as u32 + 2,
+        "the second sleeper's patience did not restart when the first was served: {second} µs"
+    );
+    release_tx.send(()).unwrap();
+    for (t, _) in sleepers {
+        t.join().unwrap();
+    }
+}

@@ -6,6 +6,9 @@
 //! are made and undone, and the locks keep working.
 //!
 //! Needs root to give up (CI runs as root). Without it, the test says so and skips.
+//!
+//! Compiled only where the crate donates (`cfg(donates)`: Linux, `donation` feature on).
+#![cfg(donates)]
 
 mod common;
 #[path = "../benches/workloads/deep_chain.rs"]

@@ -53,7 +53,7 @@ impl LedgerLock {
     }
 
     /// Takes the lock, sleeping on the word while someone else holds it.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom), donates))]
     pub(crate) fn lock_sleeping(&self) {
         self.lock_waiting(|_, _| false);
     }
@@ -104,7 +104,7 @@ impl LedgerLock {
     }
 }
 
-#[cfg(all(test, not(loom), target_os = "linux"))]
+#[cfg(all(test, not(loom), donates))]
 mod tests {
     use super::LedgerLock;
     use crate::sys::attrs::{Sched, SchedPolicy};

@@ -18,6 +18,10 @@ use std::sync::OnceLock;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Capabilities {
+    /// Why this build lends nothing at all, or `None` where it donates (Linux with the
+    /// `donation` feature): "not supported on this platform", or turned off by the feature.
+    /// Then every other field is false or 0, and the locks work exactly as without donation.
+    pub unavailable: Option<&'static str>,
     /// CAP_SYS_NICE in the effective set: every loan is allowed.
     pub cap_sys_nice: bool,
     /// RLIMIT_NICE (soft): without the capability, nice can go down to `20 - rlimit_nice`.
@@ -67,9 +71,22 @@ pub fn capabilities() -> &'static Capabilities {
 
 fn probe() -> Capabilities {
     use crate::sys::sched;
+    if let Some(why) = sched::NO_DONATION_BECAUSE {
+        return Capabilities {
+            unavailable: Some(why),
+            cap_sys_nice: false,
+            rlimit_nice: 0,
+            rlimit_rtprio: 0,
+            can_lower_nice: false,
+            can_leave_idle: false,
+            can_lend_realtime: false,
+            can_change_affinity: false,
+            util_clamp: false,
+        };
+    }
     let cap = sched::has_cap_sys_nice();
-    let rlimit_nice = sched::rlimit(libc::RLIMIT_NICE);
-    let rlimit_rtprio = sched::rlimit(libc::RLIMIT_RTPRIO);
+    let rlimit_nice = sched::rlimit_nice();
+    let rlimit_rtprio = sched::rlimit_rtprio();
     let tid = crate::sys::gettid();
     // Writing our own affinity and clamps back unchanged shows whether the calls work here.
     let can_change_affinity =
@@ -82,6 +99,7 @@ fn probe() -> Capabilities {
         20 - rlimit_nice.min(40) as i32
     };
     Capabilities {
+        unavailable: None,
         cap_sys_nice: cap,
         rlimit_nice,
         rlimit_rtprio,
@@ -95,6 +113,9 @@ fn probe() -> Capabilities {
 
 impl std::fmt::Display for Capabilities {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(why) = self.unavailable {
+            return write!(f, "proxy-lock donation: {why}; locks work, nothing is lent");
+        }
         let why = if self.cap_sys_nice {
             "CAP_SYS_NICE".to_string()
         } else {

@@ -268,7 +268,7 @@ impl Rescue {
     }
 }
 
-#[cfg(all(test, not(loom), target_os = "linux"))]
+#[cfg(all(test, not(loom), donates))]
 mod tests {
     use crate::sys::attrs::CpuMask;
     use crate::sys::test_threads::{

@@ -289,7 +289,7 @@ impl RawMutex {
                 }
                 self_deadlock(me);
             }
-            if self.policy == Policy::Handoff {
+            if self.policy() == Policy::Handoff {
                 if !spun {
                     spun = true;
                     if self.spin_for_handoff(me) {
@@ -353,16 +353,9 @@ impl RawMutex {
     fn set_parked(&self, seen: usize) -> bool {
         // Relaxed: the flag is read under the queue lock by `park`'s validation and the unlock
         // slow path; the queue lock orders them.
-        let set = self
-            .word
+        self.word
             .compare_exchange_weak(seen, seen | PARKED, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok();
-        if set && self.policy == Policy::Handoff {
-            // Relaxed: a fairness hint; a stale value only shifts when a sleeper is served.
-            self.sleepers_since
-                .store(monotonic_us() as u32, Ordering::Relaxed);
-        }
-        set
+            .is_ok()
     }
 
     fn park(&self, me: Me, deadline: Option<Instant>) -> ParkResult {
@@ -378,6 +371,10 @@ impl RawMutex {
                 self.word.fetch_and(!PARKED, Ordering::Relaxed);
             }
         };
+        if self.policy() == Policy::Handoff {
+            // Our patience as a sleeper passed over for spinners starts now (`handoff`).
+            me.task().set_parked_at_us(monotonic_us() as u32);
+        }
         // SAFETY: the key is this lock's address, which only this crate parks on; the callbacks
         // do not panic.
         let result = unsafe {
@@ -417,7 +414,10 @@ impl RawMutex {
         let restoring = crate::donor::before_passing_on(me, serve);
         let (passed, to_donor) = self.pass_on(me, force_fair, serve, word);
         let stepped_aside = crate::donor::after_passing_on(me, restoring, to_donor);
-        if passed == Passed::ToSleeper && self.policy == Policy::Handoff && serve && !stepped_aside
+        if passed == Passed::ToSleeper
+            && self.policy() == Policy::Handoff
+            && serve
+            && !stepped_aside
         {
             // Under Handoff the lock now belongs to a thread that has yet to run, and every
             // other waiter queues behind it: give it our CPU, in case it was woken here. (A
@@ -501,21 +501,28 @@ impl RawMutex {
     /// The unlock slow path without lenders: a spinner first (Handoff), else the first
     /// sleeper, handed the lock or woken to compete for it as the policy says.
     fn unlock_to_queue(&self, me: Me, force_fair: bool, keep_for_requests: bool) -> Passed {
-        if self.policy == Policy::Handoff && !force_fair && self.try_spinner_first() {
+        if self.policy() == Policy::Handoff && !force_fair && self.try_spinner_first() {
             return Passed::Left;
         }
         // Until the woken sleeper is awake, chain walks that reach it go on to us.
         let wake = WakeInFlight::new(me);
         let how = std::cell::Cell::new(Passed::Left);
+        // A Handoff lock's next sleeper waits its patience again from now (`handoff`).
+        let restamp = (self.policy() == Policy::Handoff).then(|| monotonic_us() as u32);
         // The filter runs before the callback, both under the queue lock.
         let first_waiter = std::cell::Cell::new(0);
         let filter = |token: ParkToken| {
             if first_waiter.get() == 0 {
                 first_waiter.set(token.0);
-                FilterOp::Unpark
-            } else {
-                FilterOp::Stop
+                return FilterOp::Unpark;
             }
+            if let Some(now) = restamp {
+                // SAFETY: a token on this lock's queue is the record of a queued thread, alive
+                // under the queue lock. Stamped even if the first is not handed the lock: it
+                // only delays this one's turn by one patience.
+                unsafe { crate::task::record_at(token.0) }.set_parked_at_us(now);
+            }
+            FilterOp::Stop
         };
         let callback = |result: UnparkResult| {
             if result.unparked_threads != 0 {
@@ -525,17 +532,12 @@ impl RawMutex {
             let still_parked = if result.have_more_threads { PARKED } else { 0 };
             let hand_over = result.unparked_threads != 0
                 && (force_fair
-                    || match self.policy {
+                    || match self.policy() {
                         Policy::Handoff => true,
                         Policy::Adaptive => result.be_fair,
                         Policy::Spin => false,
                     });
             if hand_over {
-                if self.policy == Policy::Handoff && result.have_more_threads {
-                    // The remaining sleepers' patience starts again.
-                    self.sleepers_since
-                        .store(monotonic_us() as u32, Ordering::Relaxed);
-                }
                 how.set(Passed::ToSleeper);
                 // SAFETY: the token is the record of the thread we are unparking, still queued.
                 unsafe { self.hand_to_parked(first_waiter.get(), still_parked) }
@@ -563,7 +565,7 @@ impl RawMutex {
     fn unlock_to_donor(&self, me: Me, force_fair: bool, keep_for_requests: bool) -> Option<Passed> {
         let preferred = crate::donor::preferred_waiter(me, self)?;
         let (settles, preferred) = (preferred.settles, preferred.token);
-        let hand_over = force_fair || self.policy != Policy::Spin;
+        let hand_over = force_fair || self.policy() != Policy::Spin;
         // A donor spinning while we ran (`spin_while_owner_runs`) takes the lock where it is,
         // without a wake-up.
         if hand_over && self.hand_to_spinner(false, Some(preferred)) == Spinner::Handed {

@@ -10,7 +10,7 @@ use crate::donor::Spin;
 use crate::loom::{Ordering, ParkResult, ParkToken, park};
 use crate::proxy::SectionHead;
 use crate::spin::{ChainEndWatch, SpinWait};
-use crate::task::slot::{CANCELLED, DONE, IDLE, PHASE, QUEUED, RETRY, RUNNING, SLEEPER};
+use crate::task::slot::{CANCELLED, DONE, IDLE, PHASE, QUEUED, RETRY, RETURNED, RUNNING, SLEEPER};
 use crate::task::{self, Me, Slot};
 use crate::tuning::RUN_SPIN_ROUNDS;
 use crate::word::RawMutex;
@@ -120,9 +120,13 @@ impl<T: ?Sized> Mutex<T> {
     ///   the caller's. So are the thread's name, its scheduling attributes and its stack.
     /// * Guard users and `run` users may share one mutex: mutual exclusion holds across both,
     ///   and a guard's unlock runs the published sections too.
-    /// * Sections run in publication order. A holder runs at most 64 published sections per
-    ///   unlock, then asks the oldest remaining caller to take the lock and serve, so no thread
-    ///   serves forever (`examples/combine_bound.rs` measures the bound).
+    /// * Sections run in publication order, except that one published while the holder of
+    ///   another lock took it along (their sections share a table bucket, found by address)
+    ///   comes back to its caller, which takes the lock and runs it itself, like a `lock()`
+    ///   waiter.
+    /// * A holder runs at most 64 published sections per unlock, then asks the oldest
+    ///   remaining caller to take the lock and serve, so no thread serves forever
+    ///   (`examples/combine_bound.rs` measures the bound).
     ///
     /// # Panics
     ///
@@ -151,8 +155,8 @@ impl<T: ?Sized> Mutex<T> {
         let took = self.raw.try_lock_spinning(me);
         if took.is_some() || !publish_and_wait(&self.raw, me, section.erased()) {
             // Our slot is in use when we did not take the lock (a `run` inside a section this
-            // thread is running, or a request a deadlock left behind): take it as `lock()`
-            // would.
+            // thread is running, or a request a deadlock left behind), or the section came back
+            // unrun (another lock's holder took it with its own): take it as `lock()` would.
             let poisoned = took.unwrap_or_else(|| self.raw.lock_as(me));
             // SAFETY: we hold the lock.
             unsafe { section.run_here(poisoned) };
@@ -163,8 +167,8 @@ impl<T: ?Sized> Mutex<T> {
     }
 }
 
-/// Publishes `head` in `me`'s slot on `raw` and returns once it ran. False, without publishing,
-/// if the slot is in use.
+/// Publishes `head` in `me`'s slot on `raw` and returns once it ran. False if it did not run:
+/// the slot was in use (nothing published), or it came back unrun (`RETURNED`).
 fn publish_and_wait(raw: &RawMutex, me: Me, head: *const SectionHead) -> bool {
     let slot = &me.task().slot;
     // Relaxed: only this thread makes its slot leave IDLE/DONE, and it reads its own writes.
@@ -177,26 +181,32 @@ fn publish_and_wait(raw: &RawMutex, me: Me, head: *const SectionHead) -> bool {
     // Relaxed: both published by the push's Release.
     slot.section.store(head as usize, Ordering::Relaxed);
     slot.state.store(QUEUED, Ordering::Relaxed);
-    raw.requests().push_chain(slot.addr(), slot);
+    crate::proxy::publish(raw, slot);
     if raw.flag_requests_or_take(me) {
         // The lock was free and is ours: our unlock serves the stack, our section included.
         // SAFETY: we hold the lock.
         unsafe { raw.unlock_as(me) };
     }
-    wait_until_served(raw, me, slot);
-    true
+    wait_until_served(raw, me, slot)
 }
 
 /// Waits until the slot's section ran: spins briefly, then waits for the lock's owner, the
 /// thread that will run the section, as a lock waiter does (`sleep_on_slot`), and takes the
-/// lock itself when asked to.
-fn wait_until_served(raw: &RawMutex, me: Me, slot: &Slot) {
+/// lock itself when asked to. False if the slot was handed back unrun (`RETURNED`): the caller
+/// runs the section itself.
+fn wait_until_served(raw: &RawMutex, me: Me, slot: &Slot) -> bool {
     let mut spin = SpinWait::with_budget(RUN_SPIN_ROUNDS);
     loop {
-        // Acquire: pairs with the holder's Release that wrote DONE after the outcome.
+        // Acquire: pairs with the holder's Release that wrote DONE after the outcome, or that
+        // handed the slot back after its last read of it.
         let state = slot.state.load(Ordering::Acquire);
         match state & PHASE {
-            DONE => return,
+            DONE => return true,
+            RETURNED => {
+                // Relaxed: the slot is ours again; only this thread reads it now.
+                slot.state.store(IDLE, Ordering::Relaxed);
+                return false;
+            }
             RETRY => {
                 // Relaxed: the caller, not a holder, now answers for the slot; a holder that
                 // claims it first (RUNNING) makes this fail.

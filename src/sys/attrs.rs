@@ -8,8 +8,10 @@
 //! since `BATCH` gives up wake-up preemption) > `SCHED_IDLE`. Util clamps compare on their own:
 //! a higher minimum or maximum is better.
 
-/// A scheduling policy (`sched(7)`).
+/// A scheduling policy (`sched(7)`). Builds that do not donate (`sched::DONATES`) never read
+/// one from a kernel, so most variants are then never made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(donates), allow(dead_code))]
 pub(crate) enum SchedPolicy {
     Other,
     Batch,

@@ -17,6 +17,9 @@ pub(crate) const DONE: u32 = 3;
 pub(crate) const RETRY: u32 = 4;
 /// Slot phase: the caller gave up (deadlock) and left; the next holder unlinks it unrun.
 pub(crate) const CANCELLED: u32 = 5;
+/// Slot phase: unlinked by the holder of another lock whose requests share the table bucket
+/// (`proxy::requests`); the caller owns it again, and takes its lock to run the section itself.
+pub(crate) const RETURNED: u32 = 6;
 pub(crate) const PHASE: u32 = 7;
 /// Or-ed into `QUEUED`/`RUNNING`: the caller parks (or is about to) on the slot's address.
 pub(crate) const SLEEPER: u32 = 8;
@@ -31,6 +34,10 @@ pub(crate) struct Slot {
     /// Address of the published [`SectionHead`](crate::proxy::SectionHead). Written before the
     /// push, read by the holder.
     pub(crate) section: AtomicUsize,
+    /// Address of the lock the section is published on: stacks are shared by the locks that
+    /// hash to one bucket, and a holder runs only its own lock's sections. Written before the
+    /// push.
+    pub(crate) lock: AtomicUsize,
 }
 
 impl Slot {
@@ -40,6 +47,7 @@ impl Slot {
                 next: AtomicUsize::new(0),
                 state: AtomicU32::new(IDLE),
                 section: AtomicUsize::new(0),
+                lock: AtomicUsize::new(0),
             }
         }
     }

@@ -5,7 +5,10 @@
 //! owner runs.
 
 use crate::donor::Spin;
-use crate::loom::{Ordering, deadline_passed, monotonic_us, yield_now};
+use crate::loom::{
+    FilterOp, Ordering, ParkToken, UnparkToken, deadline_passed, monotonic_us, unpark_filter,
+    yield_now,
+};
 use crate::spin::{ChainEndWatch, SpinWait};
 use crate::task::Me;
 use crate::tuning::{AWAIT_SPINNER_ROUNDS, FAIRNESS_CHECK_EVERY, HANDOFF_SPIN_ROUNDS};
@@ -17,7 +20,7 @@ use std::time::Instant;
 /// (`handed_word`).
 const KEPT_BY_HANDOFF: usize = PARKED | DONATED | REQUESTS | POISONED;
 /// How long the sleepers of a Handoff lock may be passed over for spinners.
-const SLEEPER_PATIENCE_US: u32 = 1000;
+pub(super) const SLEEPER_PATIENCE_US: u32 = 1000;
 
 impl RawMutex {
     /// Handoff: registers `me` as the lock's spinner and spins until an unlocker hands it the
@@ -79,11 +82,7 @@ impl RawMutex {
     ) -> bool {
         // AcqRel on success: Release publishes nothing yet (the bit below does), Acquire orders
         // us after the previous spinner's withdrawal. Relaxed on failure: we just go to sleep.
-        if self
-            .spinner
-            .compare_exchange(0, me.addr(), Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
-        {
+        if !self.spinner.register(me.addr()) {
             return false; // another waiter spins already
         }
         // Release: an unlocker that sees the bit (Acquire) sees our slot entry.
@@ -100,11 +99,8 @@ impl RawMutex {
             }
         }
         // Withdraw unless an unlocker claimed us first; the slot decides (module docs).
-        if self
-            .spinner
-            .compare_exchange(me.addr(), 0, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
+        // AcqRel: as the claim's Acquire; Release, so a registrant after us comes after.
+        if self.spinner.take(me.addr(), Ordering::AcqRel) {
             // Relaxed: a stale or missing bit only changes which unlock path runs.
             self.word.fetch_and(!SPINNING, Ordering::Relaxed);
             return false;
@@ -177,7 +173,7 @@ impl RawMutex {
     /// bit also shows its entry here, and a bit set after our CAS is set on the new word.
     fn handed_word(&self, spinner: usize, w: usize) -> usize {
         // Relaxed: ordered by the caller's Acquire read of `w`, as above.
-        let newcomer = self.spinner.load(Ordering::Relaxed) != 0;
+        let newcomer = self.spinner.spinner(Ordering::Relaxed) != 0;
         spinner | (w & KEPT_BY_HANDOFF) | if newcomer { w & SPINNING } else { 0 }
     }
 
@@ -195,15 +191,12 @@ impl RawMutex {
             return Spinner::None;
         }
         // Relaxed: ordered after the Acquire load above.
-        let spinner = self.spinner.load(Ordering::Relaxed);
+        let spinner = self.spinner.spinner(Ordering::Relaxed);
         // Acquire: the spinner's record is initialised for us (its registration was Release).
         // The claim empties the slot at once (module docs).
         let claimed = spinner != 0
             && only.is_none_or(|o| o == spinner)
-            && self
-                .spinner
-                .compare_exchange(spinner, 0, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok();
+            && self.spinner.take(spinner, Ordering::Acquire);
         if !claimed {
             if spinner == 0 {
                 // Relaxed: the spinner left; drop its stale bit (see SPINNING).
@@ -216,7 +209,7 @@ impl RawMutex {
         // by a thread of the parent's at a fork, and stays.
         if unsafe { crate::task::has_exited(spinner) } {
             // Nobody will come for the lock: not handed. Relaxed: see the stale bit above.
-            if self.spinner.load(Ordering::Relaxed) == 0 {
+            if self.spinner.spinner(Ordering::Relaxed) == 0 {
                 self.word.fetch_and(!SPINNING, Ordering::Relaxed);
             }
             return Spinner::None;
@@ -271,22 +264,36 @@ impl RawMutex {
         false
     }
 
-    /// Whether the sleepers have been passed over for about `SLEEPER_PATIENCE_US`. Reads the
-    /// clock only on every `FAIRNESS_CHECK_EVERY`th call, so spinner handoffs stay cheap.
+    /// Whether the first sleeper has been passed over for about `SLEEPER_PATIENCE_US`: since
+    /// it parked, or since the sleeper before it was served (`Task::parked_at_us`). Looks
+    /// (a clock read and the queue lock) only on every `FAIRNESS_CHECK_EVERY`th spinner
+    /// handoff of this thread, so handoffs stay cheap.
     fn sleepers_waited_too_long(&self) -> bool {
-        // Relaxed load and store: only the lock holder touches the counter, and the lock
-        // orders holders.
-        let n = self.handoffs_unchecked.load(Ordering::Relaxed) + 1;
-        if n < FAIRNESS_CHECK_EVERY {
-            self.handoffs_unchecked.store(n, Ordering::Relaxed);
-            return false;
-        }
-        self.handoffs_unchecked.store(0, Ordering::Relaxed);
-        // Relaxed: a hint, see `sleepers_since`.
-        let since = self.sleepers_since.load(Ordering::Relaxed);
-        // Wrapping: the stamp keeps 32 bits (71 minutes); a stamp older than that is misread
-        // as recent once, which only delays one sleeper's turn.
-        (monotonic_us() as u32).wrapping_sub(since) >= SLEEPER_PATIENCE_US
+        crate::task::current()
+            .task()
+            .handoff_due_for_check(FAIRNESS_CHECK_EVERY)
+            && self
+                .first_sleeper_waited_us()
+                .is_some_and(|waited| waited >= SLEEPER_PATIENCE_US)
+    }
+
+    /// How long the first thread queued on this lock has been passed over, by its stamp;
+    /// `None` if nobody is queued.
+    pub(crate) fn first_sleeper_waited_us(&self) -> Option<u32> {
+        let now = monotonic_us() as u32;
+        let mut waited = None;
+        let first_sleeper = |token: ParkToken| {
+            // SAFETY: a token on a lock's queue is the record of the thread queued with it,
+            // alive while it is queued; the filter runs under the queue lock.
+            let since = unsafe { crate::task::record_at(token.0) }.parked_at_us();
+            // Wrapping: the stamp keeps 32 bits (71 minutes); a stamp older than that is
+            // misread as recent once, which only delays one sleeper's turn.
+            waited = Some(now.wrapping_sub(since));
+            FilterOp::Stop
+        };
+        // SAFETY: the key is this lock's address; the filter unparks nobody and does not panic.
+        unsafe { unpark_filter(self.park_key(), first_sleeper, |_| UnparkToken(0)) };
+        waited
     }
 }
 
@@ -301,7 +308,7 @@ pub(super) enum Spinner {
     SleepersFirst,
 }
 
-#[cfg(all(test, not(loom), target_os = "linux"))]
+#[cfg(all(test, not(loom), donates))]
 mod tests {
     use super::SPINNING;
     use crate::Mutex;

@@ -1,12 +1,12 @@
-//! Scheduling syscalls: `sched_{get,set}attr`, `sched_{get,set}affinity`, `sched_getcpu`, and
-//! the privilege probes (`capget`, `getrlimit`). Thin wrappers that turn the kernel's structs
-//! into [`crate::sys::attrs::Attrs`] parts and errors into errno values; no policy.
+//! Linux's scheduling syscalls: `sched_{get,set}attr`, `sched_{get,set}affinity`,
+//! `sched_getcpu`, the per-thread CPU clocks and the privilege probes (`capget`, `getrlimit`).
+//! Thin wrappers that turn the kernel's structs into [`crate::sys::attrs::Attrs`] parts and
+//! errors into errno values; no policy. Written against `libc`'s own types, so glibc and musl,
+//! 32 and 64 bits build alike.
 
+use super::Errno;
 use crate::Tid;
 use crate::sys::attrs::{CpuMask, Sched, SchedPolicy};
-
-/// An errno value from a failed call.
-pub(crate) type Errno = i32;
 
 /// `struct sched_attr` as of Linux 5.3 (`SCHED_ATTR_SIZE_VER1`), which adds the util clamps
 /// that libc's copy of the struct lacks.
@@ -237,16 +237,32 @@ pub(crate) fn has_cap_sys_nice() -> bool {
     rc == 0 && data[0].effective & (1 << CAP_SYS_NICE) != 0
 }
 
-/// The soft limit of `resource` for this process.
-pub(crate) fn rlimit(resource: libc::__rlimit_resource_t) -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid out-pointer.
-    if unsafe { libc::getrlimit(resource, &mut lim) } == 0 {
-        lim.rlim_cur
-    } else {
-        0
-    }
+/// The soft limit of a resource, 0 if it cannot be read. A macro because the resource's type
+/// is glibc's `__rlimit_resource_t` or musl's `c_int`, and `rlim_t` is 32 or 64 bits.
+macro_rules! soft_limit {
+    ($resource:expr) => {{
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: valid out-pointer.
+        if unsafe { libc::getrlimit($resource, &mut lim) } == 0 {
+            // `rlim_t` is u32 on 32-bit targets.
+            #[allow(clippy::useless_conversion)]
+            u64::from(lim.rlim_cur)
+        } else {
+            0
+        }
+    }};
+}
+
+/// The soft RLIMIT_NICE of this process: without CAP_SYS_NICE, nice may go down to
+/// `20 - limit`.
+pub(crate) fn rlimit_nice() -> u64 {
+    soft_limit!(libc::RLIMIT_NICE)
+}
+
+/// The soft RLIMIT_RTPRIO of this process: without CAP_SYS_NICE, FIFO/RR priority up to it.
+pub(crate) fn rlimit_rtprio() -> u64 {
+    soft_limit!(libc::RLIMIT_RTPRIO)
 }

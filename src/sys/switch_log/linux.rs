@@ -1,5 +1,6 @@
-//! Whether a thread of ours is on a CPU right now, read from the log of its context switches
-//! that the kernel keeps for perf (`PERF_RECORD_SWITCH` records in a ring shared with us).
+//! Linux: whether a thread of ours is on a CPU right now, read from the log of its context
+//! switches that the kernel keeps for perf (`PERF_RECORD_SWITCH` records in a ring shared with
+//! us).
 //!
 //! Why not the thread's CPU clock: for a thread that runs, the kernel answers a clock read
 //! under that thread's runqueue lock after charging it the time it has run, and when another
