@@ -91,6 +91,9 @@ pub(crate) struct Task {
     /// Spinner handoffs this thread made since it last checked the sleepers' patience. Only
     /// the thread itself touches it (Relaxed).
     handoffs_unchecked: core::sync::atomic::AtomicU8,
+    /// When this thread last looked at a queue's first sleeper for that check (low 32 bits of
+    /// `monotonic_us`). Only the thread itself touches it (Relaxed).
+    last_sleeper_look_us: core::sync::atomic::AtomicU32,
 }
 
 // SAFETY: every field but `held` is atomic or immutable. `held` is read and written only by the
@@ -129,6 +132,21 @@ impl Task {
             if due { 0 } else { n },
             core::sync::atomic::Ordering::Relaxed,
         );
+        due
+    }
+
+    /// Whether at least `every_us` passed since this thread last looked at a sleeper's
+    /// patience (then `now` is recorded as its last look). Called by the thread itself.
+    pub(crate) fn sleeper_look_due(&self, now: u32, every_us: u32) -> bool {
+        let last = self
+            .last_sleeper_look_us
+            .load(core::sync::atomic::Ordering::Relaxed);
+        // Wrapping: as the stamps it guards (`mutex::raw::handoff`).
+        let due = now.wrapping_sub(last) >= every_us;
+        if due {
+            self.last_sleeper_look_us
+                .store(now, core::sync::atomic::Ordering::Relaxed);
+        }
         due
     }
 
@@ -463,6 +481,7 @@ fn create_current() -> Me {
         timed_wait: AtomicBool::new(false),
         parked_at_us: core::sync::atomic::AtomicU32::new(0),
         handoffs_unchecked: core::sync::atomic::AtomicU8::new(0),
+        last_sleeper_look_us: core::sync::atomic::AtomicU32::new(0),
         woken_by: AtomicUsize::new(0),
         donor: TaskDonor::new(),
         next_new: AtomicUsize::new(0),

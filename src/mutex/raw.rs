@@ -270,6 +270,7 @@ impl RawMutex {
     #[cold]
     fn lock_slow(&self, me: Me, deadline: Option<Instant>) -> Result<bool, Deadlock> {
         let mut spin = SpinWait::default();
+        let handoff = self.policy() == Policy::Handoff;
         // Handoff: whether this waiter has had its turn as the spinner since it last slept.
         let mut spun = false;
         loop {
@@ -289,7 +290,7 @@ impl RawMutex {
                 }
                 self_deadlock(me);
             }
-            if self.policy() == Policy::Handoff {
+            if handoff {
                 if !spun {
                     spun = true;
                     if self.spin_for_handoff(me) {
@@ -501,14 +502,16 @@ impl RawMutex {
     /// The unlock slow path without lenders: a spinner first (Handoff), else the first
     /// sleeper, handed the lock or woken to compete for it as the policy says.
     fn unlock_to_queue(&self, me: Me, force_fair: bool, keep_for_requests: bool) -> Passed {
-        if self.policy() == Policy::Handoff && !force_fair && self.try_spinner_first() {
+        let policy = self.policy();
+        if policy == Policy::Handoff && !force_fair && self.try_spinner_first() {
             return Passed::Left;
         }
         // Until the woken sleeper is awake, chain walks that reach it go on to us.
         let wake = WakeInFlight::new(me);
         let how = std::cell::Cell::new(Passed::Left);
-        // A Handoff lock's next sleeper waits its patience again from now (`handoff`).
-        let restamp = (self.policy() == Policy::Handoff).then(|| monotonic_us() as u32);
+        // A Handoff lock's next sleeper waits its patience from now (`handoff`), so one
+        // sleeper is served per patience: each served one restamps the one behind it.
+        let restamp = (policy == Policy::Handoff).then(|| monotonic_us() as u32);
         // The filter runs before the callback, both under the queue lock.
         let first_waiter = std::cell::Cell::new(0);
         let filter = |token: ParkToken| {
@@ -518,7 +521,7 @@ impl RawMutex {
             }
             if let Some(now) = restamp {
                 // SAFETY: a token on this lock's queue is the record of a queued thread, alive
-                // under the queue lock. Stamped even if the first is not handed the lock: it
+                // under the queue lock. Stamped even if the first is not handed the lock: that
                 // only delays this one's turn by one patience.
                 unsafe { crate::task::record_at(token.0) }.set_parked_at_us(now);
             }
@@ -532,7 +535,7 @@ impl RawMutex {
             let still_parked = if result.have_more_threads { PARKED } else { 0 };
             let hand_over = result.unparked_threads != 0
                 && (force_fair
-                    || match self.policy() {
+                    || match policy {
                         Policy::Handoff => true,
                         Policy::Adaptive => result.be_fair,
                         Policy::Spin => false,

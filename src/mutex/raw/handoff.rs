@@ -11,7 +11,9 @@ use crate::loom::{
 };
 use crate::spin::{ChainEndWatch, SpinWait};
 use crate::task::Me;
-use crate::tuning::{AWAIT_SPINNER_ROUNDS, FAIRNESS_CHECK_EVERY, HANDOFF_SPIN_ROUNDS};
+use crate::tuning::{
+    AWAIT_SPINNER_ROUNDS, FAIRNESS_CHECK_EVERY, HANDOFF_SPIN_ROUNDS, SLEEPER_LOOK_EVERY_US,
+};
 use crate::word::{DONATED, PARKED, POISONED, REQUESTS, RawMutex, SPINNING, UNLOCKED, owner_of};
 use std::time::Instant;
 
@@ -265,22 +267,29 @@ impl RawMutex {
     }
 
     /// Whether the first sleeper has been passed over for about `SLEEPER_PATIENCE_US`: since
-    /// it parked, or since the sleeper before it was served (`Task::parked_at_us`). Looks
-    /// (a clock read and the queue lock) only on every `FAIRNESS_CHECK_EVERY`th spinner
-    /// handoff of this thread, so handoffs stay cheap.
+    /// it parked, or since the sleeper before it was served (`Task::parked_at_us`). Reads the
+    /// clock only on every `FAIRNESS_CHECK_EVERY`th spinner handoff of this thread, and looks
+    /// at the first sleeper (under the queue lock, while we hold the lock) at most every
+    /// `SLEEPER_LOOK_EVERY_US`, so handoffs stay cheap.
     fn sleepers_waited_too_long(&self) -> bool {
-        crate::task::current()
-            .task()
-            .handoff_due_for_check(FAIRNESS_CHECK_EVERY)
+        let me = crate::task::current();
+        if !me.task().handoff_due_for_check(FAIRNESS_CHECK_EVERY) {
+            return false;
+        }
+        let now = monotonic_us() as u32;
+        me.task().sleeper_look_due(now, SLEEPER_LOOK_EVERY_US)
             && self
-                .first_sleeper_waited_us()
+                .first_sleeper_waited_us_at(now)
                 .is_some_and(|waited| waited >= SLEEPER_PATIENCE_US)
     }
 
     /// How long the first thread queued on this lock has been passed over, by its stamp;
     /// `None` if nobody is queued.
     pub(crate) fn first_sleeper_waited_us(&self) -> Option<u32> {
-        let now = monotonic_us() as u32;
+        self.first_sleeper_waited_us_at(monotonic_us() as u32)
+    }
+
+    fn first_sleeper_waited_us_at(&self, now: u32) -> Option<u32> {
         let mut waited = None;
         let first_sleeper = |token: ParkToken| {
             // SAFETY: a token on a lock's queue is the record of the thread queued with it,
