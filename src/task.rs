@@ -88,12 +88,6 @@ pub(crate) struct Task {
     /// before it parks, and by an unlocker that serves the sleeper ahead of it. A hint: the
     /// core atomic, Relaxed.
     parked_at_us: core::sync::atomic::AtomicU32,
-    /// Spinner handoffs this thread made since it last checked the sleepers' patience. Only
-    /// the thread itself touches it (Relaxed).
-    handoffs_unchecked: core::sync::atomic::AtomicU8,
-    /// When this thread last looked at a queue's first sleeper for that check (low 32 bits of
-    /// `monotonic_us`). Only the thread itself touches it (Relaxed).
-    last_sleeper_look_us: core::sync::atomic::AtomicU32,
 }
 
 // SAFETY: every field but `held` is atomic or immutable. `held` is read and written only by the
@@ -118,36 +112,6 @@ impl Task {
     pub(crate) fn set_parked_at_us(&self, now: u32) {
         self.parked_at_us
             .store(now, core::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Counts one spinner handoff by this thread; true on every `every`th, when the sleepers'
-    /// patience is checked. Called by the thread itself.
-    pub(crate) fn handoff_due_for_check(&self, every: u8) -> bool {
-        let n = self
-            .handoffs_unchecked
-            .load(core::sync::atomic::Ordering::Relaxed)
-            + 1;
-        let due = n >= every;
-        self.handoffs_unchecked.store(
-            if due { 0 } else { n },
-            core::sync::atomic::Ordering::Relaxed,
-        );
-        due
-    }
-
-    /// Whether at least `every_us` passed since this thread last looked at a sleeper's
-    /// patience (then `now` is recorded as its last look). Called by the thread itself.
-    pub(crate) fn sleeper_look_due(&self, now: u32, every_us: u32) -> bool {
-        let last = self
-            .last_sleeper_look_us
-            .load(core::sync::atomic::Ordering::Relaxed);
-        // Wrapping: as the stamps it guards (`mutex::raw::handoff`).
-        let due = now.wrapping_sub(last) >= every_us;
-        if due {
-            self.last_sleeper_look_us
-                .store(now, core::sync::atomic::Ordering::Relaxed);
-        }
-        due
     }
 
     pub(crate) fn tid(&self) -> Tid {
@@ -480,8 +444,6 @@ fn create_current() -> Me {
         wait_seq: AtomicUsize::new(0),
         timed_wait: AtomicBool::new(false),
         parked_at_us: core::sync::atomic::AtomicU32::new(0),
-        handoffs_unchecked: core::sync::atomic::AtomicU8::new(0),
-        last_sleeper_look_us: core::sync::atomic::AtomicU32::new(0),
         woken_by: AtomicUsize::new(0),
         donor: TaskDonor::new(),
         next_new: AtomicUsize::new(0),

@@ -21,6 +21,14 @@ use std::time::Instant;
 /// poison stay; `SPINNING` stays only if another waiter has registered since the claim
 /// (`handed_word`).
 const KEPT_BY_HANDOFF: usize = PARKED | DONATED | REQUESTS | POISONED;
+crate::loom::const_thread_local! {
+    /// This thread's spinner handoffs since it last read the clock for the sleepers' patience,
+    /// and when it last looked at a queue's first sleeper (low 32 bits of `monotonic_us`).
+    /// Thread-local, not in the task record: written at every handoff, it would share a line
+    /// with fields other threads read at each handoff (`exited`, `tid`).
+    static FAIRNESS_CHECK: std::cell::Cell<(u8, u32)> = std::cell::Cell::new((0, 0));
+}
+
 /// How long the sleepers of a Handoff lock may be passed over for spinners.
 pub(super) const SLEEPER_PATIENCE_US: u32 = 1000;
 
@@ -272,15 +280,22 @@ impl RawMutex {
     /// at the first sleeper (under the queue lock, while we hold the lock) at most every
     /// `SLEEPER_LOOK_EVERY_US`, so handoffs stay cheap.
     fn sleepers_waited_too_long(&self) -> bool {
-        let me = crate::task::current();
-        if !me.task().handoff_due_for_check(FAIRNESS_CHECK_EVERY) {
-            return false;
-        }
-        let now = monotonic_us() as u32;
-        me.task().sleeper_look_due(now, SLEEPER_LOOK_EVERY_US)
-            && self
-                .first_sleeper_waited_us_at(now)
+        let look_now = FAIRNESS_CHECK.with(|check| {
+            let (handoffs, last_look) = check.get();
+            if handoffs + 1 < FAIRNESS_CHECK_EVERY {
+                check.set((handoffs + 1, last_look));
+                return None;
+            }
+            let now = monotonic_us() as u32;
+            // Wrapping: as the stamps themselves.
+            let look = now.wrapping_sub(last_look) >= SLEEPER_LOOK_EVERY_US;
+            check.set((0, if look { now } else { last_look }));
+            look.then_some(now)
+        });
+        look_now.is_some_and(|now| {
+            self.first_sleeper_waited_us_at(now)
                 .is_some_and(|waited| waited >= SLEEPER_PATIENCE_US)
+        })
     }
 
     /// How long the first thread queued on this lock has been passed over, by its stamp;
