@@ -21,6 +21,12 @@ use std::time::Instant;
 /// poison stay; `SPINNING` stays only if another waiter has registered since the claim
 /// (`handed_word`).
 const KEPT_BY_HANDOFF: usize = PARKED | DONATED | REQUESTS | POISONED;
+/// Whether `us` microseconds have passed from `since` to `now` (low 32 bits of `monotonic_us`,
+/// compared with wrapping arithmetic, as the sleepers' stamps are).
+fn at_least_since(now: u32, since: u32, us: u32) -> bool {
+    now.wrapping_sub(since) >= us
+}
+
 crate::loom::const_thread_local! {
     /// This thread's spinner handoffs since it last read the clock for the sleepers' patience,
     /// and when it last looked at a queue's first sleeper (low 32 bits of `monotonic_us`).
@@ -287,8 +293,7 @@ impl RawMutex {
                 return None;
             }
             let now = monotonic_us() as u32;
-            // Wrapping: as the stamps themselves.
-            let look = now.wrapping_sub(last_look) >= SLEEPER_LOOK_EVERY_US;
+            let look = at_least_since(now, last_look, SLEEPER_LOOK_EVERY_US);
             check.set((0, if look { now } else { last_look }));
             look.then_some(now)
         });
