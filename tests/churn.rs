@@ -13,10 +13,13 @@ mod common;
 fn thread_churn_leaves_nothing_behind() {
     let loans = proxy_lock::capabilities().cap_sys_nice;
     if !loans {
-        common::skip(
-            "thread_churn_leaves_nothing_behind",
-            "(in part) no CAP_SYS_NICE, so no loans; the churn itself still runs",
-        );
+        let why = match proxy_lock::capabilities().unavailable {
+            Some(why) => {
+                format!("(in part) donation {why}, so no loans; the churn itself still runs")
+            }
+            None => "(in part) no CAP_SYS_NICE, so no loans; the churn itself still runs".into(),
+        };
+        common::skip("thread_churn_leaves_nothing_behind", &why);
     }
     let c = churn::run(25_000, 2_500, if loans { 125 } else { 0 });
     eprintln!(

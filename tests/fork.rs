@@ -105,7 +105,7 @@ fn forks_under_donation_load_leave_the_parent_alone() {
     if !capabilities().cap_sys_nice {
         common::skip(
             "forks_under_donation_load_leave_the_parent_alone",
-            "needs CAP_SYS_NICE",
+            capabilities().unavailable.unwrap_or("needs CAP_SYS_NICE"),
         );
         return;
     }
