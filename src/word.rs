@@ -366,15 +366,21 @@ impl SpinnerSlot {
     /// The lock's unlock policy.
     #[inline]
     pub(crate) fn policy(&self) -> Policy {
-        #[cfg(loom)]
-        return self.policy;
-        // Relaxed: the bits are written once, before the lock is shared.
-        #[cfg(not(loom))]
-        match self.slot.load(Ordering::Relaxed) & POLICY_BITS {
+        match self.policy_bits() {
             0 => Policy::Spin,
             1 => Policy::Handoff,
             _ => Policy::Adaptive,
         }
+    }
+
+    /// The slot's policy bits, which every CAS on the slot carries through.
+    #[inline]
+    fn policy_bits(&self) -> usize {
+        #[cfg(loom)]
+        return self.policy as usize;
+        // Relaxed: the bits are written once, before the lock is shared.
+        #[cfg(not(loom))]
+        return self.slot.load(Ordering::Relaxed) & POLICY_BITS;
     }
 
     /// The registered spinner's record address, or 0.
@@ -385,7 +391,7 @@ impl SpinnerSlot {
     /// Registers `me` if the slot is empty. AcqRel on success: Acquire orders the registrant
     /// after the previous spinner's withdrawal; Release makes its record visible to a claim.
     pub(crate) fn register(&self, me: usize) -> bool {
-        let policy = self.policy() as usize;
+        let policy = self.policy_bits();
         self.slot
             .compare_exchange(policy, me | policy, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
@@ -394,7 +400,7 @@ impl SpinnerSlot {
     /// Empties the slot if `spinner` is registered: a withdrawal by the spinner or a claim by
     /// an unlocker, of which exactly one wins (module docs).
     pub(crate) fn take(&self, spinner: usize, success: Ordering) -> bool {
-        let policy = self.policy() as usize;
+        let policy = self.policy_bits();
         self.slot
             .compare_exchange(spinner | policy, policy, success, Ordering::Relaxed)
             .is_ok()
