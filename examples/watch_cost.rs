@@ -1,8 +1,7 @@
 //! What watching a running thread costs that thread.
 //!
 //! A waiter that spins "while the owner runs" reads the owner's CPU clock every
-//! `ON_CPU_PROBE_SPINS` spin hints (`mutex::spin::OnCpuWatch`) when the owner has no switch
-//! log (`sys::switch_log`, which costs the owner nothing to read). For a thread that is on a CPU,
+//! `ON_CPU_PROBE_SPINS` spin hints (`spin::OnCpuWatch`). For a thread that is on a CPU,
 //! the kernel answers that read under the owner's runqueue lock and brings the owner's
 //! accounting up to date first, which may decide that the owner should make way: a reschedule
 //! interrupt to the owner's CPU. This example measures how much work a busy thread on CPU 0

@@ -357,7 +357,7 @@ pub(crate) fn comes_back_to(me: Me, first: &RawMutex) -> bool {
 }
 
 /// The last owner on the chain from `first` (see `walk`), the thread whose running moves the
-/// whole chain on: its tid, and whether it is on a CPU if its switch log can say
+/// whole chain on: its tid, and whether it is on a CPU if its record can say
 /// (`Task::on_cpu`). `None` if `first` is free or `me` owns a lock on the chain.
 pub(crate) fn last_owner(first: &RawMutex, me: Me) -> Option<(Tid, Option<bool>)> {
     let mut last = None;

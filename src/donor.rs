@@ -346,15 +346,6 @@ pub(crate) fn after_passing_on(me: Me, restoring: bool, to_donor: bool) -> bool 
         // Clearing the mark before the ledger lock would let such a donor restore us inside
         // its own wait, with a `sched_setattr` that demotes a running thread on another CPU.
         ledger::restore_self(me);
-        // Lent to twice, so waiters will likely watch it again: from now on they can do that
-        // without slowing it down (`spin::OnCpuWatch`). Not after the first loan: a thread lent
-        // to once, as each link of a long chain is, would pay for a log nobody reads.
-        // Relaxed: the thread's own count.
-        let restores = donor.restores.load(Ordering::Relaxed).saturating_add(1);
-        donor.restores.store(restores, Ordering::Relaxed);
-        if restores >= RESTORES_BEFORE_LOG {
-            me.task().open_switch_log();
-        }
     } else if restoring {
         // Relaxed: the atomic's own order decides between us and a skipping reconcile (see
         // `TaskDonor::restores_self`); `restore_self` then takes the ledger lock, which orders
@@ -368,9 +359,6 @@ pub(crate) fn after_passing_on(me: Me, restoring: bool, to_donor: bool) -> bool 
     }
     false
 }
-
-/// How many times a thread gives its loans back before it opens its switch log.
-const RESTORES_BEFORE_LOG: u8 = 2;
 
 /// `me` is done restoring itself (`ledger::restore_self`, under the ledger lock): reconciles
 /// may restore it again from now on.
@@ -457,7 +445,6 @@ pub(crate) fn after_fork_in_child(me: &Task) {
     d.hint_stamp.store(0, Ordering::Relaxed);
     d.own_stamp.store(0, Ordering::Relaxed);
     d.own_reads_alike.store(0, Ordering::Relaxed);
-    d.restores.store(0, Ordering::Relaxed);
     d.settled.store(false, Ordering::Relaxed);
 }
 

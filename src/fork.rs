@@ -44,8 +44,6 @@ extern "C" fn parent() {
 }
 
 extern "C" fn child() {
-    // First: the records' logs are forgotten below as logs of the parent's.
-    crate::sys::switch_log::after_fork_in_child();
     task::after_fork_in_child(donor::orphaned_by_fork);
     donor::after_fork_in_child(task::current().task());
     crate::loom::use_parking_table_after_fork(PARENT_THREADS.load(Ordering::Relaxed));

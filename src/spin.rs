@@ -84,11 +84,11 @@ impl SpinWait {
 const OFF_CPU_PROBES: u32 = 3;
 
 /// Spinning for as long as another thread runs: the kernel's "spin while the owner is on a
-/// CPU", from user space. Where the thread's switch log answers (`Task::on_cpu`), one look
-/// says whether it is on a CPU. Otherwise the thread counts as running while its CPU time
-/// grows (`thread_cpu_time_ns`); a thread preempted or asleep then shows up after three reads
-/// (about 5 µs), but each read of a running thread's clock slows it down (the log's module
-/// docs). A look is taken every `ON_CPU_PROBE_SPINS` spins (about 1.6 µs). A thread not yet
+/// CPU", from user space. The thread counts as running while its CPU time grows
+/// (`thread_cpu_time_ns`); a thread preempted or asleep then shows up after three reads (about
+/// 5 µs). Each read of a running thread's clock slows it down a little (`docs/design.md`,
+/// "Watching an owner"), so a look is taken only every `ON_CPU_PROBE_SPINS` spins (about
+/// 1.6 µs). An exited thread is known to be off a CPU without a read. A thread not yet
 /// seen running counts as about to run during a start grace. Spinning past
 /// `OWNER_SPIN_CAP_US` stops whatever the looks say.
 pub(crate) struct OnCpuWatch {
@@ -122,7 +122,7 @@ impl OnCpuWatch {
     }
 
     /// Spins once, and every `ON_CPU_PROBE_SPINS` spins looks at the thread `who` names, with
-    /// what its switch log says if it has one (`None`: stop; a new thread is watched afresh):
+    /// what its record says if it can (`None`: stop; a new thread is watched afresh):
     /// says whether it still looks like it runs (false also past the cap, or if its clock
     /// cannot be read: a tid that is no thread of ours). One spin at a time, so that the caller
     /// sees what it waits for (a handoff, a free word) within a spin of it happening.
@@ -140,13 +140,13 @@ impl OnCpuWatch {
         if spun_us >= OWNER_SPIN_CAP_US {
             return false;
         }
-        let Some((tid, logged)) = who() else {
+        let Some((tid, known)) = who() else {
             return false;
         };
         if tid != self.tid {
             (self.tid, self.last, self.still, self.seen_running) = (tid, None, 0, false);
         }
-        let running = match logged {
+        let running = match known {
             Some(on_cpu) => {
                 self.seen_running |= on_cpu;
                 on_cpu

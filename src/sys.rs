@@ -6,14 +6,12 @@
 //! | module | Linux, `donation` on | Linux, `donation` off | other Unix | Windows |
 //! |---|---|---|---|---|
 //! | `sched`: read and lend attributes | the kernel's calls | none (`DONATES` false) | none | none |
-//! | `switch_log`: is a thread on a CPU | perf records | none | none | none |
 //! | thread ids, futex naps, thread names | `gettid`, futex, `/proc` | the same | counters, sleeps | counters, sleeps |
 //! | exit hooks, fork handlers (`unix`, `other`) | pthread key, `pthread_atfork` | the same | the same | thread-local destructor, none |
 //! | clocks | `clock_gettime` (coarse too) | the same | `clock_gettime` | `Instant` |
 
 pub(crate) mod attrs;
 pub(crate) mod sched;
-pub(crate) mod switch_log;
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]

@@ -72,9 +72,6 @@ pub(crate) struct Task {
     held: Cell<usize>,
     /// This thread's request slot for `Mutex::run` (see `proxy`).
     pub(crate) slot: Slot,
-    /// The log of this thread's context switches, opened by the thread itself once it has
-    /// given back a loan (`donor::after_passing_on`), as waiters are likely to watch it again.
-    switches: crate::loom::SwitchLogSlot,
     /// Kernel thread id, set at creation. It changes once only in a forked child, where the
     /// forking thread's record takes the child's tid (`after_fork_in_child`). Relaxed is
     /// enough everywhere: a child has one thread when it changes.
@@ -123,20 +120,10 @@ impl Task {
         ptr::eq(self, me.task())
     }
 
-    /// Whether this thread is on a CPU right now, from its switch log. `None` where there is no
-    /// log: the caller reads the thread's CPU clock.
+    /// Whether this thread is on a CPU, where the record alone can say: an exited thread is
+    /// not. `None` otherwise: the caller reads the thread's CPU clock.
     pub(crate) fn on_cpu(&self) -> Option<bool> {
-        if self.has_exited() {
-            // An exited thread's log ends with its last switch in.
-            return Some(false);
-        }
-        self.switches.on_cpu()
-    }
-
-    /// Opens this thread's switch log if it has none (see `sys::switch_log`): about 50 µs once,
-    /// paid by the thread itself when it holds no lock.
-    pub(crate) fn open_switch_log(&self) {
-        self.switches.open(self.tid());
+        self.has_exited().then_some(false)
     }
 
     /// The lock this thread sleeps on, if any.
@@ -449,7 +436,6 @@ fn create_current() -> Me {
         next_new: AtomicUsize::new(0),
         held: Cell::new(0),
         slot: Slot::new(),
-        switches: crate::loom::SwitchLogSlot::new(),
     }));
     announce(task);
     CURRENT.with(|c| c.set(task));
@@ -489,7 +475,7 @@ unsafe fn retire_current(arg: *mut ()) {
     });
     // SAFETY: unreachable for new readers (not current, not in the registry, owns no lock word),
     // allocated by Box, and retired once.
-    unsafe { crate::loom::retire(task, record.switches.is_open()) }
+    unsafe { crate::loom::retire(task) }
 }
 
 /// What the record layer calls up into the layers above it, wired by the crate root.
@@ -545,18 +531,6 @@ pub fn thread_blocked_on(tid: Tid) -> Option<LockId> {
             }
         }
         None
-    })
-}
-
-/// Test hook: whether thread `tid` has a switch log open (`test_hooks`).
-pub(crate) fn has_switch_log_for_tests(tid: Tid) -> bool {
-    with_live_tasks(|tasks| {
-        for t in tasks {
-            if t.tid() == tid {
-                return t.switches.is_open();
-            }
-        }
-        false
     })
 }
 

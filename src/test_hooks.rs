@@ -44,12 +44,6 @@ pub fn handoff_first_sleeper_waited_us(raw: &crate::RawMutex) -> Option<u32> {
     raw.first_sleeper_waited_us()
 }
 
-/// Whether thread `tid` has a switch log open (`sys::switch_log`): a thread gets one once it
-/// has given loans back twice.
-pub fn has_switch_log(tid: crate::Tid) -> bool {
-    crate::task::has_switch_log_for_tests(tid)
-}
-
 /// True if `raw`'s word shows "free" while sections are flagged as published: an unlock never
 /// leaves that behind unless it reached the combining bound.
 pub fn free_with_published_sections(raw: &crate::RawMutex) -> bool {

@@ -51,7 +51,7 @@ fn thread_churn_leaves_nothing_behind() {
     );
     assert!(
         c.maps_end <= c.maps_before,
-        "{} switch logs of exited threads still mapped",
+        "{} perf rings still mapped",
         c.maps_end - c.maps_before
     );
     let (first, last) = (c.per_thread_us[0], *c.per_thread_us.last().unwrap());

@@ -993,38 +993,27 @@ fn a_sleeping_run_caller_lends_to_the_holder_that_runs_its_section() {
     owner.finish();
 }
 
-/// The perf events the process holds fds of.
-fn perf_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| {
-        d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-            .filter(|t| t.to_string_lossy().contains("perf_event"))
-            .count()
-    })
+/// The process's open file descriptors and its perf mappings.
+fn fds_and_perf_maps() -> (usize, usize) {
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let perf = maps.lines().filter(|l| l.contains("perf_event")).count();
+    (fds, perf)
 }
 
-/// A thread that gave loans back twice maps a switch log of its own (so that waiters can watch
-/// it without slowing it), but not after a single loan (each link of a long chain is lent to
-/// once, and its log would cost it for nothing). Neither the log nor the event the process
-/// keeps for the kernel's scheduler hooks holds a file descriptor.
+/// Loans leave nothing behind (issue 35): an owner lent to and restored three times, still
+/// alive, holds no more file descriptors and no perf mapping (the crate once mapped a switch
+/// log for such a thread, which cost it about 1.7 µs per context switch for life). The
+/// process's counts are read before the loans and after each restore.
 #[test]
-fn an_owner_lent_to_twice_maps_its_switch_log_without_an_fd() {
-    let test = "an_owner_lent_to_twice_maps_its_switch_log_without_an_fd";
+fn an_owner_lent_to_again_and_again_keeps_no_fd_and_no_perf_mapping() {
+    let test = "an_owner_lent_to_again_and_again_keeps_no_fd_and_no_perf_mapping";
     let _s = serial();
     if !privileged(test) {
         return;
     }
-    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
-        .ok()
-        .and_then(|p| p.trim().parse::<i32>().ok());
-    if paranoid.is_none_or(|p| p > 2) {
-        common::skip(
-            test,
-            "perf events are refused here (perf_event_paranoid > 2)",
-        );
-        return;
-    }
     let m = Arc::new(Mutex::new(()));
-    // An owner that takes `m` twice, each time until told to let go.
+    // An owner that takes `m` three times, each time until told to let go.
     let (tid_tx, tid_rx) = channel();
     let (go_tx, go_rx) = channel::<()>();
     let (done_tx, done_rx) = channel();
@@ -1032,7 +1021,7 @@ fn an_owner_lent_to_twice_maps_its_switch_log_without_an_fd() {
         let m = Arc::clone(&m);
         thread::spawn(move || {
             set_nice(10);
-            for _ in 0..2 {
+            for _ in 0..3 {
                 let guard = m.lock().unwrap();
                 tid_tx.send(current_tid()).unwrap();
                 go_rx.recv().unwrap();
@@ -1042,8 +1031,12 @@ fn an_owner_lent_to_twice_maps_its_switch_log_without_an_fd() {
             go_rx.recv().unwrap();
         })
     };
-    for round in 1..=2 {
+    let mut before = None;
+    for round in 1..=3 {
         let tid = tid_rx.recv().unwrap();
+        // Read once the owner thread exists and holds the lock: its own stack and record are
+        // not the loans' doing.
+        let before = *before.get_or_insert_with(fds_and_perf_maps);
         let (_, waiter) = spawn_waiter(&m, || set_nice(0), None);
         assert_eq!(nice_of(tid), 0, "lent to in round {round}");
         go_tx.send(()).unwrap();
@@ -1051,12 +1044,11 @@ fn an_owner_lent_to_twice_maps_its_switch_log_without_an_fd() {
         assert!(waiter.join().unwrap());
         assert_eq!(nice_of(tid), 10, "restored in round {round}");
         assert_eq!(
-            proxy_lock::test_hooks::has_switch_log(tid),
-            round == 2,
-            "switch log after {round} loan(s)"
+            fds_and_perf_maps(),
+            before,
+            "(fds, perf mappings) after {round} loan(s), against before the first"
         );
     }
-    assert_eq!(perf_fds(), 0, "the process holds perf fds");
     go_tx.send(()).unwrap();
     owner.join().unwrap();
 }

@@ -94,15 +94,6 @@ const _: fn() -> Option<u32> = crate::sys::sched::current_cpu;
 const _: fn(crate::Tid) -> Option<u64> = crate::sys::sched::thread_cpu_time_ns;
 const _: fn(&std::sync::atomic::AtomicU32, u32, std::time::Duration) = crate::sys::futex_wait_for;
 const _: fn(&std::sync::atomic::AtomicU32) = crate::sys::futex_wake_one;
-const _: fn() -> crate::sys::switch_log::SwitchLogSlot = crate::sys::switch_log::SwitchLogSlot::new;
-const _: fn(&crate::sys::switch_log::SwitchLogSlot) -> Option<bool> =
-    crate::sys::switch_log::SwitchLogSlot::on_cpu;
-const _: fn(&crate::sys::switch_log::SwitchLogSlot) -> bool =
-    crate::sys::switch_log::SwitchLogSlot::is_open;
-const _: fn(&crate::sys::switch_log::SwitchLogSlot, crate::Tid) =
-    crate::sys::switch_log::SwitchLogSlot::open;
-const _: fn(&crate::sys::switch_log::SwitchLogSlot) =
-    crate::sys::switch_log::SwitchLogSlot::forget_after_fork;
 
 pub(crate) fn spin_hint() {
     loom::thread::yield_now()
@@ -138,27 +129,6 @@ pub(crate) fn thread_cpu_time_ns(_tid: crate::Tid) -> Option<u64> {
     Some(monotonic_us())
 }
 
-/// Models have no switch logs: every watch reads the fake clock above.
-pub(crate) struct SwitchLogSlot;
-
-impl SwitchLogSlot {
-    pub(crate) fn new() -> SwitchLogSlot {
-        SwitchLogSlot
-    }
-
-    pub(crate) fn on_cpu(&self) -> Option<bool> {
-        None
-    }
-
-    pub(crate) fn is_open(&self) -> bool {
-        false
-    }
-
-    pub(crate) fn open(&self, _tid: crate::Tid) {}
-
-    pub(crate) fn forget_after_fork(&self) {}
-}
-
 /// Loom has no clock: a deadline never passes on its own (a timed park may time out at any
 /// point anyway, see above).
 pub(crate) fn deadline_passed(_deadline: Instant) -> bool {
@@ -177,7 +147,7 @@ pub(crate) fn current_tid() -> crate::Tid {
 pub(crate) fn on_thread_exit(_arg: *mut (), _hook: unsafe fn(*mut ())) {}
 
 /// Under loom, retired records are leaked: a model is short and readers need no protection.
-pub(crate) unsafe fn retire<T>(_ptr: *mut T, _prompt: bool) {}
+pub(crate) unsafe fn retire<T>(_ptr: *mut T) {}
 
 /// Stands in for an epoch guard.
 pub(crate) struct Pinned;

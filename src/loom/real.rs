@@ -83,34 +83,25 @@ pub(crate) fn deadline_passed(deadline: Instant) -> bool {
     Instant::now() >= deadline
 }
 
-/// A thread's context-switch log, which tells a watcher whether it is on a CPU without
-/// touching it (`sys::switch_log`).
-pub(crate) use crate::sys::switch_log::SwitchLogSlot;
-
 /// Runs `hook(arg)` when the calling thread exits, after every Rust thread-local destructor.
 pub(crate) fn on_thread_exit(arg: *mut (), hook: unsafe fn(*mut ())) {
     crate::sys::on_thread_exit(arg, hook)
 }
 
-/// Frees a boxed `T` once no pinned reader can still hold a pointer to it. `prompt`: it holds a
-/// kernel resource (a switch log's mapping), so hand it to the collector at once rather than
-/// leave it in a per-thread bag until the bag fills.
+/// Frees a boxed `T` once no pinned reader can still hold a pointer to it.
 ///
 /// # Safety
 /// `ptr` came from `Box::into_raw`, is no longer reachable for new readers, and is retired once.
-pub(crate) unsafe fn retire<T>(ptr: *mut T, prompt: bool) {
+pub(crate) unsafe fn retire<T>(ptr: *mut T) {
     if EXITING.with(std::cell::Cell::get) {
         // SAFETY: forwarded.
-        unsafe { leave_to_next_pin(ptr, prompt) };
+        unsafe { leave_to_next_pin(ptr) };
         return;
     }
     let guard = pin();
     // SAFETY: the caller guarantees the pointer is unreachable for readers that pin after now
     // and came from a Box; readers pinned before now keep it alive until they unpin.
     unsafe { guard.defer_destroy(crossbeam_epoch::Shared::from(ptr as *const T)) };
-    if prompt {
-        guard.flush();
-    }
 }
 
 /// What `pin` returns: while it lives, no record retired after it was taken is freed.
@@ -135,8 +126,6 @@ pub(crate) fn pin() -> crossbeam_epoch::Guard {
 struct Exited {
     ptr: *mut (),
     free: unsafe fn(*mut ()),
-    /// See `retire`.
-    prompt: bool,
     next: *mut Exited,
 }
 
@@ -155,7 +144,7 @@ static EXITED: std::sync::atomic::AtomicPtr<Exited> =
 ///
 /// # Safety
 /// As `retire`.
-unsafe fn leave_to_next_pin<T>(ptr: *mut T, prompt: bool) {
+unsafe fn leave_to_next_pin<T>(ptr: *mut T) {
     unsafe fn free<T>(ptr: *mut ()) {
         // SAFETY: `ptr` is the `Box<T>` that `leave_to_next_pin::<T>` was given.
         drop(unsafe { Box::from_raw(ptr as *mut T) });
@@ -163,7 +152,6 @@ unsafe fn leave_to_next_pin<T>(ptr: *mut T, prompt: bool) {
     let node = Box::into_raw(Box::new(Exited {
         ptr: ptr as *mut (),
         free: free::<T>,
-        prompt,
         next: std::ptr::null_mut(),
     }));
     let mut head = EXITED.load(Ordering::Relaxed);
@@ -195,22 +183,18 @@ const EXITED_BATCH: usize = 64;
 static EXITED_LEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Hands every record left by exit hooks to the epoch, under `guard`: each is freed once no
-/// reader pinned before now is still pinned, as `retire` does for a live thread's. If one of
-/// them is `prompt`, the bag goes to the collector now (a flush, which also walks the
-/// participants to advance the epoch: paid here, once for the lot, instead of at each exit).
+/// reader pinned before now is still pinned, as `retire` does for a live thread's.
 #[cold]
 fn defer_exited(guard: &crossbeam_epoch::Guard) {
     // Acquire: pairs with the Release pushes, so the nodes and the records' unlinking are seen.
     let mut node = EXITED.swap(std::ptr::null_mut(), Ordering::Acquire);
     // Relaxed: see `EXITED_LEN`; a push between the swap and this store is counted late.
     EXITED_LEN.store(0, Ordering::Relaxed);
-    let mut prompt = false;
     while !node.is_null() {
         // SAFETY: taken off the list whole by the swap above, so ours alone; made by
         // `leave_to_next_pin` from `Box::into_raw`.
         let exited = unsafe { Box::from_raw(node) };
         node = exited.next;
-        prompt |= exited.prompt;
         let record = SendPtr(exited.ptr);
         let free = exited.free;
         // SAFETY: the record is unreachable for new readers (its exit hook unlinked it before
@@ -222,9 +206,6 @@ fn defer_exited(guard: &crossbeam_epoch::Guard) {
                 free(record.0)
             })
         };
-    }
-    if prompt {
-        guard.flush();
     }
 }
 

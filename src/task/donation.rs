@@ -26,9 +26,6 @@ pub(crate) struct TaskDonor {
     /// How many of the thread's own reads in a row found the same attributes (saturating).
     /// Written and read only by the thread itself.
     pub(crate) own_reads_alike: AtomicU8,
-    /// How many times the thread gave its loans back itself (`donor::after_passing_on`),
-    /// saturating. Written and read only by the thread itself.
-    pub(crate) restores: AtomicU8,
     /// The unlocker that handed this thread, asleep, the lock it was listed on will give its
     /// own loans back itself, and was boosted when it chose it (`donor::preferred_waiter`):
     /// the end of this wait changes nobody's loans but that unlocker's, unless other waiters
@@ -68,7 +65,6 @@ impl TaskDonor {
                 hint_stamp: CacheU64::new(0),
                 own_stamp: CacheU64::new(0),
                 own_reads_alike: AtomicU8::new(0),
-                restores: AtomicU8::new(0),
                 settled: AtomicBool::new(false),
                 lent_hint: CacheU64::new(0),
                 restores_self: AtomicU8::new(NOT_RESTORING),

@@ -83,7 +83,7 @@ pub(crate) fn after_fork_in_parent() {
 }
 
 /// In a forked child, under the registry lock taken by `before_fork`, which it lets go: the
-/// calling thread's record takes the child's tid and drops the parent's switch log, and every
+/// calling thread's record takes the child's tid, and every
 /// other record, whose thread does not exist here, counts as exited (`orphaned` runs on it:
 /// nothing lends to it, nothing writes to its tid, which is still the parent's; no holder runs
 /// a section it published; no unlock hands it a lock it was spinning for). Those records stay:
@@ -109,7 +109,5 @@ pub(crate) fn after_fork_in_child(orphaned: impl Fn(&Task)) {
             orphaned(task);
             task.slot.cancel_after_fork();
         }
-        // The parent's logs watch the parent's threads.
-        task.switches.forget_after_fork();
     }
 }
