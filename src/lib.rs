@@ -163,7 +163,7 @@
 #![warn(missing_docs)]
 
 // Layers, lowest first: stats, sys, loom, tuning, task, word, chain, spin, donor, proxy, mutex,
-// condvar, fork. Each uses only those before it (docs/design.md, "Code layout").
+// condvar, rwlock, fork. Each uses only those before it (docs/design.md, "Code layout").
 mod chain;
 mod condvar;
 mod donor;
@@ -171,6 +171,7 @@ mod fork;
 mod loom;
 mod mutex;
 mod proxy;
+mod rwlock;
 mod spin;
 mod stats;
 mod sys;
@@ -184,6 +185,8 @@ pub use chain::{Snapshot, ThreadState, Wait, snapshot};
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use donor::{Capabilities, CpuDonation, capabilities, set_cpu_donation};
 pub use mutex::{Mutex, MutexGuard};
+pub use rwlock::raw::RawRwLock;
+pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use stats::{Counters, counters};
 pub use task::{current_tid, thread_blocked_on};
 pub use word::RawMutex;

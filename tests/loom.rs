@@ -14,6 +14,7 @@
 //! | proxy publish / serve / complete | `run_sections_run_exactly_once`, `run_panic_reaches_its_caller`, `a_published_section_never_waits_behind_a_free_word` |
 //! | poison bit in the lock word, across handovers | `poison_survives_every_handover` |
 //! | timeout withdrawal | `timed_out_waiter_withdraws`, `a_timed_out_donor_withdraws_its_loan`, `condvar_timeout_races_notify` |
+//! | RwLock: exclusion, hand-overs to readers and writers, a timed-out writer, downgrade | `rwlock_excludes_writers_and_loses_no_wakeup`, `rwlock_a_timed_out_writer_lets_readers_go`, `rwlock_downgrade_lets_parked_readers_in` |
 //!
 //! Models of donation (the ledger, loans, restores, rank bands) carry
 //! `#[cfg(feature = "donation")]`; without the feature the rest check the protocols of the
@@ -31,7 +32,9 @@ use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use loom::thread;
-use proxy_lock::{Condvar, Mutex, Policy, current_tid, thread_blocked_on};
+use proxy_lock::{
+    Condvar, Mutex, Policy, RwLock, RwLockWriteGuard, current_tid, thread_blocked_on,
+};
 use std::time::Duration;
 
 const POLICIES: [Policy; 3] = [Policy::Spin, Policy::Handoff, Policy::Adaptive];
@@ -1152,5 +1155,93 @@ fn sections_of_locks_sharing_a_stack_each_run_under_their_own_lock() {
         }
         assert_eq!(read(&a), 1);
         assert_eq!(read(&b), 1);
+    });
+}
+
+/// Reads the counter under a read lock (loom checks that no write overlaps it).
+fn read_shared(lock: &RwLock<UnsafeCell<usize>>) -> usize {
+    let r = lock.read().unwrap();
+    // SAFETY: a read lock is held; loom checks the ordering against every write.
+    r.with(|v| unsafe { *v })
+}
+
+/// Adds one under the write lock.
+fn write_one(lock: &RwLock<UnsafeCell<usize>>) {
+    add_one(&lock.write().unwrap());
+}
+
+/// RwLock: writers exclude everyone and nobody sleeps forever. Two writers (main and one
+/// thread) and a reader: every write is ordered against the read and the other write, the
+/// reader sees 0, 1 or 2, and the lock ends free. Fails (a deadlock) when a writer's unlock
+/// does not hand the lock to the parked readers.
+///
+/// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
+#[test]
+fn rwlock_excludes_writers_and_loses_no_wakeup() {
+    model(|| {
+        let lock = Arc::new(RwLock::new(UnsafeCell::new(0)));
+        let (l1, l2) = (lock.clone(), lock.clone());
+        let writer = thread::spawn(move || write_one(&l1));
+        let reader = thread::spawn(move || read_shared(&l2));
+        write_one(&lock);
+        writer.join().unwrap();
+        assert!(reader.join().unwrap() <= 2);
+        assert_eq!(read_shared(&lock), 2);
+        assert!(lock.try_write().is_ok());
+    });
+}
+
+/// RwLock: a writer that times out lets go of the readers it held back. Main holds a read
+/// lock; a writer waits with a timeout (which loom may let pass at any point) and a second
+/// reader arrives behind it. Whatever happens, the second reader gets in. Fails (a deadlock:
+/// the reader sleeps behind a writer who left) when a writer that timed out does not wake the
+/// readers parked behind it.
+///
+/// Preemption bound: the suite's, capped at 2.
+#[test]
+fn rwlock_a_timed_out_writer_lets_readers_go() {
+    model_capped(2, || {
+        let lock = Arc::new(RwLock::new(UnsafeCell::new(0)));
+        let r = lock.read().unwrap();
+        let (l1, l2) = (lock.clone(), lock.clone());
+        let writer = thread::spawn(move || {
+            if let Ok(w) = l1.try_write_for(Duration::from_millis(1)) {
+                add_one(&w);
+            }
+        });
+        let reader = thread::spawn(move || read_shared(&l2));
+        thread::yield_now();
+        drop(r);
+        writer.join().unwrap();
+        assert!(reader.join().unwrap() <= 1);
+    });
+}
+
+/// RwLock: a downgrade keeps the data as written and lets a parked reader in while the
+/// downgrader still reads. Fails (a deadlock: the reader waits for the downgrader, who waits
+/// for it) when the downgrade does not wake the parked readers.
+///
+/// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
+#[test]
+fn rwlock_downgrade_lets_parked_readers_in() {
+    model(|| {
+        let lock = Arc::new(RwLock::new(UnsafeCell::new(0)));
+        let w = lock.write().unwrap();
+        let l1 = lock.clone();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let seen2 = seen.clone();
+        let reader = thread::spawn(move || {
+            let v = read_shared(&l1);
+            seen2.store(v + 1, SeqCst);
+        });
+        add_one(&w);
+        let r = RwLockWriteGuard::downgrade(w);
+        // The reader can finish while we still hold our read lock.
+        while seen.load(SeqCst) == 0 {
+            thread::yield_now();
+        }
+        drop(r);
+        reader.join().unwrap();
+        assert_eq!(seen.load(SeqCst), 2);
     });
 }

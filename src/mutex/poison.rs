@@ -1,6 +1,7 @@
 //! Poisoning, with std's rules: a guard dropped while its thread panics (and that was not already
-//! panicking when it locked) poisons the mutex; the data stays reachable through `PoisonError`.
-//! The poison bit itself lives in the lock word (`raw::POISONED`).
+//! panicking when it locked) poisons the lock; the data stays reachable through `PoisonError`.
+//! The poison bit itself lives in the lock word (`word::POISONED`, and the `RwLock`'s own). Only
+//! guards that may write poison: a `RwLock`'s readers never do, as in std.
 
 use crate::task::{Me, MeAndFlag};
 use crate::word::RawMutex;
@@ -45,10 +46,22 @@ pub(crate) fn guard(me: Me, poisoned: bool) -> LockResult<Guard> {
     }
 }
 
+/// A lock word with a poison bit.
+pub(crate) trait Poison {
+    /// Sets the bit. Called by the holder, before it releases the lock.
+    fn poison(&self);
+}
+
+impl Poison for RawMutex {
+    fn poison(&self) {
+        RawMutex::poison(self)
+    }
+}
+
 /// Called right before releasing `raw`: poisons it if the thread started panicking since it
 /// locked. The common answer (no panic anywhere) is one read of std's panic count.
 #[inline]
-pub(crate) fn done(raw: &RawMutex, guard: Guard) {
+pub(crate) fn done(raw: &impl Poison, guard: Guard) {
     if thread::panicking() && !guard.0.flag() {
         raw.poison();
     }
