@@ -27,7 +27,7 @@ mod workloads;
 use workloads::{CounterLock, Kind, LockUser, TimedContention, median, with_lock};
 
 const USAGE: &str = "\
-usage: bench_report [--rounds N] [--only uncontended|contention|hackbench|waits] [--write FILE]
+usage: bench_report [--rounds N] [--only uncontended|contention|hackbench|rwlock|waits] [--write FILE]
        bench_report --smoke";
 
 /// Short: the section is a counter increment. Long: about a microsecond of work inside.
@@ -41,6 +41,12 @@ const HACKBENCH: [(&str, &[&str]); 2] = [
 ];
 /// Lock+unlock pairs per uncontended sample.
 const UNCONTENDED_PAIRS: u64 = 20_000_000;
+/// Read or write lock+unlock pairs per uncontended rwlock sample.
+const RW_PAIRS: u64 = 10_000_000;
+/// How long each rwlock runs in each mixed round.
+const RW_RUN: Duration = Duration::from_millis(250);
+/// The rwlock mixes: label and percentage of writes.
+const RW_MIXES: [(&str, u32); 2] = [("95/5", 5), ("50/50", 50)];
 /// The proxy-lock kinds, whose counters the wait-path table reads.
 const PROXY_KINDS: [Kind; 4] = [Kind::Spin, Kind::Handoff, Kind::Adaptive, Kind::Run];
 
@@ -390,6 +396,59 @@ fn wait_path_table() -> String {
     s
 }
 
+/// Reader-writer locks side by side, interleaved as the mutexes are: uncontended read and write,
+/// and threads that mix reads and writes.
+fn rwlock_table(rounds: usize) -> String {
+    use workloads::rwlock::{RwKind, mixed_ns, uncontended_ns};
+    let interleave = |measure: &mut dyn FnMut(RwKind) -> f64| {
+        let mut samples = vec![Vec::new(); RwKind::ALL.len()];
+        for r in 0..rounds {
+            for i in 0..RwKind::ALL.len() {
+                let k = (i + r) % RwKind::ALL.len();
+                samples[k].push(measure(RwKind::ALL[k]));
+            }
+        }
+        samples.iter_mut().map(|s| median(s)).collect::<Vec<f64>>()
+    };
+    let mut rows = vec![
+        (
+            "uncontended read".to_string(),
+            interleave(&mut |k| uncontended_ns(k, false, RW_PAIRS)),
+        ),
+        (
+            "uncontended write".to_string(),
+            interleave(&mut |k| uncontended_ns(k, true, RW_PAIRS)),
+        ),
+    ];
+    for (mix, writes) in RW_MIXES {
+        for threads in THREADS {
+            rows.push((
+                format!("{mix} read/write, {threads} threads"),
+                interleave(&mut |k| mixed_ns(k, threads, writes, RW_RUN)),
+            ));
+        }
+    }
+    let mut s = String::from(
+        "### RwLock (ns per lock + unlock, or per operation across all threads; lower is better)\n\n\
+         Mixed rows: each thread reads or writes a cache line (writes with the given share, chosen at random) and spins 2 pause hints between operations, for 0.25 s per lock and round.\n\n\
+         | workload | std | parking_lot | proxy_lock | proxy_lock / std | proxy_lock / parking_lot |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+    );
+    for (label, m) in rows {
+        let _ = writeln!(
+            s,
+            "| {label} | {} | {} | {} | {:.2}x | {:.2}x |",
+            fmt_num(m[0]),
+            fmt_num(m[1]),
+            fmt_num(m[2]),
+            m[2] / m[0],
+            m[2] / m[1]
+        );
+    }
+    s.push('\n');
+    s
+}
+
 /// One bound the smoke run judges.
 struct Check {
     what: String,
@@ -515,7 +574,7 @@ fn main() {
             }
             "--only" => {
                 only = Some(it.next().unwrap_or_else(|| usage()));
-                if !["uncontended", "contention", "hackbench", "waits"]
+                if !["uncontended", "contention", "hackbench", "rwlock", "waits"]
                     .contains(&only.as_deref().unwrap_or_default())
                 {
                     usage()
@@ -604,6 +663,10 @@ fn main() {
             label: format!("hackbench {}", r.label),
             ..r
         }));
+    }
+    if wants("rwlock") {
+        eprintln!("rwlock ...");
+        report += &rwlock_table(rounds);
     }
     if wants("waits") {
         eprintln!("wait path ...");

@@ -351,6 +351,11 @@ impl<T: ?Sized> RwLock<T> {
         self.raw.id()
     }
 
+    #[cfg(loom)]
+    pub(crate) fn raw(&self) -> &RawRwLock {
+        &self.raw
+    }
+
     /// # Safety
     /// The caller just took a read lock on `self`.
     #[inline]

@@ -44,6 +44,12 @@ pub fn handoff_first_sleeper_waited_us(raw: &crate::RawMutex) -> Option<u32> {
     raw.first_sleeper_waited_us()
 }
 
+/// Under loom: whether a writer sleeps on `lock`.
+#[cfg(loom)]
+pub fn rwlock_writer_asleep<T: ?Sized>(lock: &crate::RwLock<T>) -> bool {
+    lock.raw().writer_asleep()
+}
+
 /// True if `raw`'s word shows "free" while sections are flagged as published: an unlock never
 /// leaves that behind unless it reached the combining bound.
 pub fn free_with_published_sections(raw: &crate::RawMutex) -> bool {

@@ -38,6 +38,12 @@ pub(crate) const FAIRNESS_CHECK_EVERY: u8 = pick(16, 1) as u8;
 /// served at most that much late. Models look every time.
 pub(crate) const SLEEPER_LOOK_EVERY_US: u32 = pick(250, 0) as u32;
 
+/// How long readers may wait behind writers (`rwlock::raw`): a writer that unlocks while the
+/// first parked reader has waited this long hands the lock to every parked reader, ahead of the
+/// parked writers. As `Policy::Adaptive`'s eventual fairness: about a millisecond. The models'
+/// fake clock moves 600 µs a read, so they see both answers.
+pub(crate) const RW_READER_PATIENCE_US: u64 = 1000;
+
 /// Buckets of the table that holds published sections (`proxy::requests`), a power of two.
 /// Models use one, so that any two locks share it and the hand-back path is reached.
 pub(crate) const REQUEST_BUCKETS: usize = pick(64, 1) as usize;

@@ -14,7 +14,7 @@
 //! | proxy publish / serve / complete | `run_sections_run_exactly_once`, `run_panic_reaches_its_caller`, `a_published_section_never_waits_behind_a_free_word` |
 //! | poison bit in the lock word, across handovers | `poison_survives_every_handover` |
 //! | timeout withdrawal | `timed_out_waiter_withdraws`, `a_timed_out_donor_withdraws_its_loan`, `condvar_timeout_races_notify` |
-//! | RwLock: exclusion, hand-overs to readers and writers, a timed-out writer, downgrade | `rwlock_excludes_writers_and_loses_no_wakeup`, `rwlock_a_timed_out_writer_lets_readers_go`, `rwlock_downgrade_lets_parked_readers_in` |
+//! | RwLock: exclusion, wake-ups of readers and writers, a timed-out writer, downgrade, a waiting writer ahead of later readers | `rwlock_excludes_writers_and_loses_no_wakeup`, `rwlock_a_timed_out_writer_lets_readers_go`, `rwlock_downgrade_lets_parked_readers_in`, `rwlock_a_waiting_writer_goes_before_later_readers` |
 //!
 //! Models of donation (the ledger, loans, restores, rank bands) carry
 //! `#[cfg(feature = "donation")]`; without the feature the rest check the protocols of the
@@ -1243,5 +1243,33 @@ fn rwlock_downgrade_lets_parked_readers_in() {
         drop(r);
         reader.join().unwrap();
         assert_eq!(seen.load(SeqCst), 2);
+    });
+}
+
+/// RwLock: once a writer sleeps, no reader that arrives later gets in before it, even while the
+/// writer is only woken and on its way (overlapping readers cannot starve a writer). Main holds
+/// a read lock; a writer goes to sleep; a reader that arrives after that must come second.
+/// Fails (the reader first) when waking the last parked writer clears `WRITERS_PARKED` before
+/// that writer holds the lock.
+///
+/// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
+#[test]
+fn rwlock_a_waiting_writer_goes_before_later_readers() {
+    model(|| {
+        let lock = Arc::new(RwLock::new(UnsafeCell::new(0)));
+        let r = lock.read().unwrap();
+        let (l1, l2) = (lock.clone(), lock.clone());
+        let writer = thread::spawn(move || write_one(&l1));
+        while !proxy_lock::test_hooks::rwlock_writer_asleep(&lock) {
+            thread::yield_now();
+        }
+        let reader = thread::spawn(move || read_shared(&l2));
+        drop(r);
+        writer.join().unwrap();
+        assert_eq!(
+            reader.join().unwrap(),
+            1,
+            "the reader got in before the writer"
+        );
     });
 }

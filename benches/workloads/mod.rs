@@ -4,6 +4,7 @@
 
 pub mod messaging;
 pub mod pthread;
+pub mod rwlock;
 
 use std::hint::black_box;
 use std::sync::Barrier;

@@ -189,6 +189,11 @@ pub(crate) unsafe fn park(
     super::park_table::park(key, validate, before_sleep, timed_out, token, deadline)
 }
 
+/// Whether a thread sleeps under `key` (test hooks).
+pub(crate) fn is_parked_on(key: usize) -> bool {
+    super::park_table::is_parked_on(key)
+}
+
 /// See [`park`].
 pub(crate) unsafe fn unpark_filter(
     key: usize,

@@ -192,6 +192,12 @@ fn table() -> MutexGuard<'static, Table> {
     lock(unsafe { &*fork_side::TABLE.0.get() })
 }
 
+/// Whether a thread sleeps under `key` (models' test hooks).
+#[cfg(loom)]
+pub(crate) fn is_parked_on(key: usize) -> bool {
+    table().has_key(key)
+}
+
 /// See `parking_lot_core::park`.
 pub(crate) fn park(
     key: usize,

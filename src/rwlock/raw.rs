@@ -32,17 +32,23 @@
 //!
 //! # Who gets the lock
 //!
-//! * A writer's unlock hands the lock to every parked reader at once (they waited while it
-//!   wrote), else to one parked writer, else frees it.
-//! * The last reader's unlock hands the lock to one parked writer.
-//! * A handover writes the new holders into the word under the wakee queue's lock, before they
-//!   run: nobody can take the lock in between, and a woken thread finds itself the holder.
-//! * Writers that find the lock free take it even when others are parked (as `Policy::Adaptive`
-//!   lets waiters barge); readers never pass a parked writer.
+//! Nobody is handed a lock while asleep, except for fairness: a lock held by threads still
+//! waking up is a convoy (the kernel's switch to strict handoff made messaging 6-13x slower).
+//! Unlocks free the word and wake threads to compete for it, as std's and parking_lot's do:
 //!
-//! So a stream of readers cannot starve a writer, and a stream of writers cannot starve the
-//! readers: under contention the two take turns. A thread that holds a read lock and reads
-//! again while a writer waits deadlocks, as with parking_lot's `read`.
+//! * The last reader out wakes one parked writer.
+//! * A writer's unlock wakes one parked writer if any, else every parked reader.
+//! * A woken writer leaves `WRITERS_PARKED` set until it holds the lock (it is a writer on its
+//!   way), so readers that arrive meanwhile still wait for it: overlapping readers cannot
+//!   starve a writer.
+//! * Readers cannot be starved by writers either: a writer that unlocks while the first parked
+//!   reader has waited `RW_READER_PATIENCE_US` (about a millisecond) hands the lock to every
+//!   parked reader at once, written into the word under their queue's lock before they run.
+//! * Writers that find the lock free take it even when others are parked; readers never pass
+//!   a parked writer.
+//!
+//! A thread that holds a read lock and reads again while a writer waits deadlocks, as with
+//! parking_lot's `read`.
 
 use crate::loom::{
     AtomicUsize, FilterOp, Ordering, ParkResult, ParkToken, UnparkResult, UnparkToken, const_fn,
@@ -50,6 +56,7 @@ use crate::loom::{
 };
 use crate::spin::SpinWait;
 use crate::task::{Me, TASK_ALIGN};
+use crate::tuning::RW_READER_PATIENCE_US;
 use std::cell::Cell;
 use std::time::Instant;
 
@@ -71,9 +78,9 @@ const _: () = assert!(FLAGS < ONE_READER && ONE_READER <= TASK_ALIGN);
 /// The word of a free lock nobody waits for.
 const UNLOCKED: usize = 0;
 
-/// A woken waiter was handed the lock.
+/// A woken waiter was handed the lock (readers, for fairness).
 const TOKEN_HANDOFF: UnparkToken = UnparkToken(1);
-/// A woken waiter must try again.
+/// A woken waiter competes for the lock again.
 const TOKEN_RETRY: UnparkToken = UnparkToken(0);
 
 /// Who holds the lock, from a word: the writer's record address with `WRITER`, the reader
@@ -226,13 +233,14 @@ impl RawRwLock {
                     validate,
                     || {},
                     timed_out,
-                    ParkToken(0),
+                    // When it parked, for the writers' unlock to judge its patience.
+                    ParkToken(crate::loom::monotonic_us() as usize),
                     deadline,
                 )
             };
             match parked {
-                // Acquire: the hand-over was written by the unlocker, which the wake orders
-                // before us; the poison bit is as it left it.
+                // Handed the lock for fairness. Acquire: the hand-over was written by the
+                // unlocker, which the wake orders before us; the poison bit is as it left it.
                 ParkResult::Unparked(TOKEN_HANDOFF) => {
                     return Some(self.word.load(Ordering::Acquire) & POISONED != 0);
                 }
@@ -252,7 +260,7 @@ impl RawRwLock {
         let word = self.word.fetch_sub(ONE_READER, Ordering::Release);
         debug_assert!(word & WRITER == 0 && holders(word) >= ONE_READER);
         if holders(word) == ONE_READER && word & WRITERS_PARKED != 0 {
-            self.hand_to_a_writer(UNLOCKED);
+            self.wake_a_writer(UNLOCKED);
         }
     }
 
@@ -371,10 +379,6 @@ impl RawRwLock {
                 )
             };
             match parked {
-                // Acquire: as in `read_slow`.
-                ParkResult::Unparked(TOKEN_HANDOFF) => {
-                    return Some(self.word.load(Ordering::Acquire) & POISONED != 0);
-                }
                 ParkResult::TimedOut => {
                     // The last writer to leave cleared WRITERS_PARKED: readers parked behind
                     // it may go now.
@@ -411,23 +415,34 @@ impl RawRwLock {
     fn write_unlock_slow(&self, me: Me) {
         let mine = me.addr() | WRITER;
         loop {
-            // Relaxed: a routing hint; each hand-over re-reads the word under its queue lock,
-            // and the release below is a CAS on exactly this word.
+            // Relaxed: a routing hint; each wake re-reads the word under its queue lock, and
+            // the releases below are CASes on exactly this word.
             let word = self.word.load(Ordering::Relaxed);
             if word & READERS_PARKED != 0 {
-                if self.hand_to_readers(mine) {
+                if word & WRITERS_PARKED == 0 {
+                    // Only readers wait: free the lock and let them all in.
+                    // Release: as in `write_unlock`.
+                    if self
+                        .word
+                        .compare_exchange(word, word & KEPT, Ordering::Release, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        self.wake_readers_if_readable();
+                        return;
+                    }
+                    continue;
+                }
+                if self.hand_to_patient_readers(mine) {
                     return;
                 }
-                // Nobody was queued after all, and the flag is gone: look again.
-                continue;
             }
             if word & WRITERS_PARKED != 0 {
-                self.hand_to_a_writer(mine);
+                self.wake_a_writer(mine);
                 return;
             }
             // Nobody parked: release, keeping the poison. A waiter that set its flag since the
-            // load makes this fail, and is handed the lock on the next turn; a free word would
-            // leave it asleep on a lock nobody releases again.
+            // load makes this fail, and is woken on the next turn: a plain store would leave it
+            // asleep on a free lock.
             // Release: as in `write_unlock`.
             if self
                 .word
@@ -455,22 +470,21 @@ impl RawRwLock {
         }
     }
 
-    /// Hands the lock, held by `from` (a writer's holders bits) or free (`UNLOCKED`: the last
-    /// reader has just left), to one parked writer, or frees it if none is parked. A writer that
-    /// barged into a free lock meanwhile keeps it, and the woken writer tries again.
-    fn hand_to_a_writer(&self, from: usize) {
-        let chosen = Cell::new(0usize);
-        let filter = |token: ParkToken| {
-            if chosen.get() == 0 {
-                chosen.set(token.0);
+    /// Frees the lock if `from` holds it (`from` is a writer's holders bits, or `UNLOCKED` when
+    /// the last reader has just left) and wakes one parked writer to take it. The woken writer
+    /// keeps `WRITERS_PARKED` set until it holds the lock; if none was parked the flag goes, and
+    /// the readers it held back are woken.
+    fn wake_a_writer(&self, from: usize) {
+        let first = Cell::new(true);
+        let filter = |_| {
+            if first.replace(false) {
                 FilterOp::Unpark
             } else {
                 FilterOp::Stop
             }
         };
-        let handed = Cell::new(false);
         let callback = |result: UnparkResult| {
-            let more = if result.have_more_threads {
+            let writers = if result.unparked_threads > 0 || result.have_more_threads {
                 WRITERS_PARKED
             } else {
                 0
@@ -478,57 +492,64 @@ impl RawRwLock {
             // Relaxed first read: the CAS below decides.
             let mut word = self.word.load(Ordering::Relaxed);
             loop {
-                let ours = holders(word) == from;
-                let (new, token) = if result.unparked_threads == 0 {
-                    // Nobody parked: the flag goes, and the lock too if it was ours to pass.
-                    let left = if ours { UNLOCKED } else { holders(word) };
-                    (left | (word & KEPT & !WRITERS_PARKED), TOKEN_RETRY)
-                } else if ours {
-                    let kept = word & (READERS_PARKED | POISONED);
-                    (chosen.get() | WRITER | kept | more, TOKEN_HANDOFF)
+                // Ours to free, or still free, or taken by a writer that barged in.
+                let left = if holders(word) == from {
+                    UNLOCKED
                 } else {
-                    // A writer barged into the free lock: its unlock sees WRITERS_PARKED, and
-                    // the one woken here tries again.
-                    return TOKEN_RETRY;
+                    holders(word)
                 };
-                // AcqRel: Acquire sees the readers' Release decrements before the lock changes
-                // hands; Release passes the unlocker's writes on to the writer it wakes (the
-                // wake also orders them).
+                let new = left | (word & (READERS_PARKED | POISONED)) | writers;
+                // Release: the unlocker's writes (or the last reader's reads) come before the
+                // next holder's accesses.
                 match self.word.compare_exchange_weak(
                     word,
                     new,
-                    Ordering::AcqRel,
+                    Ordering::Release,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => {
-                        handed.set(token == TOKEN_HANDOFF);
-                        return token;
-                    }
+                    Ok(_) => return TOKEN_RETRY,
                     Err(now) => word = now,
                 }
             }
         };
         // SAFETY: the writers' key of this lock; the callbacks do not panic.
-        unsafe { unpark_filter(self.writers_key(), filter, callback) };
-        if !handed.get() {
-            // Released, or left to a barger: readers parked behind writers may go.
+        let result = unsafe { unpark_filter(self.writers_key(), filter, callback) };
+        if result.unparked_threads == 0 {
             self.wake_readers_if_readable();
         }
     }
 
-    /// Hands the lock, write-held as `from`, to every parked reader at once. False if no reader
-    /// was parked (the lock is still `from`'s).
-    fn hand_to_readers(&self, from: usize) -> bool {
+    /// Hands the lock, write-held as `from`, to every parked reader at once if the first of
+    /// them has waited `RW_READER_PATIENCE_US`. False if it has not, or none is parked (the
+    /// lock is still `from`'s).
+    fn hand_to_patient_readers(&self, from: usize) -> bool {
+        let now = crate::loom::monotonic_us();
+        let first = Cell::new(true);
+        let patient = Cell::new(false);
+        let filter = |token: ParkToken| {
+            if first.replace(false) {
+                patient.set(now.saturating_sub(token.0 as u64) >= RW_READER_PATIENCE_US);
+            }
+            if patient.get() {
+                FilterOp::Unpark
+            } else {
+                FilterOp::Stop
+            }
+        };
         let callback = |result: UnparkResult| {
             let readers = result.unparked_threads * ONE_READER;
+            if readers == 0 && result.have_more_threads {
+                return TOKEN_RETRY; // not patient yet: nothing changes
+            }
             // Relaxed first read: the CAS below decides.
             let mut word = self.word.load(Ordering::Relaxed);
             loop {
                 debug_assert_eq!(holders(word), from);
-                let (new, token) = if readers == 0 {
-                    (word & !READERS_PARKED, TOKEN_RETRY)
+                // No reader parked after all: the flag goes, the lock stays `from`'s.
+                let new = if readers == 0 {
+                    word & !READERS_PARKED
                 } else {
-                    (readers | (word & KEPT & !READERS_PARKED), TOKEN_HANDOFF)
+                    readers | (word & KEPT & !READERS_PARKED)
                 };
                 // Release: the writer's writes come before the readers it wakes (the wake also
                 // orders them).
@@ -538,47 +559,28 @@ impl RawRwLock {
                     Ordering::Release,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => return token,
+                    Ok(_) => return TOKEN_HANDOFF,
                     Err(now) => word = now,
                 }
             }
         };
         // SAFETY: the readers' key of this lock; the callbacks do not panic.
-        let result = unsafe { unpark_filter(self.readers_key(), |_| FilterOp::Unpark, callback) };
+        let result = unsafe { unpark_filter(self.readers_key(), filter, callback) };
         result.unparked_threads > 0
     }
 
-    /// If the lock is readable and readers are parked, wakes them all with the lock handed to
-    /// them (joining whatever readers hold it); they were waiting only for that.
+    /// If the lock is readable and readers are parked, wakes them all to take it; they were
+    /// waiting only for that.
     fn wake_readers_if_readable(&self) {
-        // Relaxed: a routing hint; the callback re-reads under the queue lock.
+        // Relaxed: a routing hint; the waking clears the flag under the queue lock.
         let word = self.word.load(Ordering::Relaxed);
         if word & READERS_PARKED == 0 || !readable(word) {
             return;
         }
-        let callback = |result: UnparkResult| {
-            let readers = result.unparked_threads * ONE_READER;
-            // Relaxed first read: the CAS below decides.
-            let mut word = self.word.load(Ordering::Relaxed);
-            loop {
-                let (new, token) = if readers > 0 && readable(word) {
-                    ((word + readers) & !READERS_PARKED, TOKEN_HANDOFF)
-                } else {
-                    // A writer got in first: the woken readers wait again.
-                    (word & !READERS_PARKED, TOKEN_RETRY)
-                };
-                // Acquire: joining readers follow the last writer's release, which this
-                // load-and-swap sees (the wake orders the rest).
-                match self.word.compare_exchange_weak(
-                    word,
-                    new,
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => return token,
-                    Err(now) => word = now,
-                }
-            }
+        let callback = |_| {
+            // Relaxed: under the readers' queue lock, which this empties.
+            self.word.fetch_and(!READERS_PARKED, Ordering::Relaxed);
+            TOKEN_RETRY
         };
         // SAFETY: the readers' key of this lock; the callbacks do not panic.
         unsafe { unpark_filter(self.readers_key(), |_| FilterOp::Unpark, callback) };
@@ -588,6 +590,12 @@ impl RawRwLock {
     pub(crate) fn is_locked(&self) -> bool {
         // Relaxed: a snapshot for the caller, who can order nothing by it.
         holders(self.word.load(Ordering::Relaxed)) != UNLOCKED
+    }
+
+    /// Whether a writer sleeps on the lock (models' `test_hooks`).
+    #[cfg(loom)]
+    pub(crate) fn writer_asleep(&self) -> bool {
+        crate::loom::is_parked_on(self.writers_key())
     }
 
     /// Whether a writer holds the lock.
