@@ -1,7 +1,8 @@
 //! A locktorture analog, sized for CI: writers at mixed policies and nice levels (one of them
 //! boosting itself to SCHED_FIFO and back now and then) take up to 8 nested locks in a
 //! consistent order, with guards and with `Mutex::run`, under all three policies; they hold
-//! long now and then, sleep at random, use a Condvar with timeouts, panic inside sections; a
+//! long now and then, sleep at random, use a Condvar with timeouts, read and write an `RwLock`
+//! (timed reads, downgrades, panics while writing), panic inside sections; a
 //! side thread keeps spawning threads that exit holding a forgotten guard, some of them while
 //! boosted; another keeps spawning batches of short threads that each take one of the locks
 //! and exit (thread churn, half of them at nice 15 so that they are lent to); a third forks
@@ -9,6 +10,7 @@
 //! lending. Invariants are checked all the time:
 //!
 //! * no two holders: each lock has a holder counter, raised and lowered inside every section;
+//!   the `RwLock` counts its readers and writers, and no reader sees a half-made write;
 //! * no lost wake-up: a watchdog fails the run if a writer waits past a generous bound, and
 //!   prints the blocked_on chains;
 //! * no deadlock report: the lock order is consistent, so any panic other than the injected
@@ -28,7 +30,9 @@
 mod common;
 
 use common::{cpus_of, fork_and_wait, sched_of, set_nice, set_policy};
-use proxy_lock::{Condvar, Mutex, Policy, capabilities, counters, current_tid};
+use proxy_lock::{
+    Condvar, Mutex, Policy, RwLock, RwLockWriteGuard, capabilities, counters, current_tid,
+};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Barrier};
@@ -105,9 +109,52 @@ impl Drop for Inside<'_> {
     }
 }
 
+/// The `RwLock` under test: two counters a writer raises together, and who is inside.
+struct Table {
+    lock: RwLock<(u64, u64)>,
+    readers: AtomicUsize,
+    writers: AtomicUsize,
+}
+
+/// Counts one thread inside the table (`writer`: exclusively) for as long as it lives, and
+/// records a failure if that breaks the rwlock's rule. Lowered on drop, so an injected panic
+/// unwinds it too.
+struct InTable<'a> {
+    shared: &'a Shared,
+    writer: bool,
+}
+
+impl<'a> InTable<'a> {
+    fn enter(shared: &'a Shared, writer: bool) -> InTable<'a> {
+        let t = &shared.table;
+        let (mine, theirs) = if writer {
+            (&t.writers, &t.readers)
+        } else {
+            (&t.readers, &t.writers)
+        };
+        let before = mine.fetch_add(1, SeqCst);
+        let others = theirs.load(SeqCst);
+        if others != 0 || (writer && before != 0) {
+            shared.fail(format!(
+                "rwlock: a {} entered beside {before} of its kind and {others} of the other",
+                if writer { "writer" } else { "reader" }
+            ));
+        }
+        InTable { shared, writer }
+    }
+}
+
+impl Drop for InTable<'_> {
+    fn drop(&mut self) {
+        let t = &self.shared.table;
+        if self.writer { &t.writers } else { &t.readers }.fetch_sub(1, SeqCst);
+    }
+}
+
 struct Shared {
     locks: Vec<Lock>,
     mailbox: (Mutex<u64>, Condvar),
+    table: Table,
     start: Instant,
     stop: AtomicBool,
     failures: AtomicUsize,
@@ -238,6 +285,56 @@ fn nested(w: usize, shared: &Shared, rng: &mut Rng, from: usize, to: usize) {
     }
 }
 
+/// RwLock traffic on the table: mostly reads (some timed), some writes (some downgraded, a
+/// few panicking after a complete write, which poisons it).
+fn table(w: usize, shared: &Shared, rng: &mut Rng) {
+    let lock = &shared.table.lock;
+    let check = |v: &(u64, u64)| {
+        if v.0 != v.1 {
+            shared.fail(format!("rwlock: a reader saw a half-made write {v:?}"));
+        }
+    };
+    match rng.below(10) {
+        0..=5 => {
+            let r = shared.waiting(w, || lock.read().unwrap_or_else(|p| p.into_inner()));
+            let _in = InTable::enter(shared, false);
+            check(&r);
+            if rng.below(20) == 0 {
+                thread::sleep(Duration::from_micros(rng.below(300)));
+            }
+        }
+        6 => {
+            let timeout = Duration::from_micros(rng.below(200));
+            match lock.try_read_for(timeout) {
+                Ok(r) => check(&r),
+                Err(std::sync::TryLockError::Poisoned(p)) => check(&p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    shared.timeouts.fetch_add(1, SeqCst);
+                }
+            }
+        }
+        _ => {
+            let mut g = shared.waiting(w, || lock.write().unwrap_or_else(|p| p.into_inner()));
+            let inside = InTable::enter(shared, true);
+            g.0 += 1;
+            g.1 += 1;
+            match rng.below(100) {
+                0 => {
+                    shared.injected.fetch_add(1, SeqCst);
+                    panic!("{INJECTED}");
+                }
+                1..=30 => {
+                    drop(inside);
+                    let r = RwLockWriteGuard::downgrade(g);
+                    let _in = InTable::enter(shared, false);
+                    check(&r);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 /// Condvar traffic on the mailbox: post and notify, or wait (with a timeout) for a post.
 fn mailbox(w: usize, shared: &Shared, rng: &mut Rng) {
     let (m, cv) = &shared.mailbox;
@@ -291,7 +388,8 @@ fn writer(w: usize, shared: Arc<Shared>, privileged: bool, done: Arc<Barrier>) {
                 let depth = 1 + rng.below((LOCKS - from) as u64) as usize;
                 nested(w, &shared, &mut rng, from, from + depth);
             }
-            80..=94 => mailbox(w, &shared, &mut rng),
+            80..=87 => mailbox(w, &shared, &mut rng),
+            88..=94 => table(w, &shared, &mut rng),
             _ => thread::sleep(Duration::from_micros(rng.below(500))),
         }));
         if let Err(payload) = result {
@@ -306,6 +404,7 @@ fn writer(w: usize, shared: Arc<Shared>, privileged: bool, done: Arc<Barrier>) {
             for lock in &shared.locks {
                 lock.data.clear_poison();
             }
+            shared.table.lock.clear_poison();
         }
     }
     if privileged && role.rt_boost {
@@ -531,6 +630,11 @@ fn torture() {
             })
             .collect(),
         mailbox: (Mutex::new(0), Condvar::new()),
+        table: Table {
+            lock: RwLock::new((0, 0)),
+            readers: AtomicUsize::new(0),
+            writers: AtomicUsize::new(0),
+        },
         start: Instant::now(),
         stop: AtomicBool::new(false),
         failures: AtomicUsize::new(0),
@@ -618,6 +722,10 @@ fn torture() {
              permission failures {failed_permission}"
         ));
     }
+    let (a, b) = *shared.table.lock.read().unwrap_or_else(|p| p.into_inner());
+    if a != b || a == 0 {
+        shared.fail(format!("rwlock: the table ended at ({a}, {b})"));
+    }
     let counts: Vec<u64> = shared.acquisitions.iter().map(|a| a.load(SeqCst)).collect();
     let (min, max) = (*counts.iter().min().unwrap(), *counts.iter().max().unwrap());
     let total: u64 = counts.iter().sum();
@@ -634,7 +742,8 @@ fn torture() {
     println!(
         "donations {donations}, restores {restores}, proxied {proxied}, handoffs {handoffs}, \
          timeouts {}, injected panics {}, exited holding a guard {}, churned threads {}, \
-         forked children {} (forker lent to for a while after {}), max wait {:.2} ms",
+         forked children {} (forker lent to for a while after {}), rwlock writes {a}, max wait \
+         {:.2} ms",
         shared.timeouts.load(SeqCst),
         shared.injected.load(SeqCst),
         shared.exits.load(SeqCst),
