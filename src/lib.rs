@@ -1,10 +1,13 @@
 //! A drop-in replacement for [`std::sync::Mutex`] and [`std::sync::Condvar`] built to end
-//! priority inversion between ordinary threads.
+//! priority inversion between ordinary threads, and an [`RwLock`] with std's API (which does
+//! not donate yet).
 //!
 //! ```
-//! use proxy_lock::Mutex; // was: use std::sync::Mutex;
+//! use proxy_lock::{Mutex, RwLock}; // was: use std::sync::{Mutex, RwLock};
 //! let m = Mutex::new(0);
 //! *m.lock().unwrap() += 1;
+//! let table = RwLock::new(vec![1]);
+//! assert_eq!(table.read().unwrap().len(), 1);
 //! ```
 //!
 //! # The model
