@@ -217,6 +217,41 @@ fn taking_it_again_while_writing_panics() {
     }
 }
 
+/// `try_read` fails only for a writer, as std's: readers coming and going on other threads do
+/// not make it fail (a single CAS attempt did, when another reader changed the count).
+#[test]
+fn try_read_succeeds_beside_busy_readers() {
+    let lock = Arc::new(RwLock::new(0u64));
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (lock, stop) = (Arc::clone(&lock), Arc::clone(&stop));
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::black_box(*lock.read().unwrap());
+                }
+            })
+        })
+        .collect();
+    let failed = (0..200_000).filter(|_| lock.try_read().is_err()).count();
+    let mut written = 0;
+    for _ in 0..2_000 {
+        if let Ok(mut w) = lock.try_write() {
+            *w += 1;
+            written += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert_eq!(
+        failed, 0,
+        "try_read failed {failed} times with no writer about"
+    );
+    assert_eq!(*lock.read().unwrap(), written);
+}
+
 /// A timed lock on a lock the thread holds for writing returns at once, as the mutex's does.
 #[test]
 fn timed_lock_on_own_write_lock_returns_at_once() {

@@ -138,9 +138,10 @@ impl RawRwLock {
         self.readers_key() + 1
     }
 
-    /// Takes a read lock if it is readable right now; `Some(poisoned)` if taken.
+    /// One attempt at a read lock: `Some(poisoned)` if taken. Fails if the lock is not
+    /// readable, and also if another thread changed the word meanwhile.
     #[inline]
-    pub(crate) fn try_read(&self) -> Option<bool> {
+    fn read_once(&self) -> Option<bool> {
         // Relaxed: the CAS below is what takes the lock.
         let word = self.word.load(Ordering::Relaxed);
         if !readable(word) {
@@ -155,10 +156,26 @@ impl RawRwLock {
             .map(|_| word & POISONED != 0)
     }
 
+    /// Takes a read lock if it is readable right now: other readers coming and going do not
+    /// make it fail, as with std's. `Some(poisoned)` if taken.
+    #[inline]
+    pub(crate) fn try_read(&self) -> Option<bool> {
+        loop {
+            if let Some(poisoned) = self.read_once() {
+                return Some(poisoned);
+            }
+            // Relaxed: only decides whether to try again.
+            let word = self.word.load(Ordering::Relaxed);
+            if !readable(word) || word.checked_add(ONE_READER).is_none() {
+                return None;
+            }
+        }
+    }
+
     /// Takes a read lock, waiting as long as it takes; returns whether it is poisoned.
     #[inline]
     pub(crate) fn read(&self) -> bool {
-        match self.try_read() {
+        match self.read_once() {
             Some(poisoned) => poisoned,
             None => self.read_slow(None).unwrap_or(false),
         }
@@ -166,7 +183,7 @@ impl RawRwLock {
 
     /// Takes a read lock unless `deadline` passes first: `Some(poisoned)` if taken.
     pub(crate) fn read_until(&self, deadline: Option<Instant>) -> Option<bool> {
-        self.try_read().or_else(|| self.read_slow(deadline))
+        self.read_once().or_else(|| self.read_slow(deadline))
     }
 
     #[cold]
@@ -264,25 +281,26 @@ impl RawRwLock {
         }
     }
 
-    /// Takes the write lock if it is free right now; `Some(poisoned)` if taken.
+    /// Takes the write lock if it is free right now (a flag changing meanwhile does not make it
+    /// fail); `Some(poisoned)` if taken.
     #[inline]
     pub(crate) fn try_write(&self, me: Me) -> Option<bool> {
         // Relaxed: the CAS below is what takes the lock.
-        let word = self.word.load(Ordering::Relaxed);
-        if holders(word) != UNLOCKED {
-            return None;
-        }
-        // Acquire: pairs with the Release of whoever released the lock last (the writer's
-        // writes, the readers' reads).
-        self.word
-            .compare_exchange(
+        let mut word = self.word.load(Ordering::Relaxed);
+        while holders(word) == UNLOCKED {
+            // Acquire: pairs with the Release of whoever released the lock last (the writer's
+            // writes, the readers' reads).
+            match self.word.compare_exchange_weak(
                 word,
                 word | me.addr() | WRITER,
                 Ordering::Acquire,
                 Ordering::Relaxed,
-            )
-            .ok()
-            .map(|_| word & POISONED != 0)
+            ) {
+                Ok(_) => return Some(word & POISONED != 0),
+                Err(now) => word = now,
+            }
+        }
+        None
     }
 
     /// Takes the write lock, waiting as long as it takes; returns whether it is poisoned.
