@@ -13,7 +13,9 @@
 //!  +-----------------------------------+----------+--------+---------------+---------------+
 //! ```
 //!
-//! * `WRITER` set: the thread whose record is at the high bits holds the lock for writing.
+//! * `WRITER` set: the thread whose record is at the high bits holds the lock for writing. It
+//!   counts the lock among those it holds (`Me::acquired`), so that a thread that exits with
+//!   a forgotten write guard keeps its record, which the word still names.
 //!   `WRITER` clear: the high bits count the readers (`ONE_READER` each); zero is a free lock.
 //! * `READERS_PARKED`: readers may be asleep in the parking lot under the lock's address. Set
 //!   by a reader before it parks; cleared under that queue's lock by whoever empties the queue.
@@ -296,7 +298,10 @@ impl RawRwLock {
                 Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Some(word & POISONED != 0),
+                Ok(_) => {
+                    me.acquired();
+                    return Some(word & POISONED != 0);
+                }
                 Err(now) => word = now,
             }
         }
@@ -317,6 +322,7 @@ impl RawRwLock {
             )
             .is_ok()
         {
+            me.acquired();
             return false;
         }
         self.write_slow(me, None).unwrap_or(false)
@@ -345,6 +351,7 @@ impl RawRwLock {
                     )
                     .is_ok()
                 {
+                    me.acquired();
                     return Some(word & POISONED != 0);
                 }
                 continue;
@@ -414,6 +421,7 @@ impl RawRwLock {
     /// `me` holds the write lock on `self`.
     #[inline]
     pub(crate) unsafe fn write_unlock(&self, me: Me) {
+        me.released();
         // Release: the writer's writes come before the next holder's accesses.
         if self
             .word
@@ -478,6 +486,8 @@ impl RawRwLock {
     /// # Safety
     /// `me` holds the write lock on `self`.
     pub(crate) unsafe fn downgrade(&self, me: Me) {
+        // A read lock does not name its holder in the word.
+        me.released();
         // Release: the writer's writes come before the readers that join now; the flags stay.
         let word = self
             .word
