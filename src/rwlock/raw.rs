@@ -551,12 +551,16 @@ impl RawRwLock {
     /// them has waited `RW_READER_PATIENCE_US`. False if it has not, or none is parked (the
     /// lock is still `from`'s).
     fn hand_to_patient_readers(&self, from: usize) -> bool {
-        let now = crate::loom::monotonic_us();
         let first = Cell::new(true);
         let patient = Cell::new(false);
         let filter = |token: ParkToken| {
             if first.replace(false) {
-                patient.set(now.saturating_sub(token.0 as u64) >= RW_READER_PATIENCE_US);
+                // Read under the queue lock, so after the reader took its stamp. In `usize`,
+                // which wraps after 71 minutes on 32-bit targets: a difference of the wrapped
+                // values is still right.
+                let now = crate::loom::monotonic_us() as usize;
+                let waited = now.wrapping_sub(token.0);
+                patient.set(waited as u64 >= RW_READER_PATIENCE_US);
             }
             if patient.get() {
                 FilterOp::Unpark
