@@ -72,6 +72,10 @@ const WRITER: usize = 4;
 const POISONED: usize = 8;
 /// One reader in the count.
 const ONE_READER: usize = 64;
+/// The count's top bit: half the count's range is more readers than any program has, and
+/// keeping below it lets the read fast path check "readable, and room for one more" with one
+/// mask (std's lock does it with one compare).
+const READERS_FULL: usize = 1 << (usize::BITS - 1);
 /// The flags that stay with the lock whoever holds it.
 const KEPT: usize = READERS_PARKED | WRITERS_PARKED | POISONED;
 /// Every flag bit: they sit below the count and below any record address.
@@ -146,10 +150,10 @@ impl RawRwLock {
     fn read_once(&self) -> Option<bool> {
         // Relaxed: the CAS below is what takes the lock.
         let word = self.word.load(Ordering::Relaxed);
-        if !readable(word) {
+        if word & (WRITER | WRITERS_PARKED | READERS_FULL) != 0 {
             return None;
         }
-        let new = word.checked_add(ONE_READER)?;
+        let new = word + ONE_READER;
         // Acquire: pairs with the Release of the writer that last released the lock, so its
         // writes to the data are seen.
         self.word
@@ -168,7 +172,7 @@ impl RawRwLock {
             }
             // Relaxed: only decides whether to try again.
             let word = self.word.load(Ordering::Relaxed);
-            if !readable(word) || word.checked_add(ONE_READER).is_none() {
+            if !readable(word) || word & READERS_FULL != 0 {
                 return None;
             }
         }
@@ -195,9 +199,11 @@ impl RawRwLock {
             // Relaxed: only decides between taking, spinning and parking; each re-validates.
             let word = self.word.load(Ordering::Relaxed);
             if readable(word) {
-                let new = word
-                    .checked_add(ONE_READER)
-                    .expect("proxy_lock::RwLock: too many readers");
+                assert!(
+                    word & READERS_FULL == 0,
+                    "proxy_lock::RwLock: too many readers"
+                );
+                let new = word + ONE_READER;
                 // Acquire: as in `try_read`.
                 if self
                     .word
