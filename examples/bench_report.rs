@@ -76,13 +76,19 @@ impl Row {
     }
 }
 
-/// Runs `measure(kind)` for every lock, `rounds` times, rotating the order each round.
-fn interleaved(rounds: usize, mut measure: impl FnMut(Kind) -> f64) -> Vec<f64> {
-    let mut samples = vec![Vec::new(); Kind::ALL.len()];
+/// Runs `measure(kind)` for every mutex, `rounds` times, rotating the order each round.
+fn interleaved(rounds: usize, measure: impl FnMut(Kind) -> f64) -> Vec<f64> {
+    rotated(&Kind::ALL, rounds, measure)
+}
+
+/// Runs `measure(kind)` for every one of `kinds`, `rounds` times, rotating the order each
+/// round; the median of each kind's samples.
+fn rotated<K: Copy>(kinds: &[K], rounds: usize, mut measure: impl FnMut(K) -> f64) -> Vec<f64> {
+    let mut samples = vec![Vec::new(); kinds.len()];
     for r in 0..rounds {
-        for i in 0..Kind::ALL.len() {
-            let k = (i + r) % Kind::ALL.len();
-            samples[k].push(measure(Kind::ALL[k]));
+        for i in 0..kinds.len() {
+            let k = (i + r) % kinds.len();
+            samples[k].push(measure(kinds[k]));
         }
     }
     samples.iter_mut().map(|s| median(s)).collect()
@@ -400,16 +406,8 @@ fn wait_path_table() -> String {
 /// and threads that mix reads and writes.
 fn rwlock_table(rounds: usize) -> String {
     use workloads::rwlock::{RwKind, mixed_ns, uncontended_ns};
-    let interleave = |measure: &mut dyn FnMut(RwKind) -> f64| {
-        let mut samples = vec![Vec::new(); RwKind::ALL.len()];
-        for r in 0..rounds {
-            for i in 0..RwKind::ALL.len() {
-                let k = (i + r) % RwKind::ALL.len();
-                samples[k].push(measure(RwKind::ALL[k]));
-            }
-        }
-        samples.iter_mut().map(|s| median(s)).collect::<Vec<f64>>()
-    };
+    let interleave =
+        |measure: &mut dyn FnMut(RwKind) -> f64| rotated(&RwKind::ALL, rounds, measure);
     let mut rows = vec![
         (
             "uncontended read".to_string(),

@@ -113,11 +113,7 @@ impl<T> Mutex<T> {
     pub fn into_inner(self) -> LockResult<T> {
         let poisoned = self.raw.is_poisoned();
         let value = self.data.into_inner();
-        if poisoned {
-            Err(PoisonError::new(value))
-        } else {
-            Ok(value)
-        }
+        poison::result(poisoned, value)
     }
 }
 
@@ -252,11 +248,7 @@ impl<T: ?Sized> Mutex<T> {
     /// ```
     pub fn get_mut(&mut self) -> LockResult<&mut T> {
         let data = self.data.get_mut();
-        if self.raw.is_poisoned() {
-            Err(PoisonError::new(data))
-        } else {
-            Ok(data)
-        }
+        poison::result(self.raw.is_poisoned(), data)
     }
 
     /// This mutex's unlock policy.

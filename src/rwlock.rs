@@ -136,11 +136,7 @@ impl<T> RwLock<T> {
     pub fn into_inner(self) -> LockResult<T> {
         let poisoned = self.raw.is_poisoned();
         let value = self.data.into_inner();
-        if poisoned {
-            Err(PoisonError::new(value))
-        } else {
-            Ok(value)
-        }
+        poison::result(poisoned, value)
     }
 }
 
@@ -334,11 +330,7 @@ impl<T: ?Sized> RwLock<T> {
     /// ```
     pub fn get_mut(&mut self) -> LockResult<&mut T> {
         let data = self.data.get_mut();
-        if self.raw.is_poisoned() {
-            Err(PoisonError::new(data))
-        } else {
-            Ok(data)
-        }
+        poison::result(self.raw.is_poisoned(), data)
     }
 
     /// The lock's identity in diagnostics.
@@ -365,11 +357,7 @@ impl<T: ?Sized> RwLock<T> {
             data: unsafe { NonNull::new_unchecked(self.data.get()) },
             raw: &self.raw,
         };
-        if poisoned {
-            Err(PoisonError::new(guard))
-        } else {
-            Ok(guard)
-        }
+        poison::result(poisoned, guard)
     }
 
     /// # Safety

@@ -67,6 +67,15 @@ pub(crate) fn done(raw: &impl Poison, guard: Guard) {
     }
 }
 
+/// `value`, as an error if the lock it came from is `poisoned` (std's `into_inner`, `get_mut`).
+pub(crate) fn result<T>(poisoned: bool, value: T) -> LockResult<T> {
+    if poisoned {
+        Err(PoisonError::new(value))
+    } else {
+        Ok(value)
+    }
+}
+
 /// Maps the value inside a `LockResult`, keeping its poisoned-ness.
 pub(crate) fn map_result<T, U>(result: LockResult<T>, f: impl FnOnce(T) -> U) -> LockResult<U> {
     match result {

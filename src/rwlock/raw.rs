@@ -224,44 +224,12 @@ impl RawRwLock {
             if word & READERS_PARKED == 0 && spin.spin() {
                 continue;
             }
-            // Relaxed: the flag is read under the readers' queue lock by `park`'s validation
-            // and by whoever wakes them; that lock orders them.
-            if word & READERS_PARKED == 0
-                && self
-                    .word
-                    .compare_exchange_weak(
-                        word,
-                        word | READERS_PARKED,
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    )
-                    .is_err()
-            {
+            // The park time, for the writers' unlock to judge the readers' patience.
+            let token = ParkToken(crate::loom::monotonic_us() as usize);
+            let blocked = |word| !readable(word);
+            let Some(parked) = self.park_behind(word, READERS_PARKED, token, deadline, blocked)
+            else {
                 continue;
-            }
-            let validate = || {
-                // Relaxed: under the queue lock (see above).
-                let word = self.word.load(Ordering::Relaxed);
-                word & READERS_PARKED != 0 && !readable(word)
-            };
-            let timed_out = |_, last: bool| {
-                if last {
-                    // Relaxed: under the queue lock, which it empties.
-                    self.word.fetch_and(!READERS_PARKED, Ordering::Relaxed);
-                }
-            };
-            // SAFETY: the key is this lock's address, which only its readers park on; the
-            // callbacks do not panic.
-            let parked = unsafe {
-                park(
-                    self.readers_key(),
-                    validate,
-                    || {},
-                    timed_out,
-                    // When it parked, for the writers' unlock to judge its patience.
-                    ParkToken(crate::loom::monotonic_us() as usize),
-                    deadline,
-                )
             };
             match parked {
                 // Handed the lock for fairness. Acquire: the hand-over was written by the
@@ -273,6 +241,49 @@ impl RawRwLock {
                 _ => spin = SpinWait::default(),
             }
         }
+    }
+
+    /// Parks as a reader (`flag` READERS_PARKED) or a writer (WRITERS_PARKED) on a lock whose
+    /// word was `word` and that is `blocked` for it: sets the flag unless it is up, then sleeps
+    /// in that kind's queue while the flag stays up and the lock blocked. `None` if the word
+    /// changed before the flag went up (the caller looks again).
+    fn park_behind(
+        &self,
+        word: usize,
+        flag: usize,
+        token: ParkToken,
+        deadline: Option<Instant>,
+        blocked: impl Fn(usize) -> bool,
+    ) -> Option<ParkResult> {
+        // Relaxed: the flag is read under that kind's queue lock by `park`'s validation and by
+        // whoever wakes the queue; that lock orders them.
+        if word & flag == 0
+            && self
+                .word
+                .compare_exchange_weak(word, word | flag, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return None;
+        }
+        let validate = || {
+            // Relaxed: under the queue lock (see above).
+            let word = self.word.load(Ordering::Relaxed);
+            word & flag != 0 && blocked(word)
+        };
+        let timed_out = |_, last: bool| {
+            if last {
+                // Relaxed: under the queue lock, which it empties.
+                self.word.fetch_and(!flag, Ordering::Relaxed);
+            }
+        };
+        let key = if flag == READERS_PARKED {
+            self.readers_key()
+        } else {
+            self.writers_key()
+        };
+        // SAFETY: the key is this lock's address (readers) or one past it (writers), which
+        // only this lock's waiters park on; the callbacks do not panic.
+        Some(unsafe { park(key, validate, || {}, timed_out, token, deadline) })
     }
 
     /// Releases a read lock.
@@ -372,42 +383,11 @@ impl RawRwLock {
             if word & WRITERS_PARKED == 0 && spin.spin() {
                 continue;
             }
-            // Relaxed: as for READERS_PARKED in `read_slow`, with the writers' queue lock.
-            if word & WRITERS_PARKED == 0
-                && self
-                    .word
-                    .compare_exchange_weak(
-                        word,
-                        word | WRITERS_PARKED,
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    )
-                    .is_err()
-            {
+            let blocked = |word| holders(word) != UNLOCKED;
+            let token = ParkToken(me.addr());
+            let Some(parked) = self.park_behind(word, WRITERS_PARKED, token, deadline, blocked)
+            else {
                 continue;
-            }
-            let validate = || {
-                // Relaxed: under the queue lock.
-                let word = self.word.load(Ordering::Relaxed);
-                word & WRITERS_PARKED != 0 && holders(word) != UNLOCKED
-            };
-            let timed_out = |_, last: bool| {
-                if last {
-                    // Relaxed: under the queue lock, which it empties.
-                    self.word.fetch_and(!WRITERS_PARKED, Ordering::Relaxed);
-                }
-            };
-            // SAFETY: the key is one past this lock's address, which only its writers park on;
-            // the callbacks do not panic.
-            let parked = unsafe {
-                park(
-                    self.writers_key(),
-                    validate,
-                    || {},
-                    timed_out,
-                    ParkToken(me.addr()),
-                    deadline,
-                )
             };
             match parked {
                 ParkResult::TimedOut => {
