@@ -164,6 +164,8 @@ cargo run --quiet --release --example priority_inversion -- --seconds 0.3
 # --json: one object per (scenario, lock), five locks.
 lines=$(cargo run --quiet --release --example priority_inversion -- --json --scenario direct --seconds 0.2 | grep -c '"scenario":"direct"')
 [ "$lines" -eq 5 ] || { echo "priority_inversion --json printed $lines lines, expected 5"; exit 1; }
+lines=$(cargo run --quiet --release --example priority_inversion -- --json --scenario rwlock-readers --seconds 0.2 | grep -c '"scenario":"rwlock-readers"')
+[ "$lines" -eq 4 ] || { echo "priority_inversion --json --scenario rwlock-readers printed $lines lines, expected 4"; exit 1; }
 # A bad --trace-stop-us is refused with a message and exit code 2, before anything runs.
 rc=0
 msg=$(cargo run --quiet --release --example priority_inversion -- --trace-stop-us 1e300 2>&1) || rc=$?

@@ -77,7 +77,7 @@ use crate::loom::{Ordering, coarse_us};
 use crate::sys::sched::DONATES;
 use crate::task::{Me, NOT_RESTORING, SKIPPED, Task, WILL_RESTORE};
 use crate::tuning::{HINT_TTL_US, REREAD_OWN_HINT};
-use crate::word::RawMutex;
+use crate::word::{LockRef, RawMutex};
 use attrs::hint_better;
 
 /// How CPUs are lent; see [`set_cpu_donation`]. Stored as `CpuDonation as u8`.
@@ -113,7 +113,7 @@ fn cpu_donation() -> CpuDonation {
 /// ([`before_spinning`]); it lends it with a second call if it goes to sleep after all.
 pub(crate) fn before_sleep(
     me: Me,
-    lock: &RawMutex,
+    lock: LockRef<'_>,
     deadline: bool,
     with_cpu: bool,
 ) -> Result<(), crate::chain::Deadlock> {
@@ -131,6 +131,7 @@ pub(crate) fn before_sleep(
 /// `me`'s [`after_wait`] unlists `me`. The wait is ending, so it closes no deadlock: no check.
 #[cold]
 pub(crate) fn lend_to_stalled_unlocker(me: Me, lock: &RawMutex) {
+    let lock = LockRef::Mutex(lock);
     if let Ok(survey) = survey(me, lock, true) {
         lend_if_worse(me, lock, &survey, true);
     }
@@ -138,7 +139,7 @@ pub(crate) fn lend_to_stalled_unlocker(me: Me, lock: &RawMutex) {
 
 /// Lends to the chain the survey found worse than `me` (its CPU only `with_cpu`), or counts
 /// the wait as skipped. Says whether it lent.
-fn lend_if_worse(me: Me, lock: &RawMutex, survey: &Survey, with_cpu: bool) -> bool {
+fn lend_if_worse(me: Me, lock: LockRef<'_>, survey: &Survey, with_cpu: bool) -> bool {
     let lends = survey.sched || (with_cpu && survey.cpu);
     if lends {
         ledger::lend(me, lock, survey.here.filter(|_| with_cpu));
@@ -187,7 +188,7 @@ impl Spin {
 ///   worse, it neither spins nor lends (counted as skipped).
 pub(crate) fn before_spinning(
     me: Me,
-    lock: &RawMutex,
+    lock: LockRef<'_>,
     deadline: bool,
 ) -> Result<Spin, crate::chain::Deadlock> {
     let read_now = !own_hint_is_recent(me) && refresh_own_hint(me);
@@ -229,7 +230,7 @@ struct Survey {
 
 /// Walks the chain from `lock` comparing each owner with `me` (`owner_gap`), and checks a
 /// cycle for a deadlock.
-fn survey(me: Me, lock: &RawMutex, deadline: bool) -> Result<Survey, crate::chain::Deadlock> {
+fn survey(me: Me, lock: LockRef<'_>, deadline: bool) -> Result<Survey, crate::chain::Deadlock> {
     // The CPU this thread frees, unless it only runs there on a loan itself: passing a borrowed
     // CPU on made owners chase each other's loans (a SCHED_IDLE owner moved onto the
     // foreground's CPU lent that CPU on to the next SCHED_IDLE owner, which then stayed on the
@@ -245,13 +246,13 @@ fn survey(me: Me, lock: &RawMutex, deadline: bool) -> Result<Survey, crate::chai
     let mine = own_effective_hint(me);
     let (mut sched, mut cpu) = (false, false);
     let mut cycle = false;
-    let walked = crate::chain::walk(lock, |_, owner| {
-        if owner.is(me) {
+    let walked = crate::chain::walk(lock, |step| {
+        if step.owner.is(me) && !step.waker {
             cycle = true;
             return false;
         }
         if DONATES {
-            let gap = owner_gap(owner, mine, here);
+            let gap = owner_gap(step.owner, mine, here);
             (sched, cpu) = (sched || gap.sched, cpu || gap.cpu);
         }
         true
@@ -358,6 +359,25 @@ pub(crate) fn after_passing_on(me: Me, restoring: bool, to_donor: bool) -> bool 
         return true;
     }
     false
+}
+
+/// `me` released a hold of an `RwLock` whose word carried `DONATED` (waiters may lend to its
+/// holders). If it holds no other lock it gives back whatever it was lent, through the ledger
+/// lock even when its own cache says it has no loan: a lender that read `me` as a holder may
+/// still be writing its loan (it marks the lock, which `me` saw, before it reads the holders).
+/// The ledger lock orders that whole lend before this restore. (A mutex needs no such care:
+/// its unlock hands the lock to that lender, whose next reconcile takes the loan back.)
+/// Otherwise the next reconcile gives the loans back: the woken waiter's, or the writer's that
+/// gets the lock once the readers are gone.
+pub(crate) fn after_releasing_donated(me: Me) {
+    if DONATES && me.holds_no_lock() {
+        // Relaxed: as in `before_passing_on`.
+        me.task()
+            .donor
+            .restores_self
+            .store(WILL_RESTORE, Ordering::Relaxed);
+        ledger::restore_self(me);
+    }
 }
 
 /// `me` is done restoring itself (`ledger::restore_self`, under the ledger lock): reconciles

@@ -184,7 +184,7 @@ pub mod test_hooks;
 mod tuning;
 mod word;
 
-pub use chain::{Snapshot, ThreadState, Wait, snapshot};
+pub use chain::{Snapshot, ThreadState, Wait, WaitKind, snapshot};
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use donor::{Capabilities, CpuDonation, capabilities, set_cpu_donation};
 pub use mutex::{Mutex, MutexGuard};

@@ -5,7 +5,7 @@ mod lock_api_impls;
 pub(crate) mod poison;
 pub(crate) mod raw;
 mod run;
-mod wait;
+pub(crate) mod wait;
 
 use crate::loom::const_fn;
 use crate::task::{self, Me};

@@ -24,10 +24,19 @@ use std::time::{Duration, Instant};
 /// readers whose holds overlap cannot starve a writer. A writer's unlock hands the lock to all
 /// the readers waiting at that moment at once, before the next writer, so writers cannot
 /// starve readers either. Writers that find the lock free may take it ahead of sleeping
-/// writers. A thread that holds a read lock and calls `read` again while a writer waits
-/// **deadlocks** (the writer waits for the first read lock, the second read for the writer),
-/// as parking_lot's `read` does and std's may; a thread that holds the write lock and calls
-/// `read` or `write` panics instead of hanging.
+/// writers. A thread that holds a read lock and calls `read` again while a writer waits can
+/// never get it (the writer waits for the first read lock, the second read for the writer):
+/// it **panics** with the cycle named, as with any deadlock (std's may deadlock or panic,
+/// parking_lot's deadlocks); if that writer waits with a timeout, the read just waits for it
+/// to give up. A thread that holds the write lock and calls `read` or `write` panics too.
+///
+/// **Donation.** On Linux a writer about to sleep lends its scheduling attributes to every
+/// thread that holds the lock for reading, and readers about to sleep lend to the writer that
+/// holds it, as [`Mutex`](crate::Mutex) waiters lend to its owner; each loan ends at the
+/// holder's unlock, and chains pass through rwlocks to mutexes and back. Readers record the
+/// locks they hold in their own thread's record (up to four at a time), which costs the read
+/// path a thread-local load and a store. [`snapshot`](crate::snapshot) shows readers and the
+/// writers waiting for them.
 ///
 /// ```
 /// use proxy_lock::RwLock;
@@ -153,7 +162,7 @@ impl<T: ?Sized> RwLock<T> {
     /// ```
     #[inline]
     pub fn read(&self) -> LockResult<RwLockReadGuard<'_, T>> {
-        let poisoned = self.raw.read();
+        let poisoned = self.raw.read(crate::task::current());
         // SAFETY: we just took a read lock.
         unsafe { self.read_guard(poisoned) }
     }
@@ -171,7 +180,7 @@ impl<T: ?Sized> RwLock<T> {
     /// ```
     #[inline]
     pub fn try_read(&self) -> TryLockResult<RwLockReadGuard<'_, T>> {
-        match self.raw.try_read() {
+        match self.raw.try_read(crate::task::current()) {
             // SAFETY: we just took a read lock.
             Some(poisoned) => Ok(unsafe { self.read_guard(poisoned) }?),
             None => Err(TryLockError::WouldBlock),
@@ -205,7 +214,7 @@ impl<T: ?Sized> RwLock<T> {
     }
 
     fn read_until(&self, deadline: Option<Instant>) -> TryLockResult<RwLockReadGuard<'_, T>> {
-        match self.raw.read_until(deadline) {
+        match self.raw.read_until(crate::task::current(), deadline) {
             // SAFETY: we just took a read lock.
             Some(poisoned) => Ok(unsafe { self.read_guard(poisoned) }?),
             None => Err(TryLockError::WouldBlock),
@@ -413,7 +422,7 @@ impl<T: ?Sized> Drop for RwLockReadGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
         // SAFETY: the guard holds one read lock, released once.
-        unsafe { self.raw.read_unlock() };
+        unsafe { self.raw.read_unlock(crate::task::current()) };
     }
 }
 

@@ -5,7 +5,7 @@ use crate::Tid;
 use crate::loom::{monotonic_us, spin_hint, thread_cpu_time_ns};
 use crate::task::Me;
 use crate::tuning::{ON_CPU_PROBE_SPINS, OWNER_SPIN_CAP_US, SPIN_ROUNDS};
-use crate::word::RawMutex;
+use crate::word::LockRef;
 
 /// Bounded spinning before a waiter parks.
 ///
@@ -179,7 +179,7 @@ impl OnCpuWatch {
 /// one passes its lock on, it is the next one up the chain that must run, and a waiter still
 /// watching the old end would spin for its whole cap.
 pub(crate) struct ChainEndWatch<'a> {
-    lock: &'a RawMutex,
+    lock: LockRef<'a>,
     me: Me,
     watch: OnCpuWatch,
 }
@@ -188,12 +188,13 @@ impl<'a> ChainEndWatch<'a> {
     /// `None` if the lock is free or `me` owns a lock on its chain: nobody to watch.
     /// `start_grace_us` as in [`OnCpuWatch::new`].
     pub(crate) fn new(
-        lock: &'a RawMutex,
+        lock: impl Into<LockRef<'a>>,
         me: Me,
         start_grace_us: u64,
     ) -> Option<ChainEndWatch<'a>> {
         // A tid reused by another thread after we read it only makes us watch the wrong
         // clock, which is harmless: the caller's own checks end the spin.
+        let lock = lock.into();
         let (end, _) = crate::chain::last_owner(lock, me)?;
         let watch = OnCpuWatch::new(end, start_grace_us);
         Some(ChainEndWatch { lock, me, watch })

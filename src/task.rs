@@ -68,7 +68,8 @@ pub(crate) struct Task {
     /// The next record on the stack of records not yet moved into the registry (see
     /// `new_records`), or 0. Written once before the record is pushed.
     next_new: AtomicUsize,
-    /// Number of locks this thread holds. Only the thread itself reads or writes it.
+    /// Number of locks this thread holds, read locks included. Only the thread itself reads or
+    /// writes it.
     held: Cell<usize>,
     /// This thread's request slot for `Mutex::run` (see `proxy`).
     pub(crate) slot: Slot,
@@ -85,6 +86,14 @@ pub(crate) struct Task {
     /// before it parks, and by an unlocker that serves the sleeper ahead of it. A hint: the
     /// core atomic, Relaxed.
     parked_at_us: core::sync::atomic::AtomicU32,
+    /// Last, so that the fields above keep the lines they had before it came: the `RwLock`s
+    /// this thread holds for reading, by address, one per hold (0: a free note).
+    /// A read lock's word counts its readers but cannot name them, so a writer about to sleep
+    /// finds the readers to lend to here (`word::rw`). Written only by the thread: set right
+    /// after the read lock is taken, cleared right before it is released. So a note always
+    /// names a lock the thread holds; a hold whose note is not set yet, or was cleared
+    /// already, or that found every note taken (`READ_NOTES`), is one a writer does not see.
+    reading: [AtomicUsize; READ_NOTES],
 }
 
 // SAFETY: every field but `held` is atomic or immutable. `held` is read and written only by the
@@ -96,6 +105,14 @@ unsafe impl Send for Task {}
 
 /// Alignment of task records, and so the bound on flag bits in a lock word.
 pub(crate) const TASK_ALIGN: usize = std::mem::align_of::<Task>();
+
+/// How many read holds a thread notes (`Task::reading`): readers rarely hold more `RwLock`s
+/// at once, and a fifth hold still works, only without loans from that lock's writers.
+pub(crate) const READ_NOTES: usize = 4;
+
+/// The low bits of `blocked_on` that say what kind of wait it is: lock addresses are at least
+/// 4-aligned (every lock starts with an atomic word), so these are free.
+pub(crate) const WAIT_KIND: usize = 3;
 
 impl Task {
     /// Since when the thread has waited asleep on a `Handoff` lock (see `parked_at_us`).
@@ -130,7 +147,32 @@ impl Task {
     pub(crate) fn blocked_on(&self) -> Option<LockId> {
         // Acquire pairs with the Release in `set_blocked_on`, so a reader that sees the address
         // also sees everything the thread did before it started to sleep.
-        LockId::from_addr(self.blocked_on.load(Ordering::Acquire))
+        LockId::from_addr(self.blocked_on.load(Ordering::Acquire) & !WAIT_KIND)
+    }
+
+    /// The `blocked_on` value as stored: the lock's address with its kind in `WAIT_KIND`. For
+    /// scans that look for the waiters of one lock; a plain read, not a handshake.
+    pub(crate) fn blocked_on_tagged(&self) -> usize {
+        // Acquire: as in `blocked_on`.
+        self.blocked_on.load(Ordering::Acquire)
+    }
+
+    /// Whether this thread notes a read hold of the `RwLock` at `addr` (`reading`).
+    pub(crate) fn reads(&self, addr: usize) -> bool {
+        // Relaxed: a note is compared, never followed; why a stale one is harmless is in
+        // `word::rw` (the lender's RMW on the lock word orders the reader's clear before it).
+        self.reading
+            .iter()
+            .any(|n| n.load(Ordering::Relaxed) == addr)
+    }
+
+    /// The `RwLock`s this thread notes read holds of, for diagnostics.
+    pub(crate) fn read_locks(&self) -> impl Iterator<Item = usize> + '_ {
+        // Relaxed: as in `reads`.
+        self.reading
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .filter(|&a| a != 0)
     }
 
     /// Runs `f` on the lock this thread sleeps on, while that lock is guaranteed alive, and
@@ -287,6 +329,35 @@ impl Me {
         held.set(held.get() - 1);
     }
 
+    /// Records that this thread took a read lock on the `RwLock` at `addr`: held, and noted
+    /// where writers look for readers (`Task::reading`), if a note is free.
+    #[inline]
+    pub(crate) fn read_acquired(self, addr: usize) {
+        self.acquired();
+        for note in &self.task().reading {
+            // Relaxed: only this thread writes its notes; others compare them (`Task::reads`).
+            if note.load(Ordering::Relaxed) == 0 {
+                note.store(addr, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+
+    /// Records that this thread is releasing a read lock on the `RwLock` at `addr`: called
+    /// before the release itself, so that the note is gone before the lock word says so
+    /// (the release's Release RMW publishes the clear).
+    #[inline]
+    pub(crate) fn read_releasing(self, addr: usize) {
+        self.released();
+        for note in &self.task().reading {
+            // Relaxed: as in `read_acquired`.
+            if note.load(Ordering::Relaxed) == addr {
+                note.store(0, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+
     /// Publishes that this thread is about to sleep on `lock` (with a deadline if `timed`).
     pub(crate) fn set_blocked_on(self, lock: usize, timed: bool) {
         let task = self.task();
@@ -435,6 +506,7 @@ fn create_current() -> Me {
         donor: TaskDonor::new(),
         next_new: AtomicUsize::new(0),
         held: Cell::new(0),
+        reading: std::array::from_fn(|_| AtomicUsize::new(0)),
         slot: Slot::new(),
     }));
     announce(task);
@@ -498,7 +570,8 @@ pub fn current_tid() -> Tid {
 }
 
 /// The lock that thread `tid` of this process is asleep on, if it is asleep on a proxy-lock
-/// mutex. `None` for unknown threads, threads that never used proxy-lock, and running threads.
+/// `Mutex` or `RwLock`. `None` for unknown threads, threads that never used proxy-lock, and
+/// running threads.
 ///
 /// This is one edge of the blocked_on graph; [`crate::Mutex::owner_tid`] gives the other.
 ///

@@ -135,13 +135,19 @@ mod model {
     /// Whether thread `tid` is listed in the ledger as a waiter: it lent, and its loan stands
     /// until its wait ends.
     pub fn is_listed(tid: crate::Tid) -> bool {
-        crate::task::with_live_tasks(|tasks| {
-            let mut listed = false;
+        // The record first, then the ledger: the ledger lock comes before the registry's
+        // (a lender scans the registry for an `RwLock`'s readers). Models retire no record.
+        let task = crate::task::with_live_tasks(|tasks| {
+            let mut found = None;
             for t in tasks {
-                listed |= t.tid() == tid && with_ledger(t, |ledger| ledger.is_listed(t));
+                if t.tid() == tid {
+                    found = Some(t as *const crate::task::Task);
+                }
             }
-            listed
-        })
+            found
+        });
+        // SAFETY: models never free a record (`loom::retire` does nothing there).
+        task.is_some_and(|t| with_ledger(unsafe { &*t }, |ledger| ledger.is_listed(unsafe { &*t })))
     }
 
     global! { fn model_ledger_lock() -> LedgerLock = LedgerLock::new(); }

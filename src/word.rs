@@ -64,7 +64,10 @@
 //!
 
 use crate::loom::{AtomicUsize, Ordering, Pin, const_fn};
-use crate::task::{TASK_ALIGN, Task};
+use crate::task::{TASK_ALIGN, Task, WAIT_KIND};
+use rw::{RwWord, WAITS_TO_READ, WAITS_TO_WRITE};
+
+pub(crate) mod rw;
 use crate::{LockId, Policy, Tid};
 
 /// Threads may be parked on this lock.
@@ -407,12 +410,117 @@ impl SpinnerSlot {
     }
 }
 
+/// A lock a thread waits for, with how it waits: what `blocked_on` names (its address, with
+/// the kind in `task::WAIT_KIND`), and what chain walks and the ledger follow to its holders.
+#[derive(Clone, Copy)]
+pub(crate) enum LockRef<'a> {
+    Mutex(&'a RawMutex),
+    /// An `RwLock`, waited for by a reader.
+    Read(&'a RwWord),
+    /// An `RwLock`, waited for by a writer.
+    Write(&'a RwWord),
+}
+
+impl<'a> From<&'a RawMutex> for LockRef<'a> {
+    fn from(lock: &'a RawMutex) -> LockRef<'a> {
+        LockRef::Mutex(lock)
+    }
+}
+
+impl<'a> LockRef<'a> {
+    /// The value `blocked_on` and the ledger keep for this wait.
+    pub(crate) fn tagged(self) -> usize {
+        match self {
+            LockRef::Mutex(m) => m.addr(),
+            LockRef::Read(w) => w.addr() | WAITS_TO_READ,
+            LockRef::Write(w) => w.addr() | WAITS_TO_WRITE,
+        }
+    }
+
+    /// The lock `tagged` names.
+    ///
+    /// # Safety
+    /// `tagged` came from `LockRef::tagged` of a lock that is alive for `'a`.
+    pub(crate) unsafe fn from_tagged(tagged: usize) -> LockRef<'a> {
+        let addr = tagged & !WAIT_KIND;
+        // SAFETY: by the caller's contract, `addr` is a live lock of the kind the tag says
+        // (an `RwWord` is the first and only field of a `RawRwLock`, at its address).
+        unsafe {
+            match tagged & WAIT_KIND {
+                WAITS_TO_READ => LockRef::Read(&*(addr as *const RwWord)),
+                WAITS_TO_WRITE => LockRef::Write(&*(addr as *const RwWord)),
+                _ => LockRef::Mutex(&*(addr as *const RawMutex)),
+            }
+        }
+    }
+
+    pub(crate) fn id(self) -> LockId {
+        match self {
+            LockRef::Mutex(m) => m.id(),
+            LockRef::Read(w) | LockRef::Write(w) => w.id(),
+        }
+    }
+
+    /// The threads this wait waits for, readable while `pin` lives, into `out` (emptied
+    /// first): a mutex's owner; an `RwLock`'s writer, readers or parked writers
+    /// (`RwWord::owners`).
+    pub(crate) fn owners<'p>(self, pin: &'p Pin, out: &mut Vec<&'p Task>) {
+        out.clear();
+        if let Some(first) = self.first_owner(pin, out) {
+            out.insert(0, first);
+        }
+    }
+
+    /// The first of `owners`, and the others into `rest` (emptied first). A mutex has one
+    /// owner at most, so a walk that passes only mutexes never touches `rest` and allocates
+    /// nothing.
+    pub(crate) fn first_owner<'p>(
+        self,
+        pin: &'p Pin,
+        rest: &mut Vec<&'p Task>,
+    ) -> Option<&'p Task> {
+        rest.clear();
+        match self {
+            LockRef::Mutex(m) => m.owner_record(pin),
+            LockRef::Read(w) | LockRef::Write(w) => {
+                w.owners(matches!(self, LockRef::Write(_)), pin, rest);
+                (!rest.is_empty()).then(|| rest.remove(0))
+            }
+        }
+    }
+
+    /// Sets `DONATED` (the ledger listed a waiter on this lock). Under the ledger lock.
+    pub(crate) fn mark_donated(self) {
+        match self {
+            LockRef::Mutex(m) => m.mark_donated(),
+            LockRef::Read(w) | LockRef::Write(w) => w.mark_donated(),
+        }
+    }
+
+    /// Clears `DONATED` (the ledger's last waiter on this lock left). Under the ledger lock.
+    pub(crate) fn clear_donated(self) {
+        match self {
+            LockRef::Mutex(m) => m.clear_donated(),
+            LockRef::Read(w) | LockRef::Write(w) => w.clear_donated(),
+        }
+    }
+
+    /// Whether waiters lend to this lock's holders (a snapshot, for `donor::after_wait`).
+    pub(crate) fn is_donated(self) -> bool {
+        match self {
+            LockRef::Mutex(m) => m.is_donated(),
+            LockRef::Read(w) | LockRef::Write(w) => w.is_donated(),
+        }
+    }
+}
+
 impl Task {
     /// Runs `f` on the lock this thread sleeps on (`blocked_on`), inside the walker handshake
     /// (`Task::with_blocked_on`), which keeps the lock alive while `f` runs.
-    pub(crate) fn with_blocked_lock<R>(&self, f: impl FnOnce(&RawMutex) -> R) -> Option<R> {
-        // SAFETY: `with_blocked_on` passes the address of the RawMutex the thread is waiting
-        // for, alive until the handshake ends (after `f`).
-        self.with_blocked_on(|lock| f(unsafe { &*(lock as *const RawMutex) }))
+    pub(crate) fn with_blocked_lock<R>(&self, f: impl FnOnce(LockRef<'_>) -> R) -> Option<R> {
+        // SAFETY: `with_blocked_on` passes the tagged address of the lock the thread is waiting
+        // for, stored by `Me::set_blocked_on` from a `LockRef`, alive until the handshake ends
+        // (after `f`).
+        self.with_blocked_on(|lock| f(unsafe { LockRef::from_tagged(lock) }))
     }
 }

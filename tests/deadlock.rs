@@ -2,7 +2,7 @@
 //! spelled out, and only then (no false positives under a consistent lock order, none through
 //! a timed wait).
 
-use proxy_lock::{Mutex, current_tid};
+use proxy_lock::{Mutex, RwLock, current_tid};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -219,4 +219,136 @@ fn a_withdrawn_section_outlives_its_thread() {
         }
     }
     panic!("in 50 tries the run caller never reported the cycle alone");
+}
+
+/// Returns once some thread sleeps on the lock `id` (5 s at most).
+fn until_someone_waits_on(id: proxy_lock::LockId) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !proxy_lock::snapshot()
+        .threads()
+        .iter()
+        .any(|t| t.waits_for.is_some_and(|w| w.lock == id))
+    {
+        assert!(Instant::now() < deadline, "nobody waited on {id}");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Runs `f` and returns its panic message, if it panicked.
+fn panic_of(f: impl FnOnce()) -> Option<String> {
+    catch_unwind(AssertUnwindSafe(f)).err().map(|e| {
+        e.downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_else(|| "non-string panic".into())
+    })
+}
+
+/// A reader of an `RwLock` waits for a mutex whose owner waits to write that `RwLock`: one of
+/// the two reports the cycle, naming both threads, and the other then gets its lock.
+#[test]
+fn a_cycle_through_a_read_held_rwlock_panics_naming_it() {
+    let (rw, m) = (Arc::new(RwLock::new(())), Arc::new(Mutex::new(())));
+    let barrier = Arc::new(Barrier::new(2));
+    let (rw2, m2, barrier2) = (Arc::clone(&rw), Arc::clone(&m), Arc::clone(&barrier));
+    let reader = thread::spawn(move || {
+        panic_of(|| {
+            let _r = rw2.read().unwrap();
+            barrier2.wait();
+            // Poisoned if the other thread panicked holding it: that is the report.
+            drop(m2.lock());
+        })
+    });
+    let writer_message = panic_of(|| {
+        let _g = m.lock().unwrap();
+        barrier.wait();
+        drop(rw.write());
+    });
+    let messages: Vec<String> = [reader.join().unwrap(), writer_message]
+        .into_iter()
+        .flatten()
+        .collect();
+    assert!(!messages.is_empty(), "the cycle must be reported");
+    for message in messages {
+        assert!(message.contains("deadlock"), "{message}");
+        assert_eq!(message.matches("lock@").count(), 2, "{message}");
+    }
+}
+
+/// Reading again while holding a read lock, with a writer parked in between, can never end:
+/// the writer waits for the first read lock, the second read for the writer. It is reported.
+#[test]
+fn reading_again_behind_a_parked_writer_is_reported() {
+    let rw = Arc::new(RwLock::new(0));
+    let first = rw.read().unwrap();
+    let rw2 = Arc::clone(&rw);
+    let writer = thread::spawn(move || *rw2.write().unwrap() += 1);
+    until_someone_waits_on(rw.id());
+    let message = panic_of(|| drop(rw.read().unwrap())).expect("a deadlock panic");
+    assert!(message.contains("deadlock"), "{message}");
+    let lock = rw.id();
+    assert!(
+        message.contains(&format!("waits for {lock} behind thread")),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("waits for {lock} held by thread")),
+        "{message}"
+    );
+    drop(first);
+    writer.join().unwrap();
+    assert_eq!(*rw.read().unwrap(), 1);
+}
+
+/// The same with a writer that waits with a deadline: its wait ends, so the second read just
+/// waits for it.
+#[test]
+fn reading_again_behind_a_timed_writer_is_not_a_deadlock() {
+    let rw = Arc::new(RwLock::new(()));
+    let first = rw.read().unwrap();
+    let rw2 = Arc::clone(&rw);
+    let writer = thread::spawn(move || rw2.try_write_for(Duration::from_millis(300)).is_ok());
+    until_someone_waits_on(rw.id());
+    drop(rw.read().unwrap());
+    drop(first);
+    assert!(!writer.join().unwrap(), "the writer timed out");
+}
+
+/// Mutexes and rwlocks (read or write, at random) always taken in one order: never a report.
+#[test]
+fn a_consistent_order_of_mutexes_and_rwlocks_never_reports_a_deadlock() {
+    const LOCKS: usize = 6;
+    let mutexes: Arc<Vec<Mutex<u64>>> = Arc::new((0..LOCKS).map(|_| Mutex::new(0)).collect());
+    let rwlocks: Arc<Vec<RwLock<u64>>> = Arc::new((0..LOCKS).map(|_| RwLock::new(0)).collect());
+    let end = Instant::now() + Duration::from_millis(1500);
+    let threads: Vec<_> = (0..6u64)
+        .map(|seed| {
+            let (mutexes, rwlocks) = (Arc::clone(&mutexes), Arc::clone(&rwlocks));
+            thread::spawn(move || {
+                let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                let mut rounds = 0u64;
+                while Instant::now() < end {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Lock i is mutex i or rwlock i (read or write), in index order.
+                    let (mut m, mut w, mut r) = (Vec::new(), Vec::new(), Vec::new());
+                    for i in (0..LOCKS).filter(|i| x >> i & 1 == 1) {
+                        match x >> (16 + 2 * i) & 3 {
+                            0 => m.push(mutexes[i].lock().unwrap()),
+                            1 => w.push(rwlocks[i].write().unwrap()),
+                            _ => r.push(rwlocks[i].read().unwrap()),
+                        }
+                    }
+                    if x % 7 == 0 {
+                        thread::yield_now();
+                    }
+                    drop((m, w, r));
+                    rounds += 1;
+                }
+                rounds
+            })
+        })
+        .collect();
+    let rounds: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(rounds > 0);
 }

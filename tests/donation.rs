@@ -10,31 +10,14 @@
 mod common;
 
 use common::{
-    Owner, asleep_on, cpus_of, eventually, nice_of, pin, sched_of, set_nice, set_policy,
-    spawn_waiter,
+    Owner, asleep_on, cpus_of, eventually, nice_of, pin, privileged, sched_of, serial, set_nice,
+    set_policy, spawn_waiter,
 };
 use proxy_lock::{Mutex, capabilities, counters, current_tid};
+use std::sync::Arc;
 use std::sync::mpsc::channel;
-use std::sync::{Arc, MutexGuard as StdGuard};
 use std::thread;
 use std::time::Duration;
-
-/// The tests change process-wide counters and the CPU-lending mode; run them one at a time.
-fn serial() -> StdGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn privileged(test: &str) -> bool {
-    if capabilities().cap_sys_nice {
-        return true;
-    }
-    common::skip(
-        test,
-        "needs CAP_SYS_NICE to lower nice and leave SCHED_IDLE",
-    );
-    false
-}
 
 /// `privileged`, and at least two CPUs (the test pins its threads to CPUs 0 and 1).
 fn privileged_on_two_cpus(test: &str) -> bool {

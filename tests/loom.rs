@@ -15,6 +15,7 @@
 //! | poison bit in the lock word, across handovers | `poison_survives_every_handover` |
 //! | timeout withdrawal | `timed_out_waiter_withdraws`, `a_timed_out_donor_withdraws_its_loan`, `condvar_timeout_races_notify` |
 //! | RwLock: exclusion, wake-ups of readers and writers, a timed-out writer, downgrade, a waiting writer ahead of later readers | `rwlock_excludes_writers_and_loses_no_wakeup`, `rwlock_a_timed_out_writer_lets_readers_go`, `rwlock_downgrade_lets_parked_readers_in`, `rwlock_a_waiting_writer_goes_before_later_readers` |
+//! | RwLock donation: readers' notes against lenders, loans ended at read and write unlocks | `rwlock_a_reader_gives_its_loan_back_at_its_unlock`, `rwlock_a_writer_gives_its_loan_back_at_its_unlock`, `rwlock_a_lender_never_lends_to_a_reader_that_left` |
 //!
 //! Models of donation (the ledger, loans, restores, rank bands) carry
 //! `#[cfg(feature = "donation")]`; without the feature the rest check the protocols of the
@@ -1271,5 +1272,143 @@ fn rwlock_a_waiting_writer_goes_before_later_readers() {
             1,
             "the reader got in before the writer"
         );
+    });
+}
+
+/// Waits until thread `tid` (0 until it publishes it) is listed in the ledger as a lender.
+#[cfg(feature = "donation")]
+fn until_listed(tid: &AtomicUsize) -> proxy_lock::Tid {
+    loop {
+        let t = tid.load(SeqCst) as proxy_lock::Tid;
+        if t != 0 && proxy_lock::test_hooks::is_listed(t) {
+            return t;
+        }
+        thread::yield_now();
+    }
+}
+
+/// RwLock donation: a waiting writer lends to the reader that holds the lock, and the loan
+/// ends at the reader's unlock. Main (nice 10, CPU 0) holds a read lock; a SCHED_FIFO writer
+/// (on CPU 1) waits, and lends before it spins, as real-time waiters do, at any point before
+/// or after main's unlock. Right after its unlock, before the writer is done, main is back at
+/// its base. Fails when the reader does not give its loans back at its unlock (the writer's
+/// reconcile would restore it, but only later), and when it clears its note after its release
+/// instead of before (a lender that comes after the release reads the stale note and lends to
+/// a reader that is gone, which does not know to give it back).
+///
+/// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
+#[test]
+#[cfg(feature = "donation")]
+fn rwlock_a_reader_gives_its_loan_back_at_its_unlock() {
+    use proxy_lock::test_hooks::{attrs_of, fifo_priority_of, set_base, set_base_fifo};
+    model(|| {
+        let lock = Arc::new(RwLock::new(UnsafeCell::new(0)));
+        set_base(10, 0);
+        let r = lock.read().unwrap();
+        let l = lock.clone();
+        let writer = thread::spawn(move || {
+            set_base_fifo(10, 1);
+            write_one(&l);
+            current_tid()
+        });
+        thread::yield_now();
+        drop(r);
+        let me = current_tid();
+        assert_eq!(fifo_priority_of(me), 0, "the reader is back to SCHED_OTHER");
+        assert_eq!(attrs_of(me), (10, 1 << 0), "the reader is at its base");
+        let writer_tid = writer.join().unwrap();
+        assert_eq!(
+            fifo_priority_of(writer_tid),
+            10,
+            "the writer keeps its policy"
+        );
+        assert_eq!(attrs_of(me), (10, 1 << 0));
+        assert_eq!(read_shared(&lock), 1);
+    });
+}
+
+/// RwLock donation: a waiting reader lends to the writer that holds the lock, and the loan
+/// ends at the writer's unlock. Main (nice 10, CPU 0) holds the write lock; a SCHED_FIFO
+/// reader (on CPU 1) waits and lends; main unlocks once it is listed. Right after its unlock,
+/// main is back at its base. Fails when the writer does not give its loans back at its
+/// unlock.
+///
+/// Preemption bound: the suite's (`LOOM_MAX_PREEMPTIONS`, 3 in CI).
+#[test]
+#[cfg(feature = "donation")]
+fn rwlock_a_writer_gives_its_loan_back_at_its_unlock() {
+    use proxy_lock::test_hooks::{attrs_of, fifo_priority_of, set_base, set_base_fifo};
+    model(|| {
+        let lock = Arc::new(RwLock::new(UnsafeCell::new(0)));
+        let reader_tid = Arc::new(AtomicUsize::new(0));
+        set_base(10, 0);
+        let w = lock.write().unwrap();
+        let (l, tid) = (lock.clone(), reader_tid.clone());
+        let reader = thread::spawn(move || {
+            set_base_fifo(10, 1);
+            tid.store(current_tid() as usize, SeqCst);
+            read_shared(&l)
+        });
+        until_listed(&reader_tid);
+        add_one(&w);
+        drop(w);
+        let me = current_tid();
+        assert_eq!(fifo_priority_of(me), 0, "the writer is back to SCHED_OTHER");
+        assert_eq!(attrs_of(me), (10, 1 << 0), "the writer is at its base");
+        assert_eq!(reader.join().unwrap(), 1);
+        assert_eq!(attrs_of(me), (10, 1 << 0));
+    });
+}
+
+/// RwLock donation, a reader leaving while another stays: main (nice 10, CPU 0) and a second
+/// reader hold the lock; a SCHED_FIFO writer (CPU 1) waits and lends to the readers, at any
+/// point. Right after main's unlock, main is at its base, however the writer's lend and main's
+/// unlock interleave. A lender finds readers by their notes (`word::rw`), and the reader that
+/// stays keeps the count above zero, so a lender that comes after main's unlock still reads the
+/// notes. Fails when the reader clears its note after its release rather than before, and when
+/// the lender marks the lock without Acquire: either lets it read main's stale note and lend
+/// to a thread that has left, and does not know to give the loan back.
+///
+/// Preemption bound: the suite's, capped at 2 (three threads).
+#[test]
+#[cfg(feature = "donation")]
+fn rwlock_a_lender_never_lends_to_a_reader_that_left() {
+    use proxy_lock::test_hooks::{attrs_of, fifo_priority_of, set_base, set_base_fifo};
+    model_capped(2, || {
+        let lock = Arc::new(RwLock::new(UnsafeCell::new(0)));
+        let go = Arc::new(AtomicUsize::new(0));
+        set_base(10, 0);
+        let r = lock.read().unwrap();
+        let (l1, go1) = (lock.clone(), go.clone());
+        let other = thread::spawn(move || {
+            set_base(10, 0);
+            let r = l1.read().unwrap();
+            go1.store(1, SeqCst);
+            while go1.load(SeqCst) != 2 {
+                thread::yield_now();
+            }
+            drop(r);
+        });
+        while go.load(SeqCst) != 1 {
+            thread::yield_now();
+        }
+        let l2 = lock.clone();
+        let writer = thread::spawn(move || {
+            set_base_fifo(10, 1);
+            write_one(&l2);
+        });
+        thread::yield_now();
+        drop(r);
+        let me = current_tid();
+        assert_eq!(
+            fifo_priority_of(me),
+            0,
+            "the reader that left is back to SCHED_OTHER"
+        );
+        assert_eq!(attrs_of(me), (10, 1 << 0), "and at its base");
+        go.store(2, SeqCst);
+        other.join().unwrap();
+        writer.join().unwrap();
+        assert_eq!(read_shared(&lock), 1);
     });
 }

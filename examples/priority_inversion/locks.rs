@@ -1,9 +1,128 @@
 //! The locks compared, behind one trait: "run this section under the lock".
 
-/// The lock under test, as each library spells "run this under the lock".
+use std::cell::UnsafeCell;
+
+/// The lock under test, as each library spells "run this under the lock": `hold` for the
+/// foreground, `hold_background` for the background owners (the same, except for reader-writer
+/// locks, where one side reads and the other writes).
 pub trait DemoLock: Send + Sync + 'static {
     fn hold(&self, f: impl FnOnce() + Send);
+    fn hold_background(&self, f: impl FnOnce() + Send) {
+        self.hold(f)
+    }
     fn new() -> Self;
+}
+
+/// A reader-writer lock under test: run this section holding it for reading, or for writing.
+pub trait DemoRwLock: Send + Sync + 'static {
+    fn read(&self, f: impl FnOnce());
+    fn write(&self, f: impl FnOnce());
+    fn new() -> Self;
+}
+
+/// A reader-writer lock in a scenario's roles: the background owners read and the foreground
+/// writes (`BACKGROUND_READS`, `rwlock-readers`), or the other way round (`rwlock-writer`).
+pub struct RwRoles<L, const BACKGROUND_READS: bool>(L);
+
+pub type ReadersHold<L> = RwRoles<L, true>;
+pub type WriterHolds<L> = RwRoles<L, false>;
+
+impl<L: DemoRwLock, const BACKGROUND_READS: bool> DemoLock for RwRoles<L, BACKGROUND_READS> {
+    fn hold(&self, f: impl FnOnce() + Send) {
+        if BACKGROUND_READS {
+            self.0.write(f)
+        } else {
+            self.0.read(f)
+        }
+    }
+    fn hold_background(&self, f: impl FnOnce() + Send) {
+        if BACKGROUND_READS {
+            self.0.read(f)
+        } else {
+            self.0.write(f)
+        }
+    }
+    fn new() -> Self {
+        RwRoles(L::new())
+    }
+}
+
+impl DemoRwLock for std::sync::RwLock<()> {
+    fn read(&self, f: impl FnOnce()) {
+        let _g = self.read().unwrap();
+        f()
+    }
+    fn write(&self, f: impl FnOnce()) {
+        let _g = self.write().unwrap();
+        f()
+    }
+    fn new() -> Self {
+        std::sync::RwLock::new(())
+    }
+}
+
+impl DemoRwLock for parking_lot::RwLock<()> {
+    fn read(&self, f: impl FnOnce()) {
+        let _g = self.read();
+        f()
+    }
+    fn write(&self, f: impl FnOnce()) {
+        let _g = self.write();
+        f()
+    }
+    fn new() -> Self {
+        parking_lot::RwLock::new(())
+    }
+}
+
+impl DemoRwLock for proxy_lock::RwLock<()> {
+    fn read(&self, f: impl FnOnce()) {
+        let _g = self.read().unwrap();
+        f()
+    }
+    fn write(&self, f: impl FnOnce()) {
+        let _g = self.write().unwrap();
+        f()
+    }
+    fn new() -> Self {
+        proxy_lock::RwLock::new(())
+    }
+}
+
+/// A pthread rwlock: no priority-inheritance protocol exists for it, so this is what the
+/// kernel offers readers and writers. Boxed, so it never moves after initialisation.
+pub struct PthreadRwLock(Box<UnsafeCell<libc::pthread_rwlock_t>>);
+
+// SAFETY: a pthread rwlock is made to be shared between threads.
+unsafe impl Send for PthreadRwLock {}
+// SAFETY: as above.
+unsafe impl Sync for PthreadRwLock {}
+
+impl DemoRwLock for PthreadRwLock {
+    fn read(&self, f: impl FnOnce()) {
+        // SAFETY: initialised (statically) and never moved (boxed).
+        assert_eq!(unsafe { libc::pthread_rwlock_rdlock(self.0.get()) }, 0);
+        f();
+        // SAFETY: this thread holds a read lock on it.
+        assert_eq!(unsafe { libc::pthread_rwlock_unlock(self.0.get()) }, 0);
+    }
+    fn write(&self, f: impl FnOnce()) {
+        // SAFETY: as in `read`.
+        assert_eq!(unsafe { libc::pthread_rwlock_wrlock(self.0.get()) }, 0);
+        f();
+        // SAFETY: this thread holds the write lock.
+        assert_eq!(unsafe { libc::pthread_rwlock_unlock(self.0.get()) }, 0);
+    }
+    fn new() -> Self {
+        PthreadRwLock(Box::new(UnsafeCell::new(libc::PTHREAD_RWLOCK_INITIALIZER)))
+    }
+}
+
+impl Drop for PthreadRwLock {
+    fn drop(&mut self) {
+        // SAFETY: initialised, and unlocked (every holder released it before returning).
+        unsafe { libc::pthread_rwlock_destroy(self.0.get()) };
+    }
 }
 
 impl DemoLock for std::sync::Mutex<()> {
@@ -66,6 +185,14 @@ impl DemoLock for PiMutex {
         pthread::PiMutex::new(())
     }
 }
+
+/// Every reader-writer lock, in table order, for the `rwlock-*` scenarios.
+pub const RW_LOCKS: [(&str, &str); 4] = [
+    ("std", "std::sync::RwLock"),
+    ("parking_lot", "parking_lot::RwLock"),
+    ("pthread_rwlock", "pthread rwlock (no PI)"),
+    ("proxy_lock", "proxy_lock::RwLock"),
+];
 
 /// Every lock, in table order: (name in `--json`, name in tables).
 pub const LOCKS: [(&str, &str); 5] = [

@@ -1,4 +1,5 @@
-//! Priority inversion between ordinary threads, measured, for five locks side by side.
+//! Priority inversion between ordinary threads, measured, for five locks side by side (four
+//! reader-writer locks in the `rwlock-*` scenarios).
 //!
 //! In every scenario a background owner takes a lock over and over, a hog on the owner's CPU
 //! runs in 20 ms bursts that leave the owner without a CPU, and a foreground thread on the
@@ -7,7 +8,8 @@
 //! waits for the rest of the burst, unless the lock does something about it.
 //!
 //! ```text
-//! cargo run --release --example priority_inversion -- [--scenario direct|chain|cgroup|rt|all]
+//! cargo run --release --example priority_inversion --
+//!     [--scenario direct|chain|cgroup|rt|rwlock-readers|rwlock-writer|all]
 //!     [--seconds N] [--section cpu|rename] [--json] [--svg PATH] [--cpu-donation move|union|off]
 //!     [--trace-stop-us US]
 //! ```
@@ -15,9 +17,12 @@
 //! Scenarios (`scenario.rs`): `direct` (a SCHED_IDLE owner), `chain` (the foreground waits on
 //! A, whose owner waits on B), `cgroup` (owner in a cgroup with cpu.shares 4, hog in one with
 //! 512; needs root and the cgroup v1 cpu controller), `rt` (SCHED_FIFO foreground, SCHED_OTHER
-//! owner, lower SCHED_FIFO hog; needs the right to use SCHED_FIFO). Locks (`locks.rs`): std,
-//! parking_lot, a pthread mutex with PTHREAD_PRIO_INHERIT, proxy-lock's guard API and its
-//! `Mutex::run`. Output: a table per scenario with the headline ratio last, a CDF chart of the
+//! owner, lower SCHED_FIFO hog; needs the right to use SCHED_FIFO), `rwlock-readers` (two
+//! SCHED_IDLE readers of an RwLock; the foreground writes), `rwlock-writer` (a SCHED_IDLE
+//! writer; the foreground reads). Locks (`locks.rs`): std, parking_lot, a pthread mutex with
+//! PTHREAD_PRIO_INHERIT, proxy-lock's guard API and its `Mutex::run`; for the rwlock scenarios
+//! std's, parking_lot's, a pthread rwlock (there is no PI protocol for rwlocks) and
+//! proxy-lock's. Output: a table per scenario with the headline ratio last, a CDF chart of the
 //! waits (`target/priority_inversion.svg` unless `--svg` says otherwise), or with `--json` one
 //! JSON object per line and (scenario, lock). `--trace-stop-us US` (root) stops a kernel trace
 //! the caller started at the first proxy-lock wait over US µs (`scripts/trace_long_waits.sh`).
@@ -27,14 +32,17 @@ mod report;
 mod scenario;
 mod setup;
 
-use locks::{LOCKS, PiMutex, RunLock};
+use locks::{
+    DemoRwLock, LOCKS, PiMutex, PthreadRwLock, RW_LOCKS, ReadersHold, RunLock, WriterHolds,
+};
 use report::Result;
 use scenario::{Scenario, Section, Stage};
 use setup::TraceStop;
 use std::sync::Arc;
 use std::time::Duration;
 
-const USAGE: &str = "usage: priority_inversion [--scenario direct|chain|cgroup|rt|all] [--seconds N] \
+const USAGE: &str = "usage: priority_inversion \
+[--scenario direct|chain|cgroup|rt|rwlock-readers|rwlock-writer|all] [--seconds N] \
 [--section cpu|rename] [--json] [--svg PATH] [--cpu-donation move|union|off] [--trace-stop-us US]";
 
 struct Args {
@@ -50,7 +58,7 @@ fn parse_args() -> std::result::Result<Args, String> {
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     let mut a = Args {
         scenarios: Scenario::ALL.to_vec(),
-        // 4 scenarios x 5 locks: the whole demo in under a minute.
+        // 4 scenarios x 5 locks and 2 x 4: the whole demo in about a minute.
         seconds: 2.2,
         rename: false,
         json: false,
@@ -121,18 +129,27 @@ fn run_all(
     progress: &mut impl FnMut(&str),
 ) -> Vec<Result> {
     let mut out = Vec::new();
-    for (i, (lock, label)) in LOCKS.iter().enumerate() {
+    let locks: &[(&'static str, &'static str)] = if stage.scenario.is_rwlock() {
+        &RW_LOCKS
+    } else {
+        &LOCKS
+    };
+    for (i, (lock, label)) in locks.iter().enumerate() {
         progress(label);
         let watch = trace_stop
             .filter(|_| lock.starts_with("proxy_lock"))
             .map(|t| (Arc::clone(t), *lock));
         let before = proxy_lock::counters();
-        let waits = match i {
-            0 => stage.run::<std::sync::Mutex<()>>(watch),
-            1 => stage.run::<parking_lot::Mutex<()>>(watch),
-            2 => stage.run::<PiMutex>(watch),
-            3 => stage.run::<proxy_lock::Mutex<()>>(watch),
-            _ => stage.run::<RunLock>(watch),
+        let waits = match (stage.scenario.is_rwlock(), i) {
+            (false, 0) => stage.run::<std::sync::Mutex<()>>(watch),
+            (false, 1) => stage.run::<parking_lot::Mutex<()>>(watch),
+            (false, 2) => stage.run::<PiMutex>(watch),
+            (false, 3) => stage.run::<proxy_lock::Mutex<()>>(watch),
+            (false, _) => stage.run::<RunLock>(watch),
+            (true, 0) => run_rw::<std::sync::RwLock<()>>(stage, watch),
+            (true, 1) => run_rw::<parking_lot::RwLock<()>>(stage, watch),
+            (true, 2) => run_rw::<PthreadRwLock>(stage, watch),
+            (true, _) => run_rw::<proxy_lock::RwLock<()>>(stage, watch),
         };
         let after = proxy_lock::counters();
         out.push(Result {
@@ -149,6 +166,18 @@ fn run_all(
         });
     }
     out
+}
+
+/// `Stage::run` for a reader-writer lock, with the roles the scenario gives readers and writers.
+fn run_rw<L: DemoRwLock>(
+    stage: &Stage,
+    watch: Option<(Arc<TraceStop>, &'static str)>,
+) -> Vec<Duration> {
+    if stage.scenario == Scenario::RwlockReaders {
+        stage.run::<ReadersHold<L>>(watch)
+    } else {
+        stage.run::<WriterHolds<L>>(watch)
+    }
 }
 
 fn main() {
@@ -190,7 +219,14 @@ fn main() {
             args.seconds
         );
     }
-    let total = args.scenarios.len() * LOCKS.len();
+    let locks_of = |s: &Scenario| {
+        if s.is_rwlock() {
+            RW_LOCKS.len()
+        } else {
+            LOCKS.len()
+        }
+    };
+    let total: usize = args.scenarios.iter().map(locks_of).sum();
     let mut done = 0;
     let mut all: Vec<Vec<Result>> = Vec::new();
     for scenario in &args.scenarios {
@@ -202,7 +238,7 @@ fn main() {
                 if !args.json {
                     println!("\n{line}");
                 }
-                done += LOCKS.len();
+                done += locks_of(scenario);
                 continue;
             }
         };

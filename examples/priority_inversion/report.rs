@@ -89,6 +89,9 @@ pub fn headline(scenario: &str, results: &[&Result]) -> String {
     if let Some(pi) = max_of("pthread_pi") {
         line += &format!(", {pi:.2} ms with pthread PI");
     }
+    if let Some(rw) = max_of("pthread_rwlock") {
+        line += &format!(", {rw:.1} ms with a pthread rwlock");
+    }
     line
 }
 

@@ -27,15 +27,26 @@ pub enum Scenario {
     /// A SCHED_FIFO foreground, a SCHED_OTHER owner, a lower-priority SCHED_FIFO hog: the case
     /// PI futexes were made for.
     Rt,
+    /// Two SCHED_IDLE readers of an RwLock on the hog's CPU; the foreground writes.
+    RwlockReaders,
+    /// A SCHED_IDLE writer of an RwLock on the hog's CPU; the foreground reads.
+    RwlockWriter,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Direct,
         Scenario::Chain,
         Scenario::Cgroup,
         Scenario::Rt,
+        Scenario::RwlockReaders,
+        Scenario::RwlockWriter,
     ];
+
+    /// Whether the scenario stages a reader-writer lock (`locks::RW_LOCKS`).
+    pub fn is_rwlock(self) -> bool {
+        matches!(self, Scenario::RwlockReaders | Scenario::RwlockWriter)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -43,6 +54,8 @@ impl Scenario {
             Scenario::Chain => "chain",
             Scenario::Cgroup => "cgroup",
             Scenario::Rt => "rt",
+            Scenario::RwlockReaders => "rwlock-readers",
+            Scenario::RwlockWriter => "rwlock-writer",
         }
     }
 
@@ -61,13 +74,22 @@ impl Scenario {
             Scenario::Rt => format!(
                 "SCHED_FIFO {FG_FIFO} foreground on CPU 1; SCHED_OTHER owner on CPU 0 beside a SCHED_FIFO {HOG_FIFO} hog ({burst} ms bursts)"
             ),
+            Scenario::RwlockReaders => format!(
+                "two SCHED_IDLE readers of an RwLock on CPU 0 beside a nice-0 hog ({burst} ms bursts); foreground on CPU 1 writes every 1 ms"
+            ),
+            Scenario::RwlockWriter => format!(
+                "SCHED_IDLE writer of an RwLock on CPU 0 beside a nice-0 hog ({burst} ms bursts); foreground on CPU 1 reads every 1 ms"
+            ),
         }
     }
 
     /// What the machine must allow, checked before any run: `Err` says why not.
     pub fn prepare(self) -> Result<Option<Arc<Groups>>, String> {
         match self {
-            Scenario::Direct | Scenario::Chain => Ok(None),
+            Scenario::Direct
+            | Scenario::Chain
+            | Scenario::RwlockReaders
+            | Scenario::RwlockWriter => Ok(None),
             Scenario::Cgroup => Groups::create(4, 512).map(|g| Some(Arc::new(g))),
             Scenario::Rt => setup::can_use_fifo().map(|()| None),
         }
@@ -146,9 +168,13 @@ impl Stage {
         }
         warm_up();
         match (self.scenario, role) {
-            (Scenario::Direct | Scenario::Chain, Role::Owner) => {
-                report(setup::set_policy(libc::SCHED_IDLE, 0))
-            }
+            (
+                Scenario::Direct
+                | Scenario::Chain
+                | Scenario::RwlockReaders
+                | Scenario::RwlockWriter,
+                Role::Owner,
+            ) => report(setup::set_policy(libc::SCHED_IDLE, 0)),
             (Scenario::Cgroup, Role::Owner) => {
                 report(setup::join_group(&self.groups.as_ref().unwrap().background))
             }
@@ -175,10 +201,9 @@ impl Stage {
         // and the foreground itself. The measurement is of the staged inversion, not of threads
         // still starting: without this, the foreground's first waits raced the others' pinning,
         // warm-up and policy changes, and a short run measured mostly that start-up.
-        let owners = if self.scenario == Scenario::Chain {
-            2
-        } else {
-            1
+        let owners = match self.scenario {
+            Scenario::Chain | Scenario::RwlockReaders => 2,
+            _ => 1,
         };
         let ready = Arc::new(Barrier::new(owners + 2));
         let mut threads = Vec::new();
@@ -196,11 +221,14 @@ impl Stage {
                 busy(Duration::from_micros(100));
             }));
         } else {
-            let (a, s) = (a.clone(), section.clone());
-            threads.push(self.owner(&stop, &ready, move || {
-                a.hold(|| s.run());
-                busy(Duration::from_micros(100));
-            }));
+            // One owner, or two readers whose holds overlap (`rwlock-readers`).
+            for _ in 0..owners {
+                let (a, s) = (a.clone(), section.clone());
+                threads.push(self.owner(&stop, &ready, move || {
+                    a.hold_background(|| s.run());
+                    busy(Duration::from_micros(100));
+                }));
+            }
         }
         let (stage, s, r) = (self.clone(), stop.clone(), ready.clone());
         threads.push(std::thread::spawn(move || {
@@ -276,4 +304,7 @@ fn warm_up() {
     let _ = cv.wait_timeout(m.lock().unwrap(), Duration::from_micros(1));
     let _ = m.owner_tid();
     let _ = m.run(|_| ());
+    let rw = proxy_lock::RwLock::new(());
+    drop(rw.read());
+    drop(rw.write());
 }

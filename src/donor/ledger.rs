@@ -8,12 +8,13 @@ use super::attrs::{Attrs, Lent};
 use super::{rescue_slot, with_ledger};
 use crate::loom::{Ordering, Pin};
 use crate::stats as report;
-use crate::task::{Me, NOT_RESTORING, Task};
-use crate::word::RawMutex;
+use crate::task::{Me, NOT_RESTORING, Task, WAIT_KIND};
+use crate::word::LockRef;
 
 /// A thread listed as waiting on `lock`, and what it lends.
 struct Listed {
     task: *const Task,
+    /// The lock as `LockRef::tagged`: its address and how the thread waits for it.
     lock: usize,
     /// The thread's own attributes when it was listed (its base if it was boosted then).
     own: Attrs,
@@ -78,13 +79,14 @@ impl Ledger {
 
 /// Lists `me` (about to sleep on `lock`, freeing `cpu`) and every sleeper down the chain, then
 /// reconciles.
-pub(super) fn lend(me: Me, lock: &RawMutex, cpu: Option<u32>) {
+pub(super) fn lend(me: Me, lock: LockRef<'_>, cpu: Option<u32>) {
     with_ledger(me.task(), |ledger| {
         let pin = crate::loom::pin();
         let own = own_attrs(ledger, me.task());
         ledger.list(me.task(), lock, own, cpu);
-        crate::chain::walk(lock, |_, owner| {
-            if owner.is(me) {
+        crate::chain::walk(lock, |step| {
+            let owner = step.owner;
+            if owner.is(me) && !step.waker {
                 return false;
             }
             // An owner asleep on another lock passes the loan on: list it there too. Inside
@@ -388,8 +390,8 @@ impl Ledger {
         self.listed.iter().any(|l| std::ptr::eq(l.task, task))
     }
 
-    fn list(&mut self, task: &Task, lock: &RawMutex, own: Attrs, cpu: Option<u32>) {
-        let addr = lock.id().addr();
+    fn list(&mut self, task: &Task, lock: LockRef<'_>, own: Attrs, cpu: Option<u32>) {
+        let addr = lock.tagged();
         let again = self.listed.iter_mut().find(|l| std::ptr::eq(l.task, task));
         if let Some(l) = again.filter(|l| l.lock == addr) {
             // Listed again on the same lock (a real-time waiter adding its CPU before it
@@ -423,14 +425,14 @@ impl Ledger {
         }
         // SAFETY: the lock is alive: `task` is still inside its wait on it (invariant), or is
         // the caller returning from that wait, which borrows it.
-        unsafe { &*(gone.lock as *const RawMutex) }.clear_donated();
+        unsafe { LockRef::from_tagged(gone.lock) }.clear_donated();
         Unlisted::LastOnLock
     }
 
-    /// The owner of `l`'s lock, if it is held, readable while `pin` lives.
-    fn owner_of<'p>(l: &Listed, pin: &'p Pin) -> Option<&'p Task> {
+    /// The owners of `l`'s lock (`LockRef::owners`), readable while `pin` lives, into `out`.
+    fn owners_of<'p>(l: &Listed, pin: &'p Pin, out: &mut Vec<&'p Task>) {
         // SAFETY: the lock is alive while `l` is listed (invariant).
-        unsafe { &*(l.lock as *const RawMutex) }.owner_record(pin)
+        unsafe { LockRef::from_tagged(l.lock) }.owners(pin, out)
     }
 
     /// Everything lent to each thread: the loans of the waiters on locks it owns, each with
@@ -445,7 +447,17 @@ impl Ledger {
     fn all_loans(&mut self, pin: &Pin) -> Loans {
         let mut loans = std::mem::replace(&mut self.scratch, Loans::new());
         // Each listed waiter meets at most itself, its lock's owner and that one's waker.
-        loans.clear(self.boosted.len() + 3 * self.listed.len());
+        // The owners of read-held `RwLock`s past the first, by listed waiter: a scan of the
+        // records each (`LockRef::owners`), and none for a mutex.
+        let mut more: Vec<(usize, *const Task)> = Vec::new();
+        let mut owners = Vec::new();
+        for (i, l) in self.listed.iter().enumerate() {
+            if l.lock & WAIT_KIND != 0 {
+                Self::owners_of(l, pin, &mut owners);
+                more.extend(owners.iter().skip(1).map(|&o| (i, o as *const Task)));
+            }
+        }
+        loans.clear(self.boosted.len() + 3 * self.listed.len() + more.len());
         // A boosted waiter lends its base, not its loan (which reaches the owner anyway):
         // its node names its entry, so each listed waiter costs one lookup, not a search.
         for (i, b) in self.boosted.iter().enumerate() {
@@ -456,7 +468,10 @@ impl Ledger {
         // owners' records are loads that miss the cache, and with no other work between them
         // the processor overlaps them.
         for l in &self.listed {
-            let owner = Self::owner_of(l, pin).map_or(std::ptr::null(), |o| o as *const Task);
+            Self::owners_of(l, pin, &mut owners);
+            let owner = owners
+                .first()
+                .map_or(std::ptr::null(), |&o| o as *const Task);
             loans.targets.push([owner, std::ptr::null()]);
         }
         for t in &mut loans.targets {
@@ -475,7 +490,13 @@ impl Ledger {
                 NOT_BOOSTED => Lent::from_donor(&l.own, l.cpu),
                 b => Lent::from_donor(&self.boosted[b].base, l.cpu),
             };
-            for owner in loans.targets[i] {
+            // `more` is in listing order.
+            let (lo, hi) = (
+                more.partition_point(|m| m.0 < i),
+                more.partition_point(|m| m.0 <= i),
+            );
+            let others = more[lo..hi].iter().map(|m| m.1);
+            for owner in loans.targets[i].into_iter().chain(others) {
                 if owner.is_null() || std::ptr::eq(owner, l.task) {
                     continue;
                 }
@@ -653,9 +674,12 @@ impl Ledger {
         // one before working out every loan. Only as the owner of a waiter's lock: `me` is no
         // sleeper's waker (`Loans::targets`) here, as it has passed its lock on and its unlock
         // cleared its marks (`after_passing_on`), so the owners' records need not be read.
+        let mut owners = Vec::new();
         let lent_to_me = self.listed.iter().any(|l| {
-            !std::ptr::eq(l.task, task)
-                && Self::owner_of(l, &pin).is_some_and(|o| std::ptr::eq(o, task))
+            !std::ptr::eq(l.task, task) && {
+                Self::owners_of(l, &pin, &mut owners);
+                owners.iter().any(|&o| std::ptr::eq(o, task))
+            }
         });
         let loan = lent_to_me
             .then(|| {

@@ -322,7 +322,9 @@ impl RawMutex {
                     None
                 }
             };
-            let parked = wait_for(me, self, timed, spin_first, || self.park(me, deadline))?;
+            let parked = wait_for(me, self.into(), timed, spin_first, || {
+                self.park(me, deadline)
+            })?;
             match parked {
                 ParkResult::Unparked(TOKEN_HANDOFF) => {
                     me.acquired();

@@ -266,7 +266,7 @@ fn sleep_on_slot(raw: &RawMutex, me: Me, slot: &Slot) {
         let _: ParkResult =
             unsafe { park(slot.addr(), validate, || {}, |_, _| {}, ParkToken(0), None) };
     };
-    if let Err(deadlock) = wait_for(me, raw, false, spin_first, park_on_slot) {
+    if let Err(deadlock) = wait_for(me, raw.into(), false, spin_first, park_on_slot) {
         give_up(slot, deadlock);
     }
 }

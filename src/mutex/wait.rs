@@ -16,7 +16,7 @@
 use crate::chain::Deadlock;
 use crate::donor::{self, Spin};
 use crate::task::Me;
-use crate::word::RawMutex;
+use crate::word::LockRef;
 
 /// One wait of `me` for `lock` (`timed`: it has a deadline). `spin(plan)` runs after the
 /// survey; it spins as `plan` allows (nothing for `Spin::No`) and returns `Some` to end the
@@ -24,12 +24,12 @@ use crate::word::RawMutex;
 /// wait. Either outcome is returned once the wait has been left.
 pub(crate) fn wait_for<R>(
     me: Me,
-    lock: &RawMutex,
+    lock: LockRef<'_>,
     timed: bool,
     spin: impl FnOnce(Spin) -> Option<R>,
     sleep: impl FnOnce() -> R,
 ) -> Result<R, Deadlock> {
-    me.set_blocked_on(lock.addr(), timed);
+    me.set_blocked_on(lock.tagged(), timed);
     let outcome = (|| {
         let plan = donor::before_spinning(me, lock, timed)?;
         if let Some(ended) = spin(plan) {

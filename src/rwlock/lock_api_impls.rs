@@ -20,18 +20,18 @@ not_under_loom! {
 
         #[inline]
         fn lock_shared(&self) {
-            self.read();
+            self.read(crate::task::current());
         }
 
         #[inline]
         fn try_lock_shared(&self) -> bool {
-            self.try_read().is_some()
+            self.try_read(crate::task::current()).is_some()
         }
 
         #[inline]
         unsafe fn unlock_shared(&self) {
             // SAFETY: the trait requires a read lock held in this context.
-            unsafe { self.read_unlock() }
+            unsafe { self.read_unlock(crate::task::current()) }
         }
 
         #[inline]
@@ -76,11 +76,13 @@ not_under_loom! {
         type Instant = Instant;
 
         fn try_lock_shared_for(&self, timeout: Duration) -> bool {
-            self.read_until(Instant::now().checked_add(timeout)).is_some()
+            let me = crate::task::current();
+            self.read_until(me, Instant::now().checked_add(timeout)).is_some()
         }
 
         fn try_lock_shared_until(&self, deadline: Instant) -> bool {
-            self.read_until(Some(deadline)).is_some()
+            self.read_until(crate::task::current(), Some(deadline))
+                .is_some()
         }
 
         fn try_lock_exclusive_for(&self, timeout: Duration) -> bool {

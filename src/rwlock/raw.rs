@@ -1,36 +1,7 @@
 //! `RawRwLock`: the reader-writer lock word and the protocol that takes and releases it.
 //!
-//! # The lock word
-//!
-//! One `usize`. Its high bits hold the writer's task record address while a writer holds the
-//! lock, or the number of readers otherwise; the low bits, which the record's alignment leaves
-//! free, hold flags.
-//!
-//! ```text
-//!   bits 63..6                          bit 3      bit 2    bit 1           bit 0
-//!  +-----------------------------------+----------+--------+---------------+---------------+
-//!  | writer record, or reader count    | POISONED | WRITER | WRITERS_PARKED| READERS_PARKED|
-//!  +-----------------------------------+----------+--------+---------------+---------------+
-//! ```
-//!
-//! * `WRITER` set: the thread whose record is at the high bits holds the lock for writing. It
-//!   counts the lock among those it holds (`Me::acquired`), so that a thread that exits with
-//!   a forgotten write guard keeps its record, which the word still names.
-//!   `WRITER` clear: the high bits count the readers (`ONE_READER` each); zero is a free lock.
-//! * `READERS_PARKED`: readers may be asleep in the parking lot under the lock's address. Set
-//!   by a reader before it parks; cleared under that queue's lock by whoever empties the queue.
-//!   Readers only park while the lock is not readable (see below), so whoever makes it readable
-//!   again with this bit set wakes them.
-//! * `WRITERS_PARKED`: writers may be asleep under the lock's address plus one. Set by a writer
-//!   before it parks; cleared under that queue's lock by whoever empties it. While it is set the
-//!   lock is not readable: new readers wait, so readers whose holds overlap cannot starve a
-//!   writer.
-//! * `POISONED`: a writer panicked (std's rules, `mutex::poison`). Kept by every handover and
-//!   release, so only the slow paths read it: a lock taken from the exact `UNLOCKED` word was
-//!   not poisoned.
-//! * Bits 4 and 5 are unused.
-//!
-//! **Readable** means neither `WRITER` nor `WRITERS_PARKED`.
+//! The word's layout, its bits and who holds it are `word::rw`'s: chain walks and the
+//! donation ledger read it too.
 //!
 //! # Who gets the lock
 //!
@@ -52,54 +23,27 @@
 //! A thread that holds a read lock and reads again while a writer waits deadlocks, as with
 //! parking_lot's `read`.
 
+use crate::donor::Spin;
 use crate::loom::{
-    AtomicUsize, FilterOp, Ordering, ParkResult, ParkToken, UnparkResult, UnparkToken, const_fn,
-    park, unpark_filter,
+    FilterOp, Ordering, ParkResult, ParkToken, UnparkResult, UnparkToken, const_fn, park,
+    unpark_filter,
 };
-use crate::spin::SpinWait;
-use crate::task::{Me, TASK_ALIGN};
+use crate::mutex::wait::wait_for;
+use crate::spin::{ChainEndWatch, SpinWait};
+use crate::task::Me;
 use crate::tuning::RW_READER_PATIENCE_US;
+use crate::word::LockRef;
+use crate::word::rw::{
+    DONATED, KEPT, ONE_READER, POISONED, READERS_FULL, READERS_PARKED, RwWord, UNLOCKED, WRITER,
+    WRITERS_PARKED, holders, readable,
+};
 use std::cell::Cell;
 use std::time::Instant;
-
-/// Readers may be parked under the lock's address.
-const READERS_PARKED: usize = 1;
-/// Writers may be parked under the lock's address plus one.
-const WRITERS_PARKED: usize = 2;
-/// A writer holds the lock; the high bits are its record.
-const WRITER: usize = 4;
-/// A writer panicked while holding the lock.
-const POISONED: usize = 8;
-/// One reader in the count.
-const ONE_READER: usize = 64;
-/// The count's top bit: half the count's range is more readers than any program has, and
-/// keeping below it lets the read fast path check "readable, and room for one more" with one
-/// mask (std's lock does it with one compare).
-const READERS_FULL: usize = 1 << (usize::BITS - 1);
-/// The flags that stay with the lock whoever holds it.
-const KEPT: usize = READERS_PARKED | WRITERS_PARKED | POISONED;
-/// Every flag bit: they sit below the count and below any record address.
-const FLAGS: usize = KEPT | WRITER;
-const _: () = assert!(FLAGS < ONE_READER && ONE_READER <= TASK_ALIGN);
-/// The word of a free lock nobody waits for.
-const UNLOCKED: usize = 0;
 
 /// A woken waiter was handed the lock (readers, for fairness).
 const TOKEN_HANDOFF: UnparkToken = UnparkToken(1);
 /// A woken waiter competes for the lock again.
 const TOKEN_RETRY: UnparkToken = UnparkToken(0);
-
-/// Who holds the lock, from a word: the writer's record address with `WRITER`, the reader
-/// count, or 0.
-#[inline]
-fn holders(word: usize) -> usize {
-    word & !KEPT
-}
-
-#[inline]
-fn readable(word: usize) -> bool {
-    word & (WRITER | WRITERS_PARKED) == 0
-}
 
 /// The raw reader-writer lock: no data, no poisoning API. Usable with `lock_api`.
 ///
@@ -115,8 +59,8 @@ fn readable(word: usize) -> bool {
 ///
 /// Layout: the lock word alone; sleepers live in the parking lot, found by its address.
 pub struct RawRwLock {
-    /// The lock word; see the module docs.
-    word: AtomicUsize,
+    /// The lock word; see `word::rw`.
+    word: RwWord,
 }
 
 impl RawRwLock {
@@ -130,13 +74,13 @@ impl RawRwLock {
         /// ```
         pub fn new() -> RawRwLock {
             RawRwLock {
-                word: AtomicUsize::new(UNLOCKED),
+                word: RwWord::new(),
             }
         }
     }
 
     fn readers_key(&self) -> usize {
-        &self.word as *const AtomicUsize as usize
+        self.word.addr()
     }
 
     /// The writers' queue: one past the word, an address no other lock parks on.
@@ -165,9 +109,10 @@ impl RawRwLock {
     /// Takes a read lock if it is readable right now: other readers coming and going do not
     /// make it fail, as with std's. `Some(poisoned)` if taken.
     #[inline]
-    pub(crate) fn try_read(&self) -> Option<bool> {
+    pub(crate) fn try_read(&self, me: Me) -> Option<bool> {
         loop {
             if let Some(poisoned) = self.read_once() {
+                me.read_acquired(self.word.addr());
                 return Some(poisoned);
             }
             // Relaxed: only decides whether to try again.
@@ -180,20 +125,28 @@ impl RawRwLock {
 
     /// Takes a read lock, waiting as long as it takes; returns whether it is poisoned.
     #[inline]
-    pub(crate) fn read(&self) -> bool {
-        match self.read_once() {
+    pub(crate) fn read(&self, me: Me) -> bool {
+        let poisoned = match self.read_once() {
             Some(poisoned) => poisoned,
-            None => self.read_slow(None).unwrap_or(false),
-        }
+            None => return self.read_slow(me, None).unwrap_or(false),
+        };
+        me.read_acquired(self.word.addr());
+        poisoned
     }
 
     /// Takes a read lock unless `deadline` passes first: `Some(poisoned)` if taken.
-    pub(crate) fn read_until(&self, deadline: Option<Instant>) -> Option<bool> {
-        self.read_once().or_else(|| self.read_slow(deadline))
+    pub(crate) fn read_until(&self, me: Me, deadline: Option<Instant>) -> Option<bool> {
+        match self.read_once() {
+            Some(poisoned) => {
+                me.read_acquired(self.word.addr());
+                Some(poisoned)
+            }
+            None => self.read_slow(me, deadline),
+        }
     }
 
     #[cold]
-    fn read_slow(&self, deadline: Option<Instant>) -> Option<bool> {
+    fn read_slow(&self, me: Me, deadline: Option<Instant>) -> Option<bool> {
         let mut spin = SpinWait::default();
         loop {
             // Relaxed: only decides between taking, spinning and parking; each re-validates.
@@ -210,63 +163,107 @@ impl RawRwLock {
                     .compare_exchange_weak(word, new, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    return Some(word & POISONED != 0);
+                    return Some(self.took(me, word, false));
                 }
                 continue;
             }
-            if word & WRITER != 0 && written_by_me(word) {
+            if word & WRITER != 0 && holders(word) == me.addr() | WRITER {
                 if deadline.is_some() {
                     // A timed lock on a lock we hold for writing could only time out.
                     return None;
                 }
-                self_deadlock(crate::task::current());
+                self_deadlock(me);
             }
             if word & READERS_PARKED == 0 && spin.spin() {
+                continue;
+            }
+            if !self.raise_flag(word, READERS_PARKED) {
                 continue;
             }
             // The park time, for the writers' unlock to judge the readers' patience.
             let token = ParkToken(crate::loom::monotonic_us() as usize);
             let blocked = |word| !readable(word);
-            let Some(parked) = self.park_behind(word, READERS_PARKED, token, deadline, blocked)
-            else {
-                continue;
-            };
-            match parked {
+            let park = || self.park_flagged(READERS_PARKED, token, deadline, blocked);
+            match self.wait_as(me, LockRef::Read(&self.word), deadline, blocked, park) {
                 // Handed the lock for fairness. Acquire: the hand-over was written by the
                 // unlocker, which the wake orders before us; the poison bit is as it left it.
-                ParkResult::Unparked(TOKEN_HANDOFF) => {
-                    return Some(self.word.load(Ordering::Acquire) & POISONED != 0);
+                Some(ParkResult::Unparked(TOKEN_HANDOFF)) => {
+                    let word = self.word.load(Ordering::Acquire);
+                    return Some(self.took(me, word, false));
                 }
-                ParkResult::TimedOut => return None,
-                _ => spin = SpinWait::default(),
+                Some(ParkResult::TimedOut) => return None,
+                Some(_) => spin = SpinWait::default(),
+                None => {}
             }
         }
     }
 
-    /// Parks as a reader (`flag` READERS_PARKED) or a writer (WRITERS_PARKED) on a lock whose
-    /// word was `word` and that is `blocked` for it: sets the flag unless it is up, then sleeps
-    /// in that kind's queue while the flag stays up and the lock blocked. `None` if the word
-    /// changed before the flag went up (the caller looks again).
-    fn park_behind(
+    /// `me` took the lock (`write`, or a read) from `word`, on a slow path: notes it, and if
+    /// waiters lend to the lock's holders (`DONATED`), takes its share of their loans (the
+    /// ledger reconciles). Returns whether the lock is poisoned.
+    fn took(&self, me: Me, word: usize, write: bool) -> bool {
+        if write {
+            me.acquired();
+        } else {
+            me.read_acquired(self.word.addr());
+        }
+        if word & DONATED != 0 {
+            crate::donor::took_donated_lock(me);
+        }
+        word & POISONED != 0
+    }
+
+    /// Sets `flag` (READERS_PARKED or WRITERS_PARKED) in the word, which was `word`, unless it
+    /// is up already. False if the word changed first (the caller looks again).
+    fn raise_flag(&self, word: usize, flag: usize) -> bool {
+        // Relaxed: the flag is read under that kind's queue lock by `park`'s validation and by
+        // whoever wakes the queue; that lock orders them.
+        word & flag != 0
+            || self
+                .word
+                .compare_exchange_weak(word, word | flag, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// One wait of `me` for this lock, as `waits` says (`mutex::wait::wait_for`): publishes it,
+    /// lends to the holders if they are worse off, spins while the one thread it waits for runs
+    /// (if only one), then lends its CPU and sleeps with `park`. `None` if the lock stopped
+    /// being `blocked` while it spun (the caller looks again). Panics on a deadlock cycle.
+    fn wait_as(
         &self,
-        word: usize,
+        me: Me,
+        waits: LockRef<'_>,
+        deadline: Option<Instant>,
+        blocked: impl Fn(usize) -> bool,
+        park: impl FnOnce() -> ParkResult,
+    ) -> Option<ParkResult> {
+        // Relaxed: a hint for the spin; the caller re-validates what it saw.
+        let still_blocked = || blocked(self.word.load(Ordering::Relaxed));
+        let spin = |plan: Spin| {
+            if plan != Spin::No
+                && let Some(mut watch) = ChainEndWatch::new(waits, me, plan.start_grace_us())
+            {
+                while still_blocked() && watch.still_running() {}
+            }
+            (!still_blocked()).then_some(None)
+        };
+        match wait_for(me, waits, deadline.is_some(), spin, || Some(park())) {
+            Ok(parked) => parked,
+            Err(deadlock) => deadlock.raise(),
+        }
+    }
+
+    /// Parks as a reader (`flag` READERS_PARKED) or a writer (WRITERS_PARKED), whose flag is
+    /// up, in that kind's queue while the flag stays up and the lock is `blocked` for it.
+    fn park_flagged(
+        &self,
         flag: usize,
         token: ParkToken,
         deadline: Option<Instant>,
         blocked: impl Fn(usize) -> bool,
-    ) -> Option<ParkResult> {
-        // Relaxed: the flag is read under that kind's queue lock by `park`'s validation and by
-        // whoever wakes the queue; that lock orders them.
-        if word & flag == 0
-            && self
-                .word
-                .compare_exchange_weak(word, word | flag, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            return None;
-        }
+    ) -> ParkResult {
         let validate = || {
-            // Relaxed: under the queue lock (see above).
+            // Relaxed: under the queue lock (see `raise_flag`).
             let word = self.word.load(Ordering::Relaxed);
             word & flag != 0 && blocked(word)
         };
@@ -283,20 +280,26 @@ impl RawRwLock {
         };
         // SAFETY: the key is this lock's address (readers) or one past it (writers), which
         // only this lock's waiters park on; the callbacks do not panic.
-        Some(unsafe { park(key, validate, || {}, timed_out, token, deadline) })
+        unsafe { park(key, validate, || {}, timed_out, token, deadline) }
     }
 
-    /// Releases a read lock.
+    /// Releases a read lock held by `me`.
     ///
     /// # Safety
-    /// The caller holds a read lock on `self`.
+    /// `me` holds a read lock on `self`.
     #[inline]
-    pub(crate) unsafe fn read_unlock(&self) {
-        // Release: the reader's reads of the data come before a writer's later writes.
+    pub(crate) unsafe fn read_unlock(&self, me: Me) {
+        // The note goes first: a lender that sees this release sees it gone (`word::rw`).
+        me.read_releasing(self.word.addr());
+        // Release: the reader's reads of the data come before a writer's later writes, and the
+        // note's clear before a lender's Acquire mark.
         let word = self.word.fetch_sub(ONE_READER, Ordering::Release);
         debug_assert!(word & WRITER == 0 && holders(word) >= ONE_READER);
         if holders(word) == ONE_READER && word & WRITERS_PARKED != 0 {
             self.wake_a_writer(UNLOCKED);
+        }
+        if word & DONATED != 0 {
+            released_donated(me);
         }
     }
 
@@ -308,17 +311,16 @@ impl RawRwLock {
         let mut word = self.word.load(Ordering::Relaxed);
         while holders(word) == UNLOCKED {
             // Acquire: pairs with the Release of whoever released the lock last (the writer's
-            // writes, the readers' reads).
+            // writes, the readers' reads). Release: a chain walker that reads our address from
+            // the word (Acquire) then reads our task record, which this publishes (free on x86,
+            // where every CAS is a full barrier), as the mutex's acquiring CAS does.
             match self.word.compare_exchange_weak(
                 word,
                 word | me.addr() | WRITER,
-                Ordering::Acquire,
+                Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => {
-                    me.acquired();
-                    return Some(word & POISONED != 0);
-                }
+                Ok(_) => return Some(self.took(me, word, true)),
                 Err(now) => word = now,
             }
         }
@@ -328,13 +330,13 @@ impl RawRwLock {
     /// Takes the write lock, waiting as long as it takes; returns whether it is poisoned.
     #[inline]
     pub(crate) fn write(&self, me: Me) -> bool {
-        // Acquire: as in `try_write`.
+        // AcqRel: as in `try_write`.
         if self
             .word
             .compare_exchange(
                 UNLOCKED,
                 me.addr() | WRITER,
-                Ordering::Acquire,
+                Ordering::AcqRel,
                 Ordering::Relaxed,
             )
             .is_ok()
@@ -357,19 +359,18 @@ impl RawRwLock {
             // Relaxed: only decides between taking, spinning and parking; each re-validates.
             let word = self.word.load(Ordering::Relaxed);
             if holders(word) == UNLOCKED {
-                // Acquire: as in `try_write`.
+                // AcqRel: as in `try_write`.
                 if self
                     .word
                     .compare_exchange_weak(
                         word,
                         word | me.addr() | WRITER,
-                        Ordering::Acquire,
+                        Ordering::AcqRel,
                         Ordering::Relaxed,
                     )
                     .is_ok()
                 {
-                    me.acquired();
-                    return Some(word & POISONED != 0);
+                    return Some(self.took(me, word, true));
                 }
                 continue;
             }
@@ -383,20 +384,23 @@ impl RawRwLock {
             if word & WRITERS_PARKED == 0 && spin.spin() {
                 continue;
             }
+            // The flag goes up before the wait is published: from then on no reader comes in,
+            // so the readers a lender finds are all the writer waits for.
+            if !self.raise_flag(word, WRITERS_PARKED) {
+                continue;
+            }
             let blocked = |word| holders(word) != UNLOCKED;
             let token = ParkToken(me.addr());
-            let Some(parked) = self.park_behind(word, WRITERS_PARKED, token, deadline, blocked)
-            else {
-                continue;
-            };
-            match parked {
-                ParkResult::TimedOut => {
+            let park = || self.park_flagged(WRITERS_PARKED, token, deadline, blocked);
+            match self.wait_as(me, LockRef::Write(&self.word), deadline, blocked, park) {
+                Some(ParkResult::TimedOut) => {
                     // The last writer to leave cleared WRITERS_PARKED: readers parked behind
                     // it may go now.
                     self.wake_readers_if_readable();
                     return None;
                 }
-                _ => spin = SpinWait::default(),
+                Some(_) => spin = SpinWait::default(),
+                None => {}
             }
         }
     }
@@ -425,7 +429,14 @@ impl RawRwLock {
 
     #[cold]
     fn write_unlock_slow(&self, me: Me) {
-        let mine = me.addr() | WRITER;
+        if self.release_write(me.addr() | WRITER) & DONATED != 0 {
+            released_donated(me);
+        }
+    }
+
+    /// Releases the write lock held as `mine` (the writer's holders bits) and wakes whom the
+    /// policy says; returns the word its release replaced (for `DONATED`).
+    fn release_write(&self, mine: usize) -> usize {
         loop {
             // Relaxed: a routing hint; each wake re-reads the word under its queue lock, and
             // the releases below are CASes on exactly this word.
@@ -440,17 +451,16 @@ impl RawRwLock {
                         .is_ok()
                     {
                         self.wake_readers_if_readable();
-                        return;
+                        return word;
                     }
                     continue;
                 }
-                if self.hand_to_patient_readers(mine) {
-                    return;
+                if let Some(released) = self.hand_to_patient_readers(mine) {
+                    return released;
                 }
             }
             if word & WRITERS_PARKED != 0 {
-                self.wake_a_writer(mine);
-                return;
+                return self.wake_a_writer(mine);
             }
             // Nobody parked: release, keeping the poison. A waiter that set its flag since the
             // load makes this fail, and is woken on the next turn: a plain store would leave it
@@ -458,10 +468,15 @@ impl RawRwLock {
             // Release: as in `write_unlock`.
             if self
                 .word
-                .compare_exchange(word, word & POISONED, Ordering::Release, Ordering::Relaxed)
+                .compare_exchange(
+                    word,
+                    word & (POISONED | DONATED),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
             {
-                return;
+                return word;
             }
         }
     }
@@ -472,8 +487,9 @@ impl RawRwLock {
     /// # Safety
     /// `me` holds the write lock on `self`.
     pub(crate) unsafe fn downgrade(&self, me: Me) {
-        // A read lock does not name its holder in the word.
+        // A read lock does not name its holder in the word: the note does.
         me.released();
+        me.read_acquired(self.word.addr());
         // Release: the writer's writes come before the readers that join now; the flags stay.
         let word = self
             .word
@@ -488,8 +504,9 @@ impl RawRwLock {
     /// the last reader has just left) and wakes one parked writer to take it. The woken writer
     /// keeps `WRITERS_PARKED` set until it holds the lock; if none was parked the flag goes, and
     /// the readers it held back are woken.
-    fn wake_a_writer(&self, from: usize) {
+    fn wake_a_writer(&self, from: usize) -> usize {
         let first = Cell::new(true);
+        let released = Cell::new(UNLOCKED);
         let filter = |_| {
             if first.replace(false) {
                 FilterOp::Unpark
@@ -512,7 +529,7 @@ impl RawRwLock {
                 } else {
                     holders(word)
                 };
-                let new = left | (word & (READERS_PARKED | POISONED)) | writers;
+                let new = left | (word & (READERS_PARKED | POISONED | DONATED)) | writers;
                 // Release: the unlocker's writes (or the last reader's reads) come before the
                 // next holder's accesses.
                 match self.word.compare_exchange_weak(
@@ -521,7 +538,10 @@ impl RawRwLock {
                     Ordering::Release,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => return TOKEN_RETRY,
+                    Ok(_) => {
+                        released.set(word);
+                        return TOKEN_RETRY;
+                    }
                     Err(now) => word = now,
                 }
             }
@@ -531,13 +551,15 @@ impl RawRwLock {
         if result.unparked_threads == 0 {
             self.wake_readers_if_readable();
         }
+        released.get()
     }
 
     /// Hands the lock, write-held as `from`, to every parked reader at once if the first of
-    /// them has waited `RW_READER_PATIENCE_US`. False if it has not, or none is parked (the
-    /// lock is still `from`'s).
-    fn hand_to_patient_readers(&self, from: usize) -> bool {
+    /// them has waited `RW_READER_PATIENCE_US`, and returns the word it replaced. `None` if it
+    /// has not, or none is parked (the lock is still `from`'s).
+    fn hand_to_patient_readers(&self, from: usize) -> Option<usize> {
         let first = Cell::new(true);
+        let released = Cell::new(None);
         let patient = Cell::new(false);
         let filter = |token: ParkToken| {
             if first.replace(false) {
@@ -577,14 +599,17 @@ impl RawRwLock {
                     Ordering::Release,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => return TOKEN_HANDOFF,
+                    Ok(_) => {
+                        released.set(Some(word));
+                        return TOKEN_HANDOFF;
+                    }
                     Err(now) => word = now,
                 }
             }
         };
         // SAFETY: the readers' key of this lock; the callbacks do not panic.
         let result = unsafe { unpark_filter(self.readers_key(), filter, callback) };
-        result.unparked_threads > 0
+        released.get().filter(|_| result.unparked_threads > 0)
     }
 
     /// If the lock is readable and readers are parked, wakes them all to take it; they were
@@ -644,10 +669,11 @@ impl RawRwLock {
     }
 }
 
-/// Whether the write lock in `word` is the calling thread's own.
+/// `me` released a hold (read or write) of a lock whose word carried `DONATED`: waiters may
+/// have lent to it (`donor::after_releasing_donated`).
 #[cold]
-fn written_by_me(word: usize) -> bool {
-    holders(word) == crate::task::current().addr() | WRITER
+fn released_donated(me: Me) {
+    crate::donor::after_releasing_donated(me);
 }
 
 #[cold]

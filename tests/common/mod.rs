@@ -2,7 +2,7 @@
 //! readers of `/proc/self/task/<tid>/{stat,status}` and thin wrappers of the setters.
 #![allow(dead_code)] // each test crate uses its own subset
 
-use proxy_lock::{Mutex, current_tid, thread_blocked_on};
+use proxy_lock::{LockId, Mutex, current_tid, thread_blocked_on};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::{self, JoinHandle};
@@ -12,6 +12,25 @@ use std::time::{Duration, Instant};
 /// test run's log of skips (`proxy_lock::test_hooks::log_skip`).
 pub fn skip(test: &str, why: &str) {
     proxy_lock::test_hooks::log_skip(test, why);
+}
+
+/// Donation tests change process-wide counters, the CPU-lending mode and real attributes: one
+/// at a time within a test binary.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether this process may lend nice and policy; if not, `test` says it skips.
+pub fn privileged(test: &str) -> bool {
+    if proxy_lock::capabilities().cap_sys_nice {
+        return true;
+    }
+    skip(
+        test,
+        "needs CAP_SYS_NICE to lower nice and leave SCHED_IDLE",
+    );
+    false
 }
 
 /// (policy, nice, rt_priority) of thread `tid`, from `/proc/self/task/<tid>/stat`.
@@ -96,11 +115,16 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 /// Whether thread `tid` sleeps on `m`: it published blocked_on and the kernel shows it asleep.
 /// Donation happens before the sleep, so from then on the owner is boosted.
 pub fn asleep_on<T>(tid: i32, m: &Mutex<T>) -> bool {
+    asleep_on_lock(tid, m.id())
+}
+
+/// `asleep_on` for any lock, by its id (an `RwLock`'s too).
+pub fn asleep_on_lock(tid: i32, lock: LockId) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
     let sleeping = stat
         .rsplit_once(") ")
         .is_some_and(|(_, r)| r.starts_with('S'));
-    thread_blocked_on(tid) == Some(m.id()) && sleeping
+    thread_blocked_on(tid) == Some(lock) && sleeping
 }
 
 /// A thread that takes `m` after `setup`, reports its tid, holds the lock until told to
@@ -116,19 +140,33 @@ pub struct Owner {
 
 impl Owner {
     pub fn spawn(m: &Arc<Mutex<()>>, setup: impl FnOnce() + Send + 'static) -> Owner {
+        let m = Arc::clone(m);
+        Owner::holding("owner", setup, move |held| {
+            let _guard = m.lock().unwrap();
+            held();
+        })
+    }
+
+    /// An owner of whatever `hold` takes: it runs `setup`, then `hold`, which takes its locks
+    /// and calls `held()` (which reports the tid and returns when told to release), then
+    /// releases them.
+    pub fn holding(
+        name: &str,
+        setup: impl FnOnce() + Send + 'static,
+        hold: impl FnOnce(&mut dyn FnMut()) + Send + 'static,
+    ) -> Owner {
         let (tid_tx, tid_rx) = channel();
         let (release, release_rx) = channel::<()>();
         let (released_tx, released) = channel();
         let (exit, exit_rx) = channel::<()>();
-        let m = Arc::clone(m);
         let handle = thread::Builder::new()
-            .name("owner".into())
+            .name(name.into())
             .spawn(move || {
                 setup();
-                let guard = m.lock().unwrap();
-                tid_tx.send(current_tid()).unwrap();
-                release_rx.recv().unwrap();
-                drop(guard);
+                hold(&mut || {
+                    tid_tx.send(current_tid()).unwrap();
+                    release_rx.recv().unwrap();
+                });
                 released_tx.send(()).unwrap();
                 let _ = exit_rx.recv();
             })
