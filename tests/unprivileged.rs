@@ -5,6 +5,14 @@
 //! policy, nice or priority than it had, the CPU loans an unprivileged process may still make
 //! are made and undone, and the locks keep working.
 //!
+//! Two more tests grant, without root, what the README says how to grant:
+//! * RLIMIT_NICE raised to 30 first (what `prlimit --nice=30`, systemd's `LimitNICE=-10` or
+//!   `/etc/security/limits.conf` give a process): nice loans down to nice -10, and out of
+//!   SCHED_IDLE, are made and restored. Raising the limit needs CAP_SYS_RESOURCE, which some
+//!   containers' root lacks; the test then says so and skips.
+//! * CAP_SYS_NICE kept across the move to `nobody` (what `setcap cap_sys_nice+ep` or systemd's
+//!   `AmbientCapabilities=CAP_SYS_NICE` give a process): every loan is made and restored.
+//!
 //! Needs root to give up (CI runs as root). Without it, the test says so and skips.
 //!
 //! Compiled only where the crate donates (`cfg(donates)`: Linux, `donation` feature on).
@@ -37,16 +45,124 @@ fn donation_in_a_process_without_cap_sys_nice() {
     if std::env::var_os(CHILD).is_some() {
         return child();
     }
+    run_child(TEST);
+}
+
+const RLIMIT_TEST: &str = "a_raised_rlimit_nice_lends_nice_without_privilege";
+
+#[test]
+fn a_raised_rlimit_nice_lends_nice_without_privilege() {
+    if std::env::var_os(CHILD).is_some() {
+        return rlimit_child();
+    }
+    if !has_effective_cap(CAP_SYS_RESOURCE) {
+        common::skip(
+            RLIMIT_TEST,
+            "needs CAP_SYS_RESOURCE to raise RLIMIT_NICE for the child (this root lacks it)",
+        );
+        return;
+    }
+    run_child(RLIMIT_TEST);
+}
+
+const CAP_TEST: &str = "a_process_with_cap_sys_nice_but_not_root_lends_nice";
+
+#[test]
+fn a_process_with_cap_sys_nice_but_not_root_lends_nice() {
+    if std::env::var_os(CHILD).is_some() {
+        return cap_child();
+    }
+    run_child(CAP_TEST);
+}
+
+const CAP_SYS_NICE: u32 = 23;
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// Whether the calling thread has capability `cap` in its effective set (`CapEff` in its
+/// status file).
+fn has_effective_cap(cap: u32) -> bool {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    eff & (1 << cap) != 0
+}
+
+/// The child's half of the capability test: leaves root for `nobody` keeping CAP_SYS_NICE
+/// (and nothing else) in this thread, whose later threads inherit it, as a binary given the
+/// capability by `setcap` or systemd would have it; then the same loans as `rlimit_child`, and
+/// a real-time one.
+fn cap_child() {
+    set_rlimit(libc::RLIMIT_NICE, 0);
+    keep_only_cap_sys_nice_and_leave_root();
+    let caps = capabilities();
+    println!("{caps}");
+    // SAFETY: geteuid has no preconditions.
+    assert_ne!(unsafe { libc::geteuid() }, 0, "still root");
+    assert!(caps.cap_sys_nice, "{caps}");
+    assert!(
+        caps.can_lower_nice && caps.can_leave_idle && caps.can_lend_realtime,
+        "{caps}"
+    );
+    lends_nice_and_restores(true);
+    println!("{PASSED}");
+}
+
+/// Keeps CAP_SYS_NICE in this thread's permitted and effective sets while it and the rest of
+/// the process leave root (other threads lose every capability).
+fn keep_only_cap_sys_nice_and_leave_root() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    // SAFETY: prctl with plain integer arguments.
+    let rc = unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1) };
+    assert_eq!(rc, 0, "PR_SET_KEEPCAPS");
+    give_up_root();
+    let header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let nice = Data {
+        effective: 1 << CAP_SYS_NICE,
+        permitted: 1 << CAP_SYS_NICE,
+        inheritable: 0,
+    };
+    let none = Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    };
+    let data = [nice, none];
+    // SAFETY: a v3 header and the two data words v3 reads.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
+    assert_eq!(rc, 0, "capset: {}", std::io::Error::last_os_error());
+}
+
+/// Runs `test` again in a child process (which takes the child's half), as root; skips if not
+/// root.
+fn run_child(test: &str) {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         common::skip(
-            TEST,
+            test,
             "needs root, to give up its privileges in a child process",
         );
         return;
     }
     let out = Command::new(std::env::current_exe().unwrap())
-        .args([TEST, "--exact", "--nocapture", "--test-threads=1"])
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD, "1")
         .output()
         .expect("the test binary runs again as a child");
@@ -56,6 +172,67 @@ fn donation_in_a_process_without_cap_sys_nice() {
     eprint!("{stderr}");
     assert!(out.status.success(), "the child failed: {}", out.status);
     assert!(stdout.contains(PASSED), "the child did not run its checks");
+}
+
+/// The child's half of the RLIMIT_NICE test: RLIMIT_NICE 30 (nice down to -10), then no root.
+/// `capabilities()` says so; a nice-0 waiter lends nice 0 to a nice-10 owner and to a
+/// SCHED_IDLE owner, which leaves SCHED_IDLE, and each gets its own back; real-time loans stay
+/// refused.
+fn rlimit_child() {
+    set_rlimit(libc::RLIMIT_NICE, 30);
+    set_rlimit(libc::RLIMIT_RTPRIO, 0);
+    give_up_root();
+    let caps = capabilities();
+    println!("{caps}");
+    assert!(!caps.cap_sys_nice, "still privileged: {caps}");
+    assert_eq!(caps.rlimit_nice, 30);
+    assert!(caps.can_lower_nice && caps.can_leave_idle, "{caps}");
+    assert!(!caps.can_lend_realtime, "{caps}");
+    lends_nice_and_restores(false);
+    println!("{PASSED}");
+}
+
+/// A nice-0 waiter lends nice 0 to a nice-10 owner and to a SCHED_IDLE owner, which leaves
+/// SCHED_IDLE, and each gets its own back; with `realtime`, a SCHED_FIFO waiter lends its
+/// priority too. Nothing is refused.
+fn lends_nice_and_restores(realtime: bool) {
+    let before = counters();
+    let m = Arc::new(Mutex::new(()));
+    let owners: [fn(); 2] = [|| set_nice(10), || set_policy(0, libc::SCHED_IDLE, 0)];
+    for owner_setup in owners {
+        let owner = Owner::spawn(&m, owner_setup);
+        let owner_base = sched_of(owner.tid);
+        let (_, waiter) = spawn_waiter(&m, || set_nice(0), None);
+        assert_eq!(
+            sched_of(owner.tid),
+            (libc::SCHED_OTHER, 0, 0),
+            "the waiter's nice is lent (from {owner_base:?})"
+        );
+        owner.release();
+        assert!(waiter.join().unwrap());
+        assert_eq!(
+            sched_of(owner.tid),
+            owner_base,
+            "the owner gets its own back"
+        );
+        owner.finish();
+    }
+    if realtime {
+        let owner = Owner::spawn(&m, || set_nice(5));
+        let (_, waiter) = spawn_waiter(&m, || set_policy(0, libc::SCHED_FIFO, 10), None);
+        let (policy, _, priority) = sched_of(owner.tid);
+        assert_eq!((policy, priority), (libc::SCHED_FIFO, 10), "FIFO lent");
+        owner.release();
+        assert!(waiter.join().unwrap());
+        assert_eq!(sched_of(owner.tid), (libc::SCHED_OTHER, 5, 0));
+        owner.finish();
+    }
+    let after = counters();
+    assert!(after.donations >= before.donations + 2, "{after:?}");
+    assert_eq!(
+        after.failed_permission, before.failed_permission,
+        "{after:?}"
+    );
 }
 
 /// The child's half: drops privileges, then checks a nice loan, a realtime loan to a
