@@ -166,6 +166,10 @@ lines=$(cargo run --quiet --release --example priority_inversion -- --json --sce
 [ "$lines" -eq 5 ] || { echo "priority_inversion --json printed $lines lines, expected 5"; exit 1; }
 lines=$(cargo run --quiet --release --example priority_inversion -- --json --scenario rwlock-readers --seconds 0.2 | grep -c '"scenario":"rwlock-readers"')
 [ "$lines" -eq 4 ] || { echo "priority_inversion --json --scenario rwlock-readers printed $lines lines, expected 4"; exit 1; }
+# --unprivileged: CAP_SYS_NICE dropped, CPU loans only, said once; the locks still run.
+out=$(cargo run --quiet --release --example priority_inversion -- --unprivileged --json --scenario direct --seconds 0.2 2>&1)
+[ "$(grep -c '"scenario":"direct"' <<< "$out")" -eq 5 ] && [ "$(grep -c 'can lend CPUs only' <<< "$out")" -eq 1 ] ||
+  { echo "priority_inversion --unprivileged: unexpected output: $out"; exit 1; }
 # A bad --trace-stop-us is refused with a message and exit code 2, before anything runs.
 rc=0
 msg=$(cargo run --quiet --release --example priority_inversion -- --trace-stop-us 1e300 2>&1) || rc=$?

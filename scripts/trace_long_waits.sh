@@ -6,7 +6,7 @@
 # over US µs (the ring is then saved) or MINUTES have passed. Needs root and tracefs. Puts the
 # ring's events, size and on/off state back when it ends, however it ends.
 #
-# usage: scripts/trace_long_waits.sh [SCENARIO (rt)] [US (1000)] [MINUTES (30)] [OUT_DIR]
+# usage: [DEMO_ARGS="--unprivileged ..."] scripts/trace_long_waits.sh [SCENARIO (rt)] [US (1000)] [MINUTES (30)] [OUT_DIR]
 # OUT_DIR (default target/trace_long_waits) gets each round's --json lines and stderr, and the
 # trace of the round that caught a wait. Each round's stderr ends with the jiffies of host steal
 # counted during it (/proc/stat), which a host stall may or may not show.
@@ -53,7 +53,7 @@ while [ "$SECONDS" -lt "$end" ]; do
   echo > "$T/trace"
   echo 1 > "$T/tracing_on"
   stolen=$(steal)
-  "$demo" --scenario "$scenario" --json --trace-stop-us "$us" --svg "$out/last.svg" \
+  "$demo" --scenario "$scenario" --json --trace-stop-us "$us" --svg "$out/last.svg" ${DEMO_ARGS:-} \
     > "$out/round_$round.json" 2> "$out/round_$round.err"
   echo 0 > "$T/tracing_on"
   echo "host steal: $(($(steal) - stolen)) jiffies" >> "$out/round_$round.err"

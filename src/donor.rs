@@ -209,6 +209,16 @@ pub(crate) fn before_spinning(
         });
     }
     let worse = survey.sched || survey.cpu;
+    if !worse && carries_loans(me) {
+        // Lent to, it waits again (woken to compete, it found the lock taken back): the
+        // lender's listing of it down the chain ended with its last wait, and what it carries
+        // must reach the owner it now waits for, however equal they look (without privilege a
+        // loan is a CPU only). Listed, it passes them on, lending its base and no CPU (the one
+        // it runs on is borrowed), and it sleeps at once: that owner may be moved onto the CPU
+        // it would spin on.
+        ledger::lend(me, lock, None);
+        return Ok(Spin::No);
+    }
     if !worse {
         if DONATES {
             crate::stats::count_skipped();
@@ -216,6 +226,13 @@ pub(crate) fn before_spinning(
         return Ok(Spin::No);
     }
     Ok(Spin::WhileOwnerRuns)
+}
+
+/// Whether `me` has attributes lent to it (its own cache of what the ledger applied).
+fn carries_loans(me: Me) -> bool {
+    // Relaxed: a cache of our own boost state, written under the ledger lock; a stale answer
+    // costs one pass over the ledger, or a loan passed on at the next wait.
+    DONATES && me.task().donor.lent_hint.load(Ordering::Relaxed) != 0
 }
 
 /// What the waiter's walk down its chain found.

@@ -27,6 +27,7 @@
 //! JSON object per line and (scenario, lock). `--trace-stop-us US` (root) stops a kernel trace
 //! the caller started at the first proxy-lock wait over US µs (`scripts/trace_long_waits.sh`).
 
+mod cgroup;
 mod locks;
 mod report;
 mod scenario;
@@ -43,7 +44,8 @@ use std::time::Duration;
 
 const USAGE: &str = "usage: priority_inversion \
 [--scenario direct|chain|cgroup|rt|rwlock-readers|rwlock-writer|all] [--seconds N] \
-[--section cpu|rename] [--json] [--svg PATH] [--cpu-donation move|union|off] [--trace-stop-us US]";
+[--section cpu|rename] [--json] [--svg PATH] [--cpu-donation move|union|off] [--unprivileged] \
+[--trace-stop-us US]";
 
 struct Args {
     scenarios: Vec<Scenario>,
@@ -52,6 +54,7 @@ struct Args {
     json: bool,
     svg: String,
     trace_stop_after: Option<Duration>,
+    unprivileged: bool,
 }
 
 fn parse_args() -> std::result::Result<Args, String> {
@@ -64,6 +67,7 @@ fn parse_args() -> std::result::Result<Args, String> {
         json: false,
         svg: format!("{target}/priority_inversion.svg"),
         trace_stop_after: None,
+        unprivileged: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -104,6 +108,7 @@ fn parse_args() -> std::result::Result<Args, String> {
                 )
             }
             "--json" => a.json = true,
+            "--unprivileged" => a.unprivileged = true,
             "--svg" => a.svg = value()?,
             "--cpu-donation" => proxy_lock::set_cpu_donation(match value()?.as_str() {
                 "move" => proxy_lock::CpuDonation::Move,
@@ -185,6 +190,13 @@ fn main() {
         eprintln!("priority_inversion: {e}\n{USAGE}");
         std::process::exit(2)
     });
+    if args.unprivileged {
+        // First, before any thread exists: every thread made later starts without it.
+        setup::drop_cap_sys_nice().unwrap_or_else(|e| {
+            eprintln!("priority_inversion: --unprivileged: {e}");
+            std::process::exit(1)
+        });
+    }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pinned = cpus >= 2;
     if !pinned {
@@ -199,7 +211,11 @@ fn main() {
         }))
     });
     let caps = proxy_lock::capabilities();
-    if !caps.can_leave_idle {
+    if args.unprivileged {
+        eprintln!(
+            "--unprivileged: CAP_SYS_NICE dropped, RLIMIT_NICE and RLIMIT_RTPRIO 0: proxy-lock can lend CPUs only\n{caps}"
+        );
+    } else if !caps.can_leave_idle {
         eprintln!("{caps}\n(donation cannot lift a SCHED_IDLE owner here; CPU loans still work)");
     }
     let rename = args.rename.then(|| {
@@ -233,9 +249,11 @@ fn main() {
         let groups = match scenario.prepare() {
             Ok(g) => g,
             Err(why) => {
+                // Once: in the table, or on stderr beside the JSON lines.
                 let line = format!("{}: skipped: {why}", scenario.name());
-                eprintln!("{line}");
-                if !args.json {
+                if args.json {
+                    eprintln!("{line}");
+                } else {
                     println!("\n{line}");
                 }
                 done += locks_of(scenario);

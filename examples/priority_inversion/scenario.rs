@@ -1,7 +1,8 @@
 //! The inversions staged: who holds the lock, who preempts it, who waits, and how.
 
+use crate::cgroup::Groups;
 use crate::locks::DemoLock;
-use crate::setup::{self, Groups, RenameDir, TraceStop};
+use crate::setup::{self, RenameDir, TraceStop};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -21,8 +22,9 @@ pub enum Scenario {
     /// The foreground waits on A; A's owner waits on B; B's owner is the one the hog preempts.
     /// Both owners are SCHED_IDLE on the hog's CPU, so donation must be transitive.
     Chain,
-    /// The owner in a cgroup with cpu.shares 4, the hog in one with 512, the foreground in the
-    /// root group (the original demo's setup).
+    /// The owner in a cgroup weighted 1, the hog in one weighted 128 (cgroup v1 cpu.shares 4
+    /// and 512, the original demo's setup; v2 cpu.weight 1 and 128), the foreground outside
+    /// both.
     Cgroup,
     /// A SCHED_FIFO foreground, a SCHED_OTHER owner, a lower-priority SCHED_FIFO hog: the case
     /// PI futexes were made for.
@@ -69,7 +71,7 @@ impl Scenario {
                 "foreground -> A held by a SCHED_IDLE thread waiting on B -> B held by another, both on CPU 0 beside a nice-0 hog ({burst} ms bursts)"
             ),
             Scenario::Cgroup => format!(
-                "owner in a cgroup with cpu.shares 4, hog ({burst} ms bursts) in one with 512, both on CPU 0; foreground in the root group on CPU 1"
+                "owner in a cgroup weighted 1, hog ({burst} ms bursts) in one weighted 128 (v1 cpu.shares 4:512, v2 cpu.weight 1:128), both on CPU 0; foreground outside both on CPU 1"
             ),
             Scenario::Rt => format!(
                 "SCHED_FIFO {FG_FIFO} foreground on CPU 1; SCHED_OTHER owner on CPU 0 beside a SCHED_FIFO {HOG_FIFO} hog ({burst} ms bursts)"
@@ -90,7 +92,7 @@ impl Scenario {
             | Scenario::Chain
             | Scenario::RwlockReaders
             | Scenario::RwlockWriter => Ok(None),
-            Scenario::Cgroup => Groups::create(4, 512).map(|g| Some(Arc::new(g))),
+            Scenario::Cgroup => Groups::create().map(|g| Some(Arc::new(g))),
             Scenario::Rt => setup::can_use_fifo().map(|()| None),
         }
     }
@@ -176,10 +178,12 @@ impl Stage {
                 Role::Owner,
             ) => report(setup::set_policy(libc::SCHED_IDLE, 0)),
             (Scenario::Cgroup, Role::Owner) => {
-                report(setup::join_group(&self.groups.as_ref().unwrap().background))
+                let groups = self.groups.as_ref().unwrap();
+                report(groups.join(&groups.background, setup::gettid()))
             }
             (Scenario::Cgroup, Role::Hog) => {
-                report(setup::join_group(&self.groups.as_ref().unwrap().hogs))
+                let groups = self.groups.as_ref().unwrap();
+                report(groups.join(&groups.hogs, setup::gettid()))
             }
             (Scenario::Rt, Role::Hog) => report(setup::set_policy(libc::SCHED_FIFO, HOG_FIFO)),
             (Scenario::Rt, Role::Foreground) => {

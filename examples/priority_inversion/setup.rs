@@ -1,9 +1,9 @@
-//! Thread attributes the scenarios need: CPU pinning, scheduling policies, cgroups. Each setter
-//! acts on the calling thread and returns an error saying what failed. Also the stop of a
-//! kernel trace at a long wait (`--trace-stop-us`).
+//! Thread attributes the scenarios need: CPU pinning, scheduling policies, privileges (the
+//! cgroups are `cgroup.rs`'s). Each setter acts on the calling thread and returns an error
+//! saying what failed. Also the stop of a kernel trace at a long wait (`--trace-stop-us`).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -24,6 +24,12 @@ pub fn pin(cpu: usize) -> Result<(), String> {
     } else {
         Err(os_err(&format!("pin to CPU {cpu}")))
     }
+}
+
+/// The calling thread's kernel id.
+pub fn gettid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
 }
 
 /// Sets the calling thread's policy (and priority, for SCHED_FIFO).
@@ -47,60 +53,53 @@ pub fn can_use_fifo() -> Result<(), String> {
         .map_err(|e| format!("SCHED_FIFO not allowed ({e}); needs CAP_SYS_NICE or RLIMIT_RTPRIO"))
 }
 
-/// Two cpu-controller groups (cgroup v1 `cpu.shares`): one for the background owners, one for
-/// the hogs. Removed on drop; threads that exited have already left them.
-pub struct Groups {
-    pub background: PathBuf,
-    pub hogs: PathBuf,
-}
-
-/// The cgroup v1 cpu controller's mount point.
-const CPU_V1: &str = "/sys/fs/cgroup/cpu";
-
-impl Groups {
-    /// Creates both groups with the given shares, or says why it cannot.
-    pub fn create(background_shares: u32, hog_shares: u32) -> Result<Groups, String> {
-        let root = Path::new(CPU_V1);
-        if !root.join("cpu.shares").exists() {
-            return Err(format!(
-                "no cgroup v1 cpu controller at {CPU_V1} (cgroup v2 is not supported by this demo)"
-            ));
-        }
-        let pid = std::process::id();
-        let groups = Groups {
-            background: root.join(format!("proxy_lock_demo_{pid}_background")),
-            hogs: root.join(format!("proxy_lock_demo_{pid}_hogs")),
+/// `--unprivileged`: takes CAP_SYS_NICE out of the calling thread's effective, permitted and
+/// inheritable sets and RLIMIT_NICE and RLIMIT_RTPRIO down to 0, before any other thread
+/// exists, so every thread the demo makes starts without it. What is left to lend is the CPU.
+/// The process stays root otherwise (cgroups still work).
+pub fn drop_cap_sys_nice() -> Result<(), String> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_SYS_NICE: u32 = 23;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: a v3 header and the two data words v3 writes.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } != 0 {
+        return Err(os_err("capget"));
+    }
+    let nice = !(1u32 << CAP_SYS_NICE);
+    data[0].effective &= nice;
+    data[0].permitted &= nice;
+    data[0].inheritable &= nice;
+    // SAFETY: the same header and data words, read back just above.
+    if unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) } != 0 {
+        return Err(os_err("capset"));
+    }
+    for resource in [libc::RLIMIT_NICE, libc::RLIMIT_RTPRIO] {
+        let zero = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
         };
-        for (dir, shares) in [
-            (&groups.background, background_shares),
-            (&groups.hogs, hog_shares),
-        ] {
-            std::fs::create_dir(dir)
-                .map_err(|e| format!("cannot create {}: {e} (needs root)", dir.display()))?;
-            std::fs::write(dir.join("cpu.shares"), shares.to_string())
-                .map_err(|e| format!("cannot set {}/cpu.shares: {e}", dir.display()))?;
-        }
-        Ok(groups)
-    }
-}
-
-/// Moves the calling thread into `group`.
-pub fn join_group(group: &Path) -> Result<(), String> {
-    // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::gettid() };
-    std::fs::write(group.join("tasks"), tid.to_string())
-        .map_err(|e| format!("cannot move thread {tid} into {}: {e}", group.display()))
-}
-
-impl Drop for Groups {
-    fn drop(&mut self) {
-        for dir in [&self.background, &self.hogs] {
-            // The demo's threads have exited, so the group is empty and can go.
-            if let Err(e) = std::fs::remove_dir(dir) {
-                eprintln!("warning: cannot remove {}: {e}", dir.display());
-            }
+        // SAFETY: a valid rlimit; lowering a limit needs no privilege.
+        if unsafe { libc::setrlimit(resource, &zero) } != 0 {
+            return Err(os_err("setrlimit"));
         }
     }
+    Ok(())
 }
 
 /// The `rename` section's two file names, in a directory of their own; removed on drop.
