@@ -68,8 +68,8 @@ pub(crate) struct Task {
     /// The next record on the stack of records not yet moved into the registry (see
     /// `new_records`), or 0. Written once before the record is pushed.
     next_new: AtomicUsize,
-    /// Number of locks this thread holds, read locks included. Only the thread itself reads or
-    /// writes it.
+    /// Number of locks this thread holds, read locks apart (`reading` notes those). Only the
+    /// thread itself reads or writes it.
     held: Cell<usize>,
     /// This thread's request slot for `Mutex::run` (see `proxy`).
     pub(crate) slot: Slot,
@@ -164,6 +164,12 @@ impl Task {
         self.reading
             .iter()
             .any(|n| n.load(Ordering::Relaxed) == addr)
+    }
+
+    /// Whether this thread notes any read hold.
+    pub(crate) fn reads_any(&self) -> bool {
+        // Relaxed: the thread's own notes, or (exit hook) read on the same thread.
+        self.reading.iter().any(|n| n.load(Ordering::Relaxed) != 0)
     }
 
     /// The `RwLock`s this thread notes read holds of, for diagnostics.
@@ -315,10 +321,11 @@ impl Me {
         held.set(held.get() + 1);
     }
 
-    /// Whether this thread holds no lock (a forgotten guard counts as held forever).
+    /// Whether this thread holds no lock (a forgotten guard counts as held forever). Read
+    /// locks count through their notes, so a fifth one held at once does not.
     #[inline]
     pub(crate) fn holds_no_lock(self) -> bool {
-        self.task().held.get() == 0
+        self.task().held.get() == 0 && !self.task().reads_any()
     }
 
     /// Records that this thread released a lock. Every release follows the acquisition it
@@ -329,11 +336,11 @@ impl Me {
         held.set(held.get() - 1);
     }
 
-    /// Records that this thread took a read lock on the `RwLock` at `addr`: held, and noted
-    /// where writers look for readers (`Task::reading`), if a note is free.
+    /// Records that this thread took a read lock on the `RwLock` at `addr`: noted where writers
+    /// look for readers (`Task::reading`), if a note is free. The note is the hold's record:
+    /// `held` counts the other locks, which spares the read path two more accesses.
     #[inline]
     pub(crate) fn read_acquired(self, addr: usize) {
-        self.acquired();
         for note in &self.task().reading {
             // Relaxed: only this thread writes its notes; others compare them (`Task::reads`).
             if note.load(Ordering::Relaxed) == 0 {
@@ -348,7 +355,6 @@ impl Me {
     /// (the release's Release RMW publishes the clear).
     #[inline]
     pub(crate) fn read_releasing(self, addr: usize) {
-        self.released();
         for note in &self.task().reading {
             // Relaxed: as in `read_acquired`.
             if note.load(Ordering::Relaxed) == addr {
@@ -534,9 +540,10 @@ unsafe fn retire_current(arg: *mut ()) {
     let record = unsafe { &*task };
     // From here on no donation syscall may reach this thread's tid.
     (crate::UP_CALLS.thread_exit)(record);
-    if record.held.get() > 0 || record.slot.is_linked() {
-        // A lock word still names this thread as owner and will forever, or a lock's request
-        // stack still links our slot (a `run` that a deadlock cancelled); keep the record.
+    if record.held.get() > 0 || record.reads_any() || record.slot.is_linked() {
+        // A lock word still names this thread as owner and will forever, a note names an
+        // `RwLock` it still reads (a forgotten read guard), or a lock's request stack still
+        // links our slot (a `run` that a deadlock cancelled); keep the record.
         // Relaxed: diagnostic flag, see `Task::has_exited`.
         record.exited.store(true, Ordering::Relaxed);
         return;

@@ -19,8 +19,9 @@
 //!   counts the lock among those it holds (`Me::acquired`), so that a thread that exits with
 //!   a forgotten write guard keeps its record, which the word still names.
 //!   `WRITER` clear: the high bits count the readers (`ONE_READER` each); zero is a free lock.
-//!   Each reader counts the lock among those it holds too, and notes it in its own record
-//!   (`Task::reading`): the word cannot name them, and a writer about to sleep must find them.
+//!   Each reader notes the lock in its own record (`Task::reading`), which is also how the lock
+//!   counts among those the thread holds: the word cannot name readers, and a writer about to
+//!   sleep must find them.
 //! * `READERS_PARKED`: readers may be asleep in the parking lot under the lock's address. Set
 //!   by a reader before it parks; cleared under that queue's lock by whoever empties the queue.
 //!   Readers only park while the lock is not readable (see below), so whoever makes it readable
