@@ -20,8 +20,9 @@
 //! * Writers that find the lock free take it even when others are parked; readers never pass
 //!   a parked writer.
 //!
-//! A thread that holds a read lock and reads again while a writer waits deadlocks, as with
-//! parking_lot's `read`.
+//! A thread that holds a read lock and reads again while a writer is parked can never get it;
+//! its wait goes through the deadlock check like any other (`word::rw`: it waits behind the
+//! parked writer, which waits for the readers), which reports the cycle.
 
 use crate::donor::Spin;
 use crate::loom::{
