@@ -22,7 +22,9 @@ pub(crate) mod slot;
 
 pub(crate) use donation::{NOT_RESTORING, SKIPPED, TaskDonor, WILL_RESTORE};
 use registry::{adopt_new_records, announce};
-pub(crate) use registry::{after_fork_in_child, after_fork_in_parent, before_fork, with_registry};
+pub(crate) use registry::{
+    after_fork_in_child, after_fork_in_parent, before_fork, try_with_registry, with_registry,
+};
 pub(crate) use slot::Slot;
 
 use crate::loom::{AtomicBool, AtomicUsize, Ordering, Pin, const_thread_local};
@@ -619,6 +621,25 @@ pub fn thread_blocked_on(tid: Tid) -> Option<LockId> {
 /// for as long as `f` runs. For diagnostics and chain walks, never for lock paths.
 pub(crate) fn with_live_tasks<R>(f: impl FnOnce(&mut dyn Iterator<Item = &Task>) -> R) -> R {
     with_registry(|registry| {
+        adopt_new_records(registry);
+        let mut tasks = registry
+            .iter()
+            .map(|&t| {
+                // SAFETY: records in the registry are alive while its lock is held: a record is
+                // removed under that lock before it is retired (`retire_current`).
+                unsafe { &*(t as *const Task) }
+            })
+            .filter(|t| !t.has_exited());
+        f(&mut tasks)
+    })
+}
+
+/// `with_live_tasks` if the registry's lock is free right now (`registry::try_with_registry`);
+/// `None` otherwise.
+pub(crate) fn try_with_live_tasks<R>(
+    f: impl FnOnce(&mut dyn Iterator<Item = &Task>) -> R,
+) -> Option<R> {
+    try_with_registry(|registry| {
         adopt_new_records(registry);
         let mut tasks = registry
             .iter()

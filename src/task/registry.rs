@@ -15,6 +15,18 @@ pub(crate) fn with_registry<R>(f: impl FnOnce(&mut Vec<usize>) -> R) -> R {
     f(&mut registry().lock().unwrap_or_else(|e| e.into_inner()))
 }
 
+/// Runs `f` on the registry if its lock is free right now; `None` if another thread holds it.
+/// For lock paths (an `RwLock` waiter looking for readers): the registry lock does not lend,
+/// and a waiter must not sleep behind a preempted holder of it.
+pub(crate) fn try_with_registry<R>(f: impl FnOnce(&mut Vec<usize>) -> R) -> Option<R> {
+    let mut registry = match registry().try_lock() {
+        Ok(guard) => guard,
+        Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return None,
+    };
+    Some(f(&mut registry))
+}
+
 /// The head of the lock-free stack of records not yet in the registry. Unused in models, where
 /// records go straight into the registry.
 static ANNOUNCED: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);

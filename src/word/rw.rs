@@ -45,7 +45,8 @@
 //!
 //! A writer is read from the word, as a mutex owner is. Readers are found by their notes: a
 //! scan of the live task records for notes of this lock's address (`owners`), made only by
-//! threads about to sleep or lending, never on a lock path. The scan misses a reader between
+//! threads about to sleep or lending, and only if the registry's lock is free at that moment
+//! (a waiter must not sleep behind that lock, which lends nothing). The scan misses a reader between
 //! its acquiring CAS and its note, or between its note's clear and its release: a running
 //! reader at an instant, which the next reconcile (the writer's wake-up) catches up with.
 //!
@@ -66,7 +67,7 @@
 
 use crate::LockId;
 use crate::loom::{AtomicUsize, Ordering, Pin, const_fn};
-use crate::task::{TASK_ALIGN, Task, WAIT_KIND, with_live_tasks};
+use crate::task::{TASK_ALIGN, Task, WAIT_KIND, try_with_live_tasks};
 
 /// Readers may be parked under the lock's address.
 pub(crate) const READERS_PARKED: usize = 1;
@@ -166,7 +167,11 @@ impl RwWord {
             return;
         }
         let (addr, parked_writer) = (self.addr(), self.addr() | WAITS_TO_WRITE);
-        with_live_tasks(|tasks| {
+        // Only if the registry's lock is free: it lends nothing, and a waiter (or the ledger's
+        // holder) that slept behind a preempted holder of it would be the very inversion this
+        // crate removes. A busy registry finds nobody; the next look (the next probe, wait or
+        // reconcile) tries again.
+        let _ = try_with_live_tasks(|tasks| {
             for task in tasks {
                 let holds = if to_write {
                     task.reads(addr)
