@@ -466,8 +466,10 @@ impl<'a> LockRef<'a> {
     /// (`RwWord::owners`).
     pub(crate) fn owners<'p>(self, pin: &'p Pin, out: &mut Vec<&'p Task>) {
         out.clear();
-        if let Some(first) = self.first_owner(pin, out) {
-            out.insert(0, first);
+        match self {
+            LockRef::Mutex(m) => out.extend(m.owner_record(pin)),
+            LockRef::Read(w) => w.owners(false, pin, out),
+            LockRef::Write(w) => w.owners(true, pin, out),
         }
     }
 
